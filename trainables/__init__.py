@@ -1,0 +1,1 @@
+"""Everything that trains ONE configuration. Knows nothing of Ray except trainable.py."""

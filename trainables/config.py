@@ -1,0 +1,55 @@
+"""Defaults of the `data` and `train` sections of a sweep file: the one place they are spelled.
+
+Model defaults are the keyword defaults of each model's constructor (trainables/models/).
+orchestrator/spec.py validates a sweep file against these keys and fills them in.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+DATA_DEFAULTS: dict[str, Any] = {
+    "corpus": "synthetic",  # synthetic | iemocap | meld | manifest
+    "root": None,  # IEMOCAP/MELD release directory, or the manifest file
+    "classes": 4,  # IEMOCAP: 4 (excited merged into happy) or 6
+    "features": "logmel",  # raw | logmel | mfcc | compare
+    "n_mels": 64,
+    "n_mfcc": 40,
+    "compare_deltas": False,
+    "downsample": 1,  # integer factor along time (scipy.signal.resample_poly)
+    "max_seconds": 4.0,  # crop/pad every utterance to this length
+    "normalize": "train",  # none | utterance | train (mean/std of the training split only)
+    "folds": "by_session",  # by_session | by_speaker | official
+    "n_folds": 5,  # by_speaker: k speaker-disjoint folds
+    "use_folds": None,  # train only the first N folds (None = all)
+    "seed": 0,  # synthetic corpus generation seed
+    "synthetic_utterances": 800,
+    "cache_dir": ".cache/sersweep",
+}
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 20,
+    "batch_size": 32,  # the LOGICAL batch the optimizer sees
+    "micro_batch": None,  # None = batch_size; the planner may shrink it (gradient accumulation)
+    "optimizer": "adamw",  # adamw | sgd
+    "lr": 5.0e-4,
+    "weight_decay": 0.01,
+    "momentum": 0.9,  # sgd only
+    "warmup_epochs": 0,
+    "schedule": "cosine",  # cosine | constant (after warmup)
+    "grad_clip": 1.0,  # max grad norm; 0 = off
+    "amp": "auto",  # auto (bf16/fp16 autocast on CUDA, off on CPU) | on | off
+    "seeds": [0],  # members = folds x seeds
+    "reweight": False,  # class-weighted cross-entropy
+    "rebalance": False,  # class-balanced sampling
+    "collapse_patience": 3,  # epochs of single-class validation predictions before `collapsed`
+    "device": "auto",  # auto | cpu | cuda
+}
+
+
+def with_defaults(section: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `defaults` updated with `section` (no validation; spec.py validates)."""
+    merged = copy.deepcopy(defaults)
+    merged.update(copy.deepcopy(section))
+    return merged

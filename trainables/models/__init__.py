@@ -1,0 +1,29 @@
+"""Model registry: one family per file, selected by `model.name` in the sweep file.
+
+Contract for every family (a plain nn.Module):
+- constructor: keyword-only `n_classes: int, n_features: int` (feature dim of one time step, 1 for
+  raw audio) plus the searchable hyper-parameters, all with defaults;
+- class attribute `INPUTS`: the feature kinds it accepts ("raw", "logmel", "mfcc", "compare");
+- forward(x, lengths, return_hidden=False): x is (B, S) raw audio or (B, T, F) frames, lengths (B,)
+  valid samples/frames; returns logits (B, n_classes), or (logits, hiddens) with `hiddens` a list of
+  pooled intermediate representations, each (B, D_i), for distillation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from trainables.errors import ConfigError
+
+MODELS: dict[str, type[nn.Module]] = {}
+
+
+def build_model(model_cfg: dict[str, Any], *, n_features: int, n_classes: int) -> nn.Module:
+    """Instantiate `model_cfg["name"]` with the rest of `model_cfg` as constructor arguments."""
+    name = model_cfg.get("name")
+    if name not in MODELS:
+        raise ConfigError("model.name", f"unknown model {name!r}; valid: {sorted(MODELS)}")
+    kwargs = {k: v for k, v in model_cfg.items() if k != "name"}
+    return MODELS[name](n_classes=n_classes, n_features=n_features, **kwargs)

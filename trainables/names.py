@@ -1,0 +1,44 @@
+"""Metric and column names: the one place they are spelled.
+
+A trial reports, every epoch, the mean and std over its members of each validation metric
+(`val_uar_mean`, `val_uar_std`, ...). The sweep file's `search.metric: val_uar` means `val_uar_mean`.
+"""
+
+from __future__ import annotations
+
+# Per-member metric names (metrics.py computes them; train.py prefixes split names).
+ACC = "acc"  # accuracy = weighted accuracy (WA)
+UAR = "uar"  # unweighted average recall = mean per-class recall
+F1_MACRO = "f1_macro"
+F1_WEIGHTED = "f1_weighted"
+LOSS = "loss"
+SCALAR_METRICS = (ACC, UAR, F1_MACRO, F1_WEIGHTED)
+
+SPLITS = ("train", "val", "test")
+
+
+def split_metric(split: str, metric: str) -> str:
+    """`split_metric("val", "uar") == "val_uar"`."""
+    return f"{split}_{metric}"
+
+
+def mean_key(name: str) -> str:
+    return f"{name}_mean"
+
+
+def std_key(name: str) -> str:
+    return f"{name}_std"
+
+
+# Keys of the per-epoch report of a trial (trainable.py -> tune.report -> store.py).
+EPOCH = "epoch"
+OBJECTIVE = "objective"  # mean over members of each member's best validation metric so far
+MEMBERS_ACTIVE = "members_active"
+MEMBERS_COLLAPSED = "members_collapsed"
+MEMBER_ROWS_JSON = "member_rows_json"  # JSON list: one dict per member for this epoch
+MEMBER_RESULTS_JSON = "member_results_json"  # JSON list: best epoch + test metrics per member
+RUNTIME_JSON = "runtime_json"  # JSON dict: micro_batch, accumulation, peaks, oom_retries, ...
+DONE = "done"
+
+VAL_UAR = split_metric("val", UAR)
+VAL_UAR_MEAN = mean_key(VAL_UAR)
