@@ -30,3 +30,7 @@ class DataError(SersweepError):
 
 class DoesNotFitError(SersweepError):
     """A configuration whose batch of 1 does not fit the memory budget."""
+
+
+class TrainingError(SersweepError):
+    """Training cannot go on (e.g. a non-finite loss); the trial is recorded as failed with this text."""
