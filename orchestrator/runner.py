@@ -1,0 +1,270 @@
+"""Build and run the Ray Tune Tuner of one sweep: OptunaSearch, ASHA, resources, resume.
+
+Resume design (why no Tuner.restore): the Parquet store is the single source of truth. Each run
+reads the trials already recorded, re-adds the finished ones to a fresh in-memory Optuna study
+(so the sampler learns from them), and launches only the missing number of trials as a NEW Tune
+experiment. A trial that was running when the driver died left no row (rows are written once, when
+a trial ends) and is simply replaced. This sidesteps both known hazards of restoring: an RDB-backed
+OptunaSearch re-reporting a finished trial (UpdateFinishedTrialError), and an in-memory one
+re-running finished trials under new ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from orchestrator.console import ConsoleCallback
+from orchestrator.planner import resources_for_config, trial_budget_bytes
+from orchestrator.spec import (
+    SpecError,
+    SweepSpec,
+    decode_params,
+    grid_search_space,
+    optuna_distributions,
+    sample_params,
+)
+from orchestrator.store import ResultStore, StoreCallback, write_spec
+from trainables import names
+from trainables.data import prepare_data
+from trainables.data.base import PreparedData
+
+OPTUNA_PARAMS_PREFIX = "optuna:"  # top-level config keys holding Optuna-native values
+
+
+@dataclass
+class SweepOutcome:
+    sweep_dir: str
+    trials_recorded: int
+    trials_run: int
+    failed: int
+    wall_seconds: float
+
+
+def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named in `search.sampler`, seeded with `search.seed`."""
+    seed = spec.search.seed
+    kind = spec.search.sampler
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "cmaes":
+        # CMA-ES handles only numeric params; Optuna falls back to random for the rest.
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if kind == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    if kind == "grid":
+        return optuna.samplers.GridSampler(grid_search_space(spec), seed=seed)
+    raise SpecError(str(spec.path), "search.sampler", f"unknown sampler {kind!r}")
+
+
+def _study_with_history(
+    spec: SweepSpec, store: ResultStore, sampler: optuna.samplers.BaseSampler
+) -> tuple[optuna.storages.InMemoryStorage, int]:
+    """A fresh in-memory study holding every trial the store already recorded."""
+    storage = optuna.storages.InMemoryStorage()
+    direction = "maximize" if spec.search.mode == "max" else "minimize"
+    study = optuna.create_study(
+        storage=storage, study_name=spec.name, sampler=sampler, direction=direction
+    )
+    trials = store.read_trials()
+    for row in trials.to_dict("records"):
+        native = json.loads(row.get("optuna_params_json") or "{}")
+        if not native:
+            continue
+        completed = row["status"] in ("completed", "collapsed") and row["objective"] == row[
+            "objective"
+        ]  # NaN check
+        state = optuna.trial.TrialState.COMPLETE if completed else optuna.trial.TrialState.FAIL
+        if row["status"] == "pruned":
+            state = optuna.trial.TrialState.PRUNED
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=native,
+                distributions=optuna_distributions(spec, native),
+                value=float(row["objective"]) if completed else None,
+                state=state,
+            )
+        )
+    return storage, len(trials)
+
+
+def _define_by_run(spec: SweepSpec):
+    """The OptunaSearch space: sample, then hand Tune the real values under nested keys.
+
+    OptunaSearch merges what the function returns over the values it captured; keys with "/"
+    are un-flattened by Tune into the nested config, so `train/lr` lands at config["train"]["lr"].
+    The captured Optuna-native values stay as flat top-level keys; we keep them (prefixed) so the
+    store can re-add the trial to a study on resume.
+    """
+
+    def space(trial: optuna.Trial) -> dict[str, Any]:
+        native = sample_params(spec, trial)
+        decoded = decode_params(spec, native)
+        out: dict[str, Any] = {key.replace(".", "/"): value for key, value in decoded.items()}
+        out.update({OPTUNA_PARAMS_PREFIX + key: value for key, value in native.items()})
+        return out
+
+    return space
+
+
+def _ray_init(address: str | None, verbose: bool) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        # Joining a cluster: the dashboard is the cluster's business.
+        ray.init(address=address, log_to_driver=verbose)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=verbose)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    results_root: str,
+    address: str | None = None,
+    verbose: bool = False,
+    data: PreparedData | None = None,
+) -> SweepOutcome:
+    """Run (or continue) the sweep `spec`; every finished trial lands in the store."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from trainables.trainable import train_trial
+
+    started = time.monotonic()
+    store = ResultStore(results_root, spec.name)
+    sampler = make_sampler(spec)
+    storage, recorded = _study_with_history(spec, store, sampler)
+    remaining = spec.search.trials - recorded
+    if recorded:
+        print(f"resuming {store.sweep_dir}: {recorded} trials recorded, {max(remaining, 0)} to run")
+    write_spec(store.sweep_dir, spec.as_dict())
+    if remaining <= 0:
+        return SweepOutcome(store.sweep_dir, recorded, 0, 0, time.monotonic() - started)
+
+    if data is None:
+        data = prepare_data(dict(spec.data), progress=lambda msg: print(f"data: {msg}"))
+    _ray_init(address, verbose)
+
+    metric_key = names.mean_key(spec.search.metric)  # what ASHA prunes on, each epoch
+    searcher = OptunaSearch(
+        space=_define_by_run(spec),
+        metric=names.OBJECTIVE,
+        mode=spec.search.mode,
+        sampler=sampler,
+        storage=storage,
+        study_name=spec.name,
+    )
+    max_concurrent = spec.search.max_concurrent or max(
+        1, int(_cluster_cpus() // spec.resources.cpus_per_trial)
+    )
+    search_alg = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
+    if spec.search.scheduler.type == "asha":
+        scheduler = ASHAScheduler(
+            metric=metric_key,
+            mode=spec.search.mode,
+            max_t=spec.search.scheduler.max_t or int(spec.train["epochs"]),
+            grace_period=spec.search.scheduler.grace_period,
+            reduction_factor=spec.search.scheduler.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+
+    base = spec.base_config()
+    base["runtime"] = {
+        "sweep": spec.name,
+        "metric": spec.search.metric,
+        "mode": spec.search.mode,
+        "memory_budget": trial_budget_bytes(dict(spec.resources), _gpu_total_bytes()),
+    }
+    trainable = tune.with_parameters(train_trial, data=data)
+    trainable = tune.with_resources(trainable, _resources(spec, data))
+
+    console = ConsoleCallback(total=spec.search.trials, already=recorded, mode=spec.search.mode)
+    store_cb = StoreCallback(
+        store, param_keys=spec.param_keys(), metric=spec.search.metric, mode=spec.search.mode
+    )
+    storage_path = _tune_storage_path(results_root, spec.name)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=base,
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=remaining,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+            storage_path=storage_path,
+            failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[store_cb, console],
+            verbose=1 if verbose else 0,
+        ),
+    )
+    tuner.fit()
+    console.close()
+    return SweepOutcome(
+        sweep_dir=store.sweep_dir,
+        trials_recorded=recorded + console.finished,
+        trials_run=console.finished,
+        failed=console.failed,
+        wall_seconds=time.monotonic() - started,
+    )
+
+
+def _resources(spec: SweepSpec, data: PreparedData):
+    """Per-trial resources: fixed numbers, or a callable that sizes the GPU share by memory."""
+    gpus = spec.resources.gpus_per_trial
+    if gpus == "auto":
+        gpu_total = _gpu_total_bytes()
+        if gpu_total is None:  # no GPU anywhere: auto means CPU only
+            return {"cpu": spec.resources.cpus_per_trial, "gpu": 0}
+        return lambda config: resources_for_config(
+            config,
+            data_shape=tuple(data.features.shape[1:]),
+            n_features=data.n_features,
+            n_classes=data.n_classes,
+            n_members=len(data.folds) * len(config["train"]["seeds"]),
+            cpus_per_trial=spec.resources.cpus_per_trial,
+            gpu_total_bytes=gpu_total,
+            gpu_memory_fraction=spec.resources.gpu_memory_fraction,
+        )
+    return {"cpu": spec.resources.cpus_per_trial, "gpu": float(gpus)}
+
+
+def _cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0))
+
+
+def _gpu_total_bytes() -> int | None:
+    """Memory of one GPU of the cluster: from torch on this node, else None (CPU only)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    return None
+
+
+def _tune_storage_path(results_root: str, sweep: str) -> str:
+    """Tune's checkpoints live beside the results, so they follow a shared path or URI."""
+    if "://" in results_root:
+        return f"{results_root.rstrip('/')}/{sweep}/_tune"
+    return str((Path(results_root) / sweep / "_tune").resolve())

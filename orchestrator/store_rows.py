@@ -1,0 +1,197 @@
+"""Turn a trial's buffered tune.report dicts into the store's rows (columns: schema.py).
+
+Pure functions of the reports and the trial config, so they are tested without Ray.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator import schema
+from trainables import names
+
+_EPOCH_COLUMNS = [n for n in schema.EPOCHS_SCHEMA.names if n not in ("trial_id", "sweep")]
+_MEMBER_COLUMNS = [n for n in schema.MEMBERS_SCHEMA.names if n not in ("trial_id", "sweep")]
+
+
+@dataclass
+class TrialBuffer:
+    """What the driver has seen of one trial: its last report and its epoch rows."""
+
+    started_at: float
+    last: dict[str, Any] = field(default_factory=dict)
+    epochs: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, result: dict[str, Any]) -> None:
+        self.last = dict(result)
+        for row in _json(result.get(names.MEMBER_ROWS_JSON), []):
+            epoch = row.get("epoch", result.get(names.EPOCH))
+            self.epochs[(int(row.get("member", 0)), int(epoch or 0))] = row  # re-report: last wins
+
+
+def _json(text: Any, default: Any) -> Any:
+    if text is None or text == "":
+        return default
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def get_dotted(config: dict, key: str) -> Any:
+    """`get_dotted({"train": {"lr": 1}}, "train.lr") == 1`; None when absent."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def param_value(value: Any) -> Any:
+    """Typed scalars stay; lists, tuples and dicts become JSON strings."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=str)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:  # numpy scalars
+        return value.item()
+    except AttributeError:
+        return str(value)
+
+
+def error_status(error: str) -> str:
+    return "does_not_fit" if "DoesNotFitError" in error else "failed"
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    clean = [float(v) for v in values if v is not None and not _isnan(v)]
+    if not clean:
+        return None, None
+    mean = sum(clean) / len(clean)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in clean) / len(clean))
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+@functools.cache
+def code_version() -> str:
+    """`git describe --always --dirty` of the repository, else the installed package version."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=repo, capture_output=True, text=True, timeout=5, check=True,
+        )
+        if out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        from importlib.metadata import version
+
+        return f"sersweep-{version('sersweep')}"
+    except Exception:
+        return "unknown"
+
+
+def _ts(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None or _isnan(value) else int(value)
+
+
+def trial_rows(
+    *,
+    trial_id: str,
+    config: dict,
+    buffer: TrialBuffer,
+    param_keys: list[str],
+    metric: str,
+    mode: str,
+    status: str | None,
+    error: str | None,
+    trial_gpus: float,
+    ended_at: float | None = None,
+) -> tuple[dict, list[dict], list[dict]]:
+    """(trial row, epoch rows, member rows). `status` None: decided from the last report."""
+    last = buffer.last
+    members = _json(last.get(names.MEMBER_RESULTS_JSON), [])
+    runtime = _json(last.get(names.RUNTIME_JSON), {})
+    collapsed = sum(bool(m.get("collapsed")) for m in members)
+    if not members and last.get(names.MEMBERS_COLLAPSED) is not None:
+        collapsed = int(last[names.MEMBERS_COLLAPSED])
+    if status is None:
+        if members and collapsed == len(members):
+            status = "collapsed"
+        else:
+            status = "completed" if last.get(names.DONE) else "pruned"
+    ended = ended_at if ended_at is not None else datetime.now(UTC).timestamp()
+    wall = last.get("time_total_s")
+    wall = float(wall) if wall is not None else max(0.0, ended - buffer.started_at)
+    gpu_ids = runtime.get("gpu_ids")
+    gpus = trial_gpus or runtime.get("gpu_fraction") or (len(gpu_ids) if gpu_ids else 0.0)
+    objective = last.get(names.OBJECTIVE)
+    native = {
+        k.removeprefix(schema.OPTUNA_PARAMS_PREFIX): v
+        for k, v in config.items()
+        if isinstance(k, str) and k.startswith(schema.OPTUNA_PARAMS_PREFIX)
+    }
+    row: dict[str, Any] = {
+        "trial_id": trial_id,
+        "status": status,
+        "error": error,
+        "objective": None if objective is None or _isnan(objective) else float(objective),
+        "metric": metric,
+        "mode": mode,
+        "epochs_run": int(last.get(names.EPOCH) or 0),
+        "optuna_params_json": json.dumps(native, default=str) if native else None,
+        "members": len(members) or None,
+        "members_collapsed": collapsed,
+        "micro_batch": _int(runtime.get("micro_batch")),
+        "accumulation": _int(runtime.get("accumulation")),
+        "gpu_fraction": runtime.get("gpu_fraction", trial_gpus or None),
+        "estimated_peak_bytes": _int(runtime.get("estimated_peak_bytes")),
+        "measured_peak_bytes": _int(runtime.get("measured_peak_bytes")),
+        "oom_retries": _int(runtime.get("oom_retries")),
+        "wall_seconds": wall,
+        "gpu_hours": wall / 3600.0 * float(gpus or 0.0),
+        "host": runtime.get("host") or last.get("hostname"),
+        "node_id": runtime.get("node_id"),
+        "device": runtime.get("device"),
+        "gpu_ids": json.dumps(gpu_ids) if gpu_ids is not None else None,
+        "code_version": code_version(),
+        "started_at": _ts(buffer.started_at),
+        "ended_at": _ts(ended),
+    }
+    for name in schema.BEST_METRICS + schema.TEST_METRICS:
+        mean, std = _mean_std([m.get(name) for m in members])
+        row[names.mean_key(name)], row[names.std_key(name)] = mean, std
+    for key in param_keys:
+        row[schema.param_column(key)] = param_value(get_dotted(config, key))
+    epochs = [
+        {**{c: r.get(c) for c in _EPOCH_COLUMNS}, "member": m, "epoch": e}
+        for (m, e), r in buffer.epochs.items()
+    ]
+    member_rows = []
+    for m in members:
+        out = {c: m.get(c) for c in _MEMBER_COLUMNS}
+        if not isinstance(out["test_confusion"], (str, type(None))):
+            out["test_confusion"] = json.dumps(out["test_confusion"])
+        if not isinstance(out["agreement_confusion"], (str, type(None))):
+            out["agreement_confusion"] = json.dumps(out["agreement_confusion"])
+        member_rows.append(out)
+    return row, epochs, member_rows

@@ -1,0 +1,140 @@
+"""train_trial under a real local Ray Tune: reports, checkpoints, and resume after a crash."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ray import cloudpickle, tune
+from torch import nn
+
+from trainables import memory, names
+from trainables.config import TRAIN_DEFAULTS, with_defaults
+from trainables.data.base import Fold, PreparedData
+from trainables.errors import ConfigError
+from trainables.models import MODELS
+from trainables.trainable import CHECKPOINT_FILE, _plan, train_trial
+from trainables.train import LockstepTrainer
+
+CPU = torch.device("cpu")
+# Ray workers cannot import this test module: ship its functions and classes by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class CrashOnceNet(nn.Module):
+    """Masked-mean MLP; the first model to pass `crash_after` training forwards while
+    `crash_marker` does not exist creates it and raises (a process dying mid-trial)."""
+
+    INPUTS = ("logmel",)
+
+    def __init__(self, *, n_classes: int, n_features: int, dropout: float = 0.2,
+                 crash_marker: str = "", crash_after: int = 0) -> None:
+        super().__init__()
+        self.proj = nn.Linear(n_features, 8)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(8, n_classes)
+        self.crash_marker, self.crash_after, self.calls = crash_marker, crash_after, 0
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, return_hidden: bool = False):
+        if self.training:
+            self.calls += 1
+            marker = Path(self.crash_marker) if self.crash_marker else None
+            if marker and self.calls > self.crash_after and not marker.exists():
+                marker.touch()
+                raise RuntimeError("injected crash")
+        mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).float()[..., None]
+        h = (torch.tanh(self.proj(x)) * mask).sum(1) / mask.sum(1)
+        return self.out(self.drop(h))
+
+
+def tiny_data(n: int = 96) -> PreparedData:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 4
+    lengths = torch.randint(5, 11, (n,), generator=g)
+    x = torch.randn(n, 10, 6, generator=g) + labels[:, None, None] * 0.7
+    x = x * (torch.arange(10)[None, :, None] < lengths[:, None, None])
+    parts = np.array_split(torch.randperm(n, generator=g).numpy(), 6)
+    folds = [Fold(f"fold{k}", np.concatenate([parts[(k + j) % 6] for j in range(4)]),
+                  parts[(k + 4) % 6], parts[(k + 5) % 6]) for k in range(2)]
+    return PreparedData(features=x, lengths=lengths, labels=labels, classes=list("nhsa"),
+                        ids=[str(i) for i in range(n)], speakers=["s"] * n, sessions=["1"] * n,
+                        folds=folds, feature_kind="logmel", frame_rate=100.0)
+
+
+def trial_with_test_model(config: dict, data: PreparedData | None = None) -> None:
+    """The production trainable, in a worker that also knows the test model."""
+    MODELS["crash_once"] = CrashOnceNet
+    train_trial(config, data=data)
+
+
+def config(marker: Path, lr: object = 1e-2) -> dict:
+    train = {"epochs": 3, "batch_size": 16, "lr": lr, "seeds": [0], "amp": "off",
+             "device": "auto", "rebalance": True}
+    return {"data": {}, "model": {"name": "crash_once", "crash_marker": str(marker),
+                                  "crash_after": 8},  # 4 steps/epoch: crash in epoch 3
+            "train": with_defaults(train, TRAIN_DEFAULTS),
+            "runtime": {"metric": "val_uar", "mode": "max"}}
+
+
+def comparable(report: dict) -> dict:
+    rows = json.loads(report[names.MEMBER_ROWS_JSON])
+    return {k: v for k, v in report.items() if k not in (names.MEMBER_ROWS_JSON,
+                                                         names.RUNTIME_JSON)} | {
+        "rows": [{k: v for k, v in r.items() if k != "seconds"} for r in rows]}
+
+
+def test_tuner_reports_checkpoints_and_resumes_after_a_crash(
+    ray_local, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(MODELS, "crash_once", CrashOnceNet)
+    data = tiny_data()
+    marker = tmp_path / "crashed"
+    tuner = tune.Tuner(
+        tune.with_parameters(trial_with_test_model, data=data),
+        param_space=config(marker, lr=tune.grid_search([1e-2, 3e-3])),
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(name="t", storage_path=str(tmp_path / "ray"), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+    results = tuner.fit()
+    assert not results.errors and len(results) == 2
+    assert marker.exists()  # one trial crashed in epoch 3 ...
+    for result in results:
+        # ... and resumed from its epoch-2 checkpoint instead of starting over
+        assert result.metrics_dataframe[names.EPOCH].tolist() == [1, 2, 3]
+        final = result.metrics
+        assert final[names.DONE] and final[names.MEMBERS_ACTIVE] == 0
+        runtime = json.loads(final[names.RUNTIME_JSON])
+        assert runtime["device"] == "cpu" and runtime["gpu_ids"] == []
+        assert runtime["micro_batch"] == 16 and runtime["oom_retries"] == 0
+        assert runtime["host"] and runtime["node_id"]
+        # the same numbers as an uninterrupted run in this process
+        local = LockstepTrainer(result.config, data, CPU)
+        want = [comparable(local.run_epoch()) for _ in range(3)]
+        assert comparable(final) == want[2]
+        # the epoch-2 checkpoint continues to the same epoch 3
+        epoch2 = [c for c, m in result.best_checkpoints if m[names.EPOCH] == 2][0]
+        with epoch2.as_directory() as directory:
+            state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
+        resumed = LockstepTrainer(result.config, data, CPU)
+        resumed.load_state_dict(state)
+        assert comparable(resumed.run_epoch()) == want[2]
+
+
+def test_memory_budget_uses_the_planner_or_says_it_is_missing() -> None:
+    cfg = config(Path("unused"))
+    cfg["runtime"]["memory_budget"] = 2**30
+    data = tiny_data()
+    if not hasattr(memory, "plan_micro_batch"):
+        with pytest.raises(ConfigError, match="plan_micro_batch"):
+            _plan(cfg, data)
+        return
+    planned = _plan(cfg, data)
+    plan = memory.plan_micro_batch(cfg, data, 2**30)
+    assert planned["train"]["micro_batch"] == plan.micro_batch
+    assert planned["runtime"]["estimated_peak_bytes"] == plan.estimated_peak
+    assert cfg["train"]["micro_batch"] is None  # the caller's config is left alone

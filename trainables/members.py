@@ -1,0 +1,294 @@
+"""One member of a trial (one fold x one seed): its model, optimizer, RNG and best epoch."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainables.batching import (
+    Inputs,
+    MicroBatch,
+    class_weights,
+    epoch_batches,
+    micro_chunks,
+    steps_per_epoch,
+)
+from trainables.data.base import Fold, PreparedData
+from trainables.errors import TrainingError
+from trainables.memory import is_oom
+from trainables.metrics import CONFUSION, compute_metrics
+from trainables.models import build_model
+from trainables.names import LOSS, SCALAR_METRICS, split_metric
+from trainables.optim import Precision, build_optimizer, build_scheduler
+
+VAL_KEYS = tuple(split_metric("val", m) for m in (*SCALAR_METRICS, LOSS))
+
+
+class Member:
+    """Trains, evaluates and keeps the best validation epoch of one fold x seed."""
+
+    def __init__(
+        self,
+        index: int,
+        fold: Fold,
+        seed: int,
+        config: dict[str, Any],
+        data: PreparedData,
+        device: torch.device,
+        precision: Precision,
+        stats: tuple[Any, Any] | None,
+    ) -> None:
+        self.index, self.fold, self.seed = index, fold, int(seed)
+        self.train_cfg = config["train"]
+        self.device, self.precision = device, precision
+        self.n_classes = data.n_classes
+        self.inputs = Inputs(data, device, stats)
+        self._cuda = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=self._cuda):
+            # the member's seed alone decides its initialisation and its later dropout draws
+            torch.manual_seed(self.seed)
+            model = build_model(
+                config["model"], n_features=data.n_features, n_classes=data.n_classes
+            )
+            self.model = model.to(device)
+            self.rng_state = torch.get_rng_state()
+            self.cuda_rng_state = torch.cuda.get_rng_state(device) if self._cuda else None
+        self.generator = torch.Generator().manual_seed(self.seed)  # epoch order / sampling
+        self.train_idx = torch.as_tensor(fold.train, dtype=torch.int64)
+        self.val_idx = torch.as_tensor(fold.val, dtype=torch.int64)
+        self.test_idx = torch.as_tensor(fold.test, dtype=torch.int64)
+        cw = class_weights(data.labels, self.train_idx, data.n_classes)
+        self.loss_weights = cw.to(device) if self.train_cfg["reweight"] else None
+        self._cpu_weights = cw if self.train_cfg["reweight"] else None  # no per-step device read
+        labels = data.labels[self.train_idx]
+        self.sample_weights = cw[labels].double() if self.train_cfg["rebalance"] else None
+        self.optimizer = build_optimizer(self.model, self.train_cfg)
+        steps = steps_per_epoch(self.train_idx.numel(), self.train_cfg["batch_size"])
+        self.scheduler = build_scheduler(self.optimizer, self.train_cfg, steps)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
+        self.best_metric: float | None = None
+        self.best_epoch = 0
+        self.best_val: dict[str, float] = {}
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.test: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self.collapse_run = 0
+        self.collapsed = False
+        self.active = True
+        self.stopped_epoch: int | None = None
+        self.samples_seen = 0
+
+    # -- one logical step -------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = self.precision.dtype
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def backward(self, idx: torch.Tensor, micro_batch: int) -> torch.Tensor:
+        """Accumulate the gradients of the logical batch `idx` in micro-batches of at most
+        `micro_batch`. Each micro-batch's loss is its summed (class-weighted) per-sample loss over
+        the logical batch's total weight, so the accumulated gradient equals the full batch's.
+        Returns the logical batch's mean loss (a detached device tensor: no sync here)."""
+        denom = float(idx.numel())
+        if self._cpu_weights is not None:
+            denom = float(self._cpu_weights[self.inputs.data.labels[idx]].sum())
+        total = torch.zeros((), device=self.device)
+        for chunk in micro_chunks(idx, micro_batch):
+            x, lengths, y = self.inputs(chunk)
+            with self._autocast():
+                logits = self.model(x, lengths)
+            losses = F.cross_entropy(logits.float(), y, reduction="none")
+            if self.loss_weights is not None:
+                losses = losses * self.loss_weights[y]
+            loss = losses.sum() / denom
+            self.scaler.scale(loss).backward()
+            total += loss.detach()
+        return total
+
+    def step(self) -> None:
+        """Clip, step the optimizer (through the GradScaler under fp16) and the lr schedule."""
+        if self.train_cfg["grad_clip"] > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg["grad_clip"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def _logical_step(self, idx: torch.Tensor, mb: MicroBatch, epoch: int) -> torch.Tensor:
+        while True:
+            try:
+                loss = self.backward(idx, mb.size)
+                break
+            except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
+                if not is_oom(exc):
+                    raise
+                err = exc
+            # outside the except block, so the failed step's tensors are freed before retrying
+            self.optimizer.zero_grad(set_to_none=True)
+            mb.halve(err, member=self.index, epoch=epoch, phase="train")
+            del err
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        self.step()
+        self.samples_seen += idx.numel()
+        return loss
+
+    # -- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _predict_once(self, idx: torch.Tensor, size: int) -> tuple[float, np.ndarray]:
+        loss_sum = torch.zeros((), device=self.device)
+        preds = []
+        for chunk in idx.split(size):
+            x, lengths, y = self.inputs(chunk)
+            with self._autocast():
+                logits = self.model(x, lengths)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            preds.append(logits.argmax(dim=1))
+        # sync point: one device -> host copy per split, after every batch has been queued
+        pred = torch.cat(preds).cpu().numpy() if preds else np.zeros(0, dtype=np.int64)
+        return float(loss_sum) / max(1, idx.numel()), pred
+
+    def predict(self, idx: torch.Tensor, mb: MicroBatch, epoch: int) -> tuple[float, np.ndarray]:
+        """Mean unweighted CE and argmax predictions over `idx` in eval mode (OOM: halve, redo)."""
+        self.model.eval()
+        try:
+            while True:
+                try:
+                    return self._predict_once(idx, mb.size)
+                except RuntimeError as exc:
+                    if not is_oom(exc):
+                        raise
+                    err = exc
+                mb.halve(err, member=self.index, epoch=epoch, phase="eval")
+                del err
+        finally:
+            self.model.train()
+
+    def evaluate(self, split: str, mb: MicroBatch, epoch: int) -> dict[str, Any]:
+        idx = {"val": self.val_idx, "test": self.test_idx}[split]
+        loss, pred = self.predict(idx, mb, epoch)
+        labels = self.inputs.data.labels[idx].numpy()
+        metrics = compute_metrics(labels, pred, self.n_classes)
+        out = {split_metric(split, k): v for k, v in metrics.items()}
+        out[split_metric(split, LOSS)] = loss
+        out["n_predicted_classes"] = int(np.unique(pred).size)
+        return out
+
+    # -- one epoch ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """Run with this member's RNG state (dropout etc.) and save it back afterwards."""
+        with torch.random.fork_rng(devices=self._cuda):
+            torch.set_rng_state(self.rng_state)
+            if self._cuda:
+                torch.cuda.set_rng_state(self.cuda_rng_state, self.device)
+            yield
+            self.rng_state = torch.get_rng_state()
+            if self._cuda:
+                self.cuda_rng_state = torch.cuda.get_rng_state(self.device)
+
+    def run_epoch(
+        self, epoch: int, mb: MicroBatch, metric: str, mode: str, patience: int, last: bool
+    ) -> dict[str, Any]:
+        """Train one epoch, validate, update the best epoch (+ test), check collapse, stop after
+        the `last` epoch -> this epoch's row (one element of MEMBER_ROWS_JSON)."""
+        start = time.perf_counter()
+        self.model.train()
+        with self._own_rng():
+            total = torch.zeros((), device=self.device)
+            seen = 0
+            batches = epoch_batches(
+                self.train_idx, self.train_cfg["batch_size"], self.generator, self.sample_weights
+            )
+            for idx in batches:
+                total += self._logical_step(idx, mb, epoch) * idx.numel()
+                seen += idx.numel()
+            # sync point: the one host read of the training loss per member and epoch
+            train_loss = float(total) / max(1, seen)
+        val = self.evaluate("val", mb, epoch)
+        for name, value in (("train", train_loss), ("val", val[split_metric("val", LOSS)])):
+            if not math.isfinite(value):
+                raise TrainingError(
+                    f"non-finite loss ({name} loss = {value}) for member {self.index} "
+                    f"(fold {self.fold.name}, seed {self.seed}), epoch {epoch}"
+                )
+        value = float(val[metric])
+        if self.best_metric is None or (value > self.best_metric if mode == "max"
+                                        else value < self.best_metric):
+            self._new_best(epoch, value, val, mb)
+        self.collapse_run = self.collapse_run + 1 if val["n_predicted_classes"] <= 1 else 0
+        if patience > 0 and self.collapse_run >= patience:
+            self.collapsed = True
+            self.stop(epoch)
+        elif last:
+            self.stop(epoch)
+        row = {"member": self.index, "fold": self.fold.name, "seed": self.seed, "epoch": epoch,
+               "train_loss": train_loss, **{k: val[k] for k in VAL_KEYS},
+               "lr": float(self.optimizer.param_groups[0]["lr"]),
+               "seconds": time.perf_counter() - start, "collapsed": self.collapsed,
+               "active": self.active}
+        self.history.append(row)
+        return row
+
+    def _new_best(self, epoch: int, value: float, val: dict[str, Any], mb: MicroBatch) -> None:
+        self.best_metric, self.best_epoch = value, epoch
+        self.best_val = {k: val[k] for k in VAL_KEYS}
+        self.best_state = {k: v.detach().to("cpu", copy=True)
+                           for k, v in self.model.state_dict().items()}
+        # test is evaluated only here, at a new best validation epoch: it never steers anything
+        test = self.evaluate("test", mb, epoch)
+        self.test = {k: test[split_metric("test", k)] for k in SCALAR_METRICS}
+        self.test[CONFUSION] = test[split_metric("test", CONFUSION)]
+
+    def stop(self, epoch: int) -> None:
+        self.active = False
+        self.stopped_epoch = epoch
+
+    def results(self) -> dict[str, Any]:
+        """The member's result at its best validation epoch (one row of MEMBER_RESULTS_JSON)."""
+        out: dict[str, Any] = {"member": self.index, "fold": self.fold.name, "seed": self.seed,
+                               "best_epoch": self.best_epoch}
+        out.update({k: self.best_val.get(k, float("nan")) for k in VAL_KEYS})
+        for k in SCALAR_METRICS:
+            out[split_metric("test", k)] = self.test.get(k, float("nan"))
+        out[split_metric("test", CONFUSION)] = self.test.get(CONFUSION)
+        out.update(n_test=int(self.test_idx.numel()), collapsed=self.collapsed,
+                   stopped_epoch=self.stopped_epoch)
+        return out
+
+    # -- checkpointing ------------------------------------------------------------------------
+    _PLAIN = ("best_metric", "best_epoch", "best_val", "test", "history", "collapse_run",
+              "collapsed", "active", "stopped_epoch", "samples_seen", "rng_state",
+              "cuda_rng_state", "best_state")
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: getattr(self, k) for k in self._PLAIN}
+        state.update(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                     scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
+                     generator=self.generator.get_state(), fold=self.fold.name, seed=self.seed)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (state["fold"], state["seed"]) != (self.fold.name, self.seed):
+            raise TrainingError(
+                f"checkpoint member {self.index} is fold {state['fold']} seed {state['seed']}, "
+                f"expected fold {self.fold.name} seed {self.seed}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        own_cuda_rng = self.cuda_rng_state
+        for k in self._PLAIN:
+            setattr(self, k, state[k])
+        if not self._cuda or self.cuda_rng_state is None:  # restored on another device type
+            self.cuda_rng_state = own_cuda_rng

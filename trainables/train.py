@@ -1,0 +1,184 @@
+"""The training loop of one trial: every member (fold x seed) trained in lock-step, epoch by epoch.
+
+`LockstepTrainer.run_epoch()` trains each active member one epoch, validates it, keeps its best
+validation epoch (with the test metrics at that epoch) and returns one report whose keys are
+spelled in trainables.names. See DESIGN.md, "A trial: members trained in lock-step".
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import resource
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainables.batching import MicroBatch, fold_stats
+from trainables.config import TRAIN_DEFAULTS, with_defaults
+from trainables.data.base import PreparedData
+from trainables.errors import ConfigError, TrainingError
+from trainables.members import VAL_KEYS, Member
+from trainables.names import (
+    DONE,
+    EPOCH,
+    LOSS,
+    MEMBER_RESULTS_JSON,
+    MEMBER_ROWS_JSON,
+    MEMBERS_ACTIVE,
+    MEMBERS_COLLAPSED,
+    OBJECTIVE,
+    SCALAR_METRICS,
+    VAL_UAR,
+    mean_key,
+    split_metric,
+    std_key,
+)
+from trainables.optim import choose_precision
+
+log = logging.getLogger(__name__)
+TRAIN_LOSS = split_metric("train", LOSS)
+SELECTABLE = tuple(split_metric("val", m) for m in (*SCALAR_METRICS, LOSS))
+
+
+def resolve_device(name: str) -> torch.device:
+    """`train.device`: auto (cuda if available: the GPU Ray assigned is cuda:0) | cpu | cuda."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device", "cuda requested but no CUDA GPU is visible")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError("train.device", f"unknown device {name!r}; valid: auto, cpu, cuda")
+    return torch.device(name)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and population std (ddof=0, so one member gives std 0, not NaN)."""
+    if not values:
+        return float("nan"), float("nan")
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std())
+
+
+class LockstepTrainer:
+    """All members of one trial, trained one epoch at a time (see the module docstring)."""
+
+    def __init__(
+        self, config: dict[str, Any], data: PreparedData, device: torch.device | None = None
+    ) -> None:
+        self.train = with_defaults(config.get("train", {}), TRAIN_DEFAULTS)
+        self.config = {**config, "train": self.train}
+        runtime = config.get("runtime", {})
+        self.metric = runtime.get("metric", VAL_UAR)
+        self.mode = runtime.get("mode", "max")
+        if self.metric not in SELECTABLE:
+            raise ConfigError("runtime.metric", f"cannot select on {self.metric!r}; "
+                                                f"valid: {', '.join(SELECTABLE)}")
+        if self.mode not in ("max", "min"):
+            raise ConfigError("runtime.mode", f"mode must be max or min, not {self.mode!r}")
+        if not data.folds or not self.train["seeds"]:
+            raise ConfigError("train.seeds", "a trial needs at least one fold and one seed")
+        self.data = data
+        self.device = device if device is not None else resolve_device(self.train["device"])
+        self.precision = choose_precision(self.train["amp"], self.device)
+        batch = int(self.train["batch_size"])
+        self.micro = MicroBatch(min(batch, int(self.train["micro_batch"] or batch)))
+        self.estimated_peak_bytes = runtime.get("estimated_peak_bytes")
+        stats = {f.name: fold_stats(data, f.train) for f in data.folds}
+        self.members = [
+            Member(i, fold, seed, self.config, data, self.device, self.precision, stats[fold.name])
+            for i, (fold, seed) in enumerate(itertools.product(data.folds, self.train["seeds"]))
+        ]
+        self.epoch = 0
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.train["epochs"] or not any(m.active for m in self.members)
+
+    def run_epoch(self) -> dict[str, Any]:
+        """Train every active member one epoch; return the epoch's report (trainables.names)."""
+        if self.finished:
+            raise TrainingError(f"the trial is already finished (epoch {self.epoch})")
+        self.epoch += 1
+        last = self.epoch >= self.train["epochs"]
+        patience = int(self.train["collapse_patience"])
+        rows = [
+            m.run_epoch(self.epoch, self.micro, self.metric, self.mode, patience, last)
+            for m in self.members
+            if m.active
+        ]
+        report = self._report(rows)
+        log.info(
+            "epoch %d/%d: %s %.4f ± %.4f, objective %.4f, train_loss %.4f, active %d/%d, "
+            "collapsed %d, micro_batch %d, %.1f s",
+            self.epoch, self.train["epochs"], self.metric, report[mean_key(self.metric)],
+            report[std_key(self.metric)], report[OBJECTIVE], report[mean_key(TRAIN_LOSS)],
+            report[MEMBERS_ACTIVE], len(self.members), report[MEMBERS_COLLAPSED],
+            self.micro.size, sum(r["seconds"] for r in rows),
+        )
+        return report
+
+    def _report(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        report: dict[str, Any] = {EPOCH: self.epoch}
+        for key in (*VAL_KEYS, TRAIN_LOSS):
+            report[mean_key(key)], report[std_key(key)] = _mean_std([r[key] for r in rows])
+        bests = [m.best_metric for m in self.members if m.best_metric is not None]
+        report[OBJECTIVE] = float(np.mean(bests)) if bests else float("nan")
+        report[MEMBERS_ACTIVE] = sum(m.active for m in self.members)
+        report[MEMBERS_COLLAPSED] = sum(m.collapsed for m in self.members)
+        report[MEMBER_ROWS_JSON] = json.dumps(rows)
+        report[MEMBER_RESULTS_JSON] = json.dumps([m.results() for m in self.members])
+        report[DONE] = self.finished
+        return report
+
+    def results(self) -> list[dict[str, Any]]:
+        """Each member's best epoch with its validation and test metrics (as in the report)."""
+        return [m.results() for m in self.members]
+
+    def runtime_info(self) -> dict[str, Any]:
+        """How the trial ran: micro-batch, accumulation, OOM retries, device, peak memory."""
+        if self.device.type == "cuda":
+            measured = int(torch.cuda.max_memory_allocated(self.device))
+        else:  # the process' peak resident set (ru_maxrss is KiB on Linux, bytes on macOS)
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            measured = int(rss if sys.platform == "darwin" else rss * 1024)
+        batch = int(self.train["batch_size"])
+        return {
+            "batch_size": batch,
+            "micro_batch": self.micro.size,
+            "accumulation": math.ceil(batch / self.micro.size),
+            "oom_retries": self.micro.oom_retries,
+            "oom_events": list(self.micro.events),
+            "device": str(self.device),
+            "precision": self.precision.name,
+            "members": len(self.members),
+            "measured_peak_bytes": measured,
+            "estimated_peak_bytes": self.estimated_peak_bytes,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue at the next epoch (tensors + plain Python values)."""
+        return {
+            "epoch": self.epoch,
+            "micro": self.micro.state_dict(),
+            "members": [m.state_dict() for m in self.members],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["members"]) != len(self.members):
+            raise TrainingError(f"checkpoint has {len(state['members'])} members, "
+                                f"this trial {len(self.members)}")
+        for member, member_state in zip(self.members, state["members"], strict=True):
+            member.load_state_dict(member_state)
+        self.epoch = int(state["epoch"])
+        # the restored micro-batch already survived this trial's OOMs; never grow it back
+        saved = MicroBatch(0)
+        saved.load_state_dict(state["micro"])
+        saved.size = min(saved.size, self.micro.size)
+        self.micro = saved

@@ -1,0 +1,98 @@
+"""The Ray Tune function trainable: config -> LockstepTrainer -> tune.report, once per epoch.
+
+Used as `tune.with_parameters(train_trial, data=prepared)` so the PreparedData travels through the
+object store once. Every epoch reports the trainer's report (trainables.names) plus RUNTIME_JSON,
+with a checkpoint: a directory holding `trainer.pt` (torch.save of LockstepTrainer.state_dict()).
+The only module of trainables/ that imports Ray.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from trainables.config import TRAIN_DEFAULTS, with_defaults
+from trainables.data.base import PreparedData
+from trainables.errors import ConfigError
+from trainables.names import RUNTIME_JSON
+from trainables.train import LockstepTrainer, resolve_device
+
+CHECKPOINT_FILE = "trainer.pt"
+log = logging.getLogger(__name__)
+
+
+def _plan(config: dict[str, Any], data: PreparedData) -> dict[str, Any]:
+    """Apply the memory planner's micro-batch when a budget is set and none was given."""
+    budget = config.get("runtime", {}).get("memory_budget")
+    if not budget or config["train"].get("micro_batch") is not None:
+        return config
+    try:
+        from trainables.memory import plan_micro_batch
+    except ImportError as exc:
+        raise ConfigError(
+            "runtime.memory_budget",
+            "a memory budget was set but trainables.memory.plan_micro_batch is not available",
+        ) from exc
+    plan = plan_micro_batch(config, data, int(budget))
+    config = copy.deepcopy(config)
+    config["train"]["micro_batch"] = int(plan.micro_batch)
+    config["runtime"]["estimated_peak_bytes"] = int(plan.estimated_peak)
+    config["runtime"]["planned_accumulation"] = int(plan.accumulation)
+    return config
+
+
+def _prepare(data: PreparedData | None, config: dict[str, Any]) -> PreparedData:
+    if data is not None:
+        return data
+    # without tune.with_parameters(data=...): featurize here (the data layer caches it on disk)
+    try:
+        from trainables.data import prepare_data
+    except ImportError as exc:
+        raise ConfigError("data", "train_trial got no data and trainables.data.prepare_data "
+                                  "is not available") from exc
+    return prepare_data(config["data"])
+
+
+def train_trial(config: dict[str, Any], data: PreparedData | None = None) -> None:
+    """Train one trial's members, reporting and checkpointing every epoch; resume from
+    tune.get_checkpoint() at the epoch after the checkpointed one."""
+    config = copy.deepcopy(config)
+    config["train"] = with_defaults(config.get("train", {}), TRAIN_DEFAULTS)
+    config.setdefault("runtime", {})
+    data = _prepare(data, config)
+    config = _plan(config, data)
+    # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs, so "cuda" is the assigned one (cuda:0)
+    device = resolve_device(config["train"]["device"])
+    trainer = LockstepTrainer(config, data, device)
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu",
+                               weights_only=True)
+        trainer.load_state_dict(state)
+        log.info("restored trial at epoch %d", trainer.epoch)
+
+    where = {
+        "host": socket.gethostname(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+    while not trainer.finished:
+        report = trainer.run_epoch()
+        report[RUNTIME_JSON] = json.dumps(trainer.runtime_info() | where)
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(trainer.state_dict(), Path(directory) / CHECKPOINT_FILE)
+            # report() persists the checkpoint to the run's storage before returning
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
