@@ -195,6 +195,9 @@ class ParamSpec:
                             "(uniform only), or use an int or choice")
         step = self.step or 1
         count = int(round((self.high - self.low) / step)) + 1
+        if count > 10_000:
+            raise SpecError(None, self.key, f"sampler: grid would enumerate {count} values of "
+                            f"[{self.low}, {self.high}]; at most 10000 per parameter (raise step)")
         if self.kind == "int":
             return [int(self.low + i * step) for i in range(count)]
         return [float(self.low + i * step) for i in range(count)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import io
 import re
-import time
 from dataclasses import dataclass, field
 
 import duckdb
@@ -20,7 +19,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from orchestrator import schema
-from orchestrator.store import _Vanished, list_files, read_arrow, read_dir, resolve, write_table
+from orchestrator.store import read_dir, resolve
 from trainables import names
 from trainables.errors import SersweepError
 
@@ -231,51 +230,6 @@ def group_by(
     return pd.DataFrame(rows)
 
 
-# --- SQL straight on the Parquet files -------------------------------------------------------
-
-
-def _view_sql(files: list[str], dedupe: bool) -> str:
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    if not dedupe:
-        return f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
-    return (
-        f"SELECT * EXCLUDE (filename) FROM read_parquet([{listed}], union_by_name = true, "
-        "filename = true) QUALIFY dense_rank() OVER (PARTITION BY sweep, trial_id ORDER BY "
-        "regexp_matches(filename, '/compact-[^/]*$'), filename DESC) = 1"
-    )
-
-
-def _connect(results: Results, from_frames: bool) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(":memory:")
-    for table in schema.TABLES:
-        files = [f for p in results.sweeps.values() for f in list_files(results.fs, f"{p}/{table}")]
-        if from_frames or not files or results.fs.type_name != "local":
-            con.register(table, results.table(table))
-            continue
-        dedupe = any(f.compact for f in files)
-        con.execute(f"CREATE VIEW {table} AS {_view_sql([f.path for f in files], dedupe)}")
-    return con
-
-
-def sql(results_dir: str, query: str) -> pd.DataFrame:
-    """Run one read-only SELECT over views `trials`, `epochs`, `members` (DuckDB reads the
-    Parquet files directly; if one is unreadable, the tolerant reader's frames are used)."""
-    check_select(query)
-    results = load(results_dir)
-    for from_frames in (False, True):
-        con = _connect(results, from_frames)
-        try:
-            return con.execute(query).df()
-        except (duckdb.IOException, duckdb.InvalidInputException):
-            if from_frames:
-                raise
-        except duckdb.Error as exc:
-            raise _duck_error(exc, results.trials) from exc
-        finally:
-            con.close()
-    raise AssertionError("unreachable")
-
-
 # --- learning curves and output ------------------------------------------------------------
 
 
@@ -324,43 +278,11 @@ def format_frame(frame: pd.DataFrame, fmt: str) -> str | bytes:
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
-# --- compaction --------------------------------------------------------------------------------
+from orchestrator.compaction import compact  # noqa: E402  (re-exported)
+from orchestrator.query_cli import add_results_arguments, run_results  # noqa: E402
+from orchestrator.query_sql import sql  # noqa: E402
 
-
-def compact(sweep_dir: str) -> dict[str, int]:
-    """Merge each table's files into one `compact-<time>.parquet` (sorted by trial, so curve
-    fetches prune row groups). Order: write the merged file (atomically), then delete the merged
-    per-trial files, then older compact files. A reader that lists at any instant sees each trial
-    at least once, and de-duplicates by trial (a per-trial file beats a compact one, a newer compact
-    beats an older), so it sees each exactly once; a file deleted between a reader's listing and
-    its read makes the reader list again. A per-trial file rewritten during compaction is kept.
-    Returns {table: files merged}."""
-    results = load(sweep_dir)
-    merged: dict[str, int] = {}
-    for path in results.sweeps.values():
-        for table in schema.TABLES:
-            folder = f"{path}/{table}"
-            for _ in range(6):
-                files = list_files(results.fs, folder)
-                if len(files) <= 1:
-                    break
-                try:
-                    data, good = read_arrow(results.fs, files)
-                    break
-                except _Vanished:
-                    continue
-            else:
-                raise QueryError(f"{folder} kept changing; try --compact again")
-            if len(files) <= 1 or data is None:
-                continue
-            order = [c for c in schema.EPOCH_KEY if c in data.column_names]
-            data = data.sort_by([(c, "ascending") for c in order])
-            target = f"{folder}/{schema.COMPACT_PREFIX}{time.time_ns():020d}.parquet"
-            write_table(results.fs, target, data, row_group_size=65536)
-            for file in sorted(good, key=lambda f: f.compact):  # per-trial files first
-                now = results.fs.get_file_info(file.path)
-                if now.size == file.size and now.mtime_ns == file.mtime_ns:
-                    results.fs.delete_file(file.path)
-            merged[table] = merged.get(table, 0) + len(good)
-    return merged
-
+__all__ = [
+    "Results", "QueryError", "load", "leaderboard", "group_by", "filter_where", "sql",
+    "curves", "format_frame", "compact", "summary", "add_results_arguments", "run_results",
+]

@@ -18,6 +18,9 @@ members are included in every mean (their UAR of ~0.25 is the truth about the co
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import pandas as pd
 import pyarrow as pa
 
 from trainables import names
@@ -149,6 +152,14 @@ def param_type(value: object) -> pa.DataType:
     return _S
 
 
+def _utc(value: object) -> datetime:
+    """A timestamp-like (datetime, numpy datetime64, pandas Timestamp, unix seconds) in UTC."""
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=UTC)
+    stamp = pd.Timestamp(value)
+    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).to_pydatetime()
+
+
 def to_table(table: str, rows: list[dict]) -> pa.Table:
     """Rows -> an Arrow table with the fixed schema of `table` (+ typed extra columns)."""
     schema = SCHEMAS[table]
@@ -172,5 +183,7 @@ def to_table(table: str, rows: list[dict]) -> pa.Table:
             values = [None if v is None or v != v else int(v) for v in values]
         elif field.type == _B:
             values = [None if v is None else bool(v) for v in values]
+        elif field.type == _TS:
+            values = [None if v is None else _utc(v) for v in values]
         columns[field.name] = pa.array(values, type=field.type)
     return pa.table(columns, schema=pa.schema(fields))

@@ -34,6 +34,9 @@ class Ctx:
         for n in range(len(path), 0, -1):
             if path[:n] in self.via:
                 return SpecError(self.file, ".".join(path), message, via=self.via[path[:n]])
+        for set_path, via in self.via.items():  # a --set that created this key's parent
+            if path and set_path[: len(path)] == path and path not in self.loaded.lines:
+                return SpecError(self.file, ".".join(path), message, via=via)
         return SpecError(self.file, ".".join(path) or None, message, self.loaded.line_of(path))
 
     def relocate(self, path: Sequence[str], exc: SpecError) -> SpecError:

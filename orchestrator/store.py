@@ -29,7 +29,7 @@ import yaml
 from ray.tune import Callback
 
 from orchestrator import schema
-from orchestrator.store_rows import TrialBuffer, error_status, trial_rows
+from orchestrator.store_rows import TrialBuffer, error_status, error_text, trial_gpus, trial_rows
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class StoreCallback(Callback):
         self._write(trial, error=None)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._write(trial, error=_error_text(trial))
+        self._write(trial, error=error_text(trial))
 
     def _write(self, trial, error: str | None) -> None:
         buffer = self.buffers.pop(trial.trial_id, None) or TrialBuffer(started_at=time.time())
@@ -288,7 +288,7 @@ class StoreCallback(Callback):
             mode=self.mode,
             status=error_status(error) if error is not None else None,
             error=error,
-            trial_gpus=_trial_gpus(trial),
+            trial_gpus=trial_gpus(trial),
         )
         row.update(self.extra)
         try:
@@ -296,24 +296,3 @@ class StoreCallback(Callback):
         except Exception:  # never take the sweep down; the console still shows the trial
             log.exception("could not record trial %s in %s", trial.trial_id, self.store.sweep_dir)
 
-
-def _error_text(trial) -> str:
-    """The error Ray recorded for the trial: its error.txt (local), else get_error()."""
-    path = getattr(trial, "error_file", None)
-    try:
-        if path and os.path.exists(path):
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                return handle.read().strip()
-        text = trial.get_error()
-        if text:
-            return str(text).strip()
-    except Exception as exc:  # the row matters more than the text
-        return f"error text unavailable: {exc}"
-    return "trial failed (no error text recorded)"
-
-
-def _trial_gpus(trial) -> float:
-    try:
-        return float(trial.placement_group_factory.required_resources.get("GPU", 0.0))
-    except Exception:
-        return 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -195,3 +196,25 @@ def trial_rows(
             out["agreement_confusion"] = json.dumps(out["agreement_confusion"])
         member_rows.append(out)
     return row, epochs, member_rows
+
+
+def error_text(trial) -> str:
+    """The error Ray recorded for the trial: its error.txt (local), else get_error()."""
+    path = getattr(trial, "error_file", None)
+    try:
+        if path and os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                return handle.read().strip()
+        text = trial.get_error()
+        if text:
+            return str(text).strip()
+    except Exception as exc:  # the row matters more than the text
+        return f"error text unavailable: {exc}"
+    return "trial failed (no error text recorded)"
+
+
+def trial_gpus(trial) -> float:
+    try:
+        return float(trial.placement_group_factory.required_resources.get("GPU", 0.0))
+    except Exception:
+        return 0.0

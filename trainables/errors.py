@@ -17,7 +17,11 @@ class ConfigError(SersweepError):
 
     def __init__(self, key: str, message: str) -> None:
         self.key = key
+        self.message = message
         super().__init__(f"{message} at {key}" if key else message)
+
+    def __reduce__(self) -> tuple:  # Ray copies errors from workers: keep the real message
+        return (type(self), (self.key, self.message))
 
 
 class DataError(SersweepError):
@@ -25,7 +29,11 @@ class DataError(SersweepError):
 
     def __init__(self, path: object, message: str) -> None:
         self.path = str(path)
+        self.message = message
         super().__init__(f"{self.path}: {message}")
+
+    def __reduce__(self) -> tuple:  # Ray copies errors from workers: keep the real message
+        return (type(self), (self.path, self.message))
 
 
 class DoesNotFitError(SersweepError):
@@ -33,4 +41,4 @@ class DoesNotFitError(SersweepError):
 
 
 class TrainingError(SersweepError):
-    """Training cannot go on (e.g. a non-finite loss); the trial is recorded as failed with this text."""
+    """Training cannot go on (e.g. a non-finite loss); the trial is recorded as failed."""

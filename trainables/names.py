@@ -1,7 +1,8 @@
 """Metric and column names: the one place they are spelled.
 
 A trial reports, every epoch, the mean and std over its members of each validation metric
-(`val_uar_mean`, `val_uar_std`, ...). The sweep file's `search.metric: val_uar` means `val_uar_mean`.
+(`val_uar_mean`, `val_uar_std`, ...). The sweep file's `search.metric: val_uar` names the metric;
+the scheduler prunes on `val_uar_mean`, Optuna optimizes OBJECTIVE.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ MEMBERS_COLLAPSED = "members_collapsed"
 MEMBER_ROWS_JSON = "member_rows_json"  # JSON list: one dict per member for this epoch
 MEMBER_RESULTS_JSON = "member_results_json"  # JSON list: best epoch + test metrics per member
 RUNTIME_JSON = "runtime_json"  # JSON dict: micro_batch, accumulation, peaks, oom_retries, ...
-DONE = "done"
+# Not "done": Ray sets its own `done` when the scheduler stops a trial.
+DONE = "trial_finished"  # the trial trained all its epochs (or every member stopped)
 
 VAL_UAR = split_metric("val", UAR)
 VAL_UAR_MEAN = mean_key(VAL_UAR)

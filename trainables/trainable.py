@@ -83,10 +83,12 @@ def train_trial(config: dict[str, Any], data: PreparedData | None = None) -> Non
         trainer.load_state_dict(state)
         log.info("restored trial at epoch %d", trainer.epoch)
 
+    context = ray.get_runtime_context()
     where = {
         "host": socket.gethostname(),
-        "node_id": ray.get_runtime_context().get_node_id(),
+        "node_id": context.get_node_id(),
         "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        "gpu_fraction": float(context.get_assigned_resources().get("GPU", 0.0)),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     while not trainer.finished:

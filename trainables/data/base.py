@@ -1,9 +1,9 @@
 """The data contracts: what a corpus yields and what a trial trains on.
 
-A corpus (synthetic, iemocap, meld, manifest) yields `Utterance`s. `prepare_data` (data/__init__.py)
-turns a corpus + the sweep file's `data` section into one `PreparedData`: every utterance featurized,
-cropped/padded to `data.max_seconds`, with its folds. The driver builds it once per sweep (cached on
-disk) and hands it to the trials through Ray's object store.
+A corpus (synthetic, iemocap, meld, manifest) yields `Utterance`s. `prepare_data`
+(data/__init__.py) turns a corpus + the sweep file's `data` section into one `PreparedData`: every
+utterance featurized, cropped/padded to `data.max_seconds`, with its folds. The driver builds it
+once per sweep (cached on disk) and hands it to the trials through Ray's object store.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ class PreparedData:
     folds: list[Fold]
     feature_kind: str  # "raw" | "logmel" | "mfcc" | "compare"
     frame_rate: float  # rows per second along the time axis (SAMPLE_RATE for raw)
-    normalize: str = "none"  # "none" | "utterance" (already applied) | "train" (per fold, train.py)
+    # "none" | "utterance" (already applied) | "train" (per fold, in train.py)
+    normalize: str = "none"
     info: dict = field(default_factory=dict)  # corpus name, skipped files, cache key, ...
 
     @property

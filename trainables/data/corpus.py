@@ -65,7 +65,8 @@ def require_root(data_cfg: dict[str, Any], what: str) -> Path:
     """`data.root` as an existing path, or a ConfigError/DataError saying what was expected."""
     root = data_cfg.get("root")
     if not root:
-        raise ConfigError("data.root", f"corpus {data_cfg.get('corpus')!r} needs data.root: {what}")
+        corpus = data_cfg.get("corpus")
+        raise ConfigError("data.root", f"corpus {corpus!r} needs data.root: {what}")
     path = Path(root).expanduser()
     if not path.exists():
         raise DataError(path, f"data.root does not exist; expected {what}")

@@ -11,6 +11,7 @@ Contract for every family (a plain nn.Module):
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import nn
@@ -26,6 +27,13 @@ def build_model(model_cfg: dict[str, Any], *, n_features: int, n_classes: int) -
     if name not in MODELS:
         raise ConfigError("model.name", f"unknown model {name!r}; valid: {sorted(MODELS)}")
     kwargs = {k: v for k, v in model_cfg.items() if k != "name"}
+    params = inspect.signature(MODELS[name]).parameters
+    valid = sorted(k for k in params if k not in ("n_classes", "n_features"))
+    for key in kwargs:
+        if key not in valid:
+            raise ConfigError(
+                f"model.{key}", f"{name} has no hyper-parameter {key!r}; valid: {valid}"
+            )
     return MODELS[name](n_classes=n_classes, n_features=n_features, **kwargs)
 
 

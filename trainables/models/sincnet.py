@@ -86,7 +86,8 @@ class SincNet(nn.Module):
         self, x: torch.Tensor, lengths: torch.Tensor, return_hidden: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         x = mask_time(x, lengths, dim=1)  # (B, S)
-        feats, front = self.frontend(x, lengths, return_hidden=True)  # (B, n, D), [(B, C_i)]
+        out = self.frontend(x, lengths, return_hidden=return_hidden)
+        feats, front = out if return_hidden else (out, [])  # (B, n, D), [(B, C_i)]
         frames = self.frontend.frame_lengths(lengths)  # (B,) frames wholly inside the audio
         seq, layers = self.sequence(self.proj(self.dropout(feats)), frames)  # (B, n, H)
         logits, head_hiddens = self.head(masked_pool(seq, frames, self.pooling))

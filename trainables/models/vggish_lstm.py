@@ -30,7 +30,12 @@ def vggish_features(width: float) -> nn.Sequential:
             layers.append(nn.MaxPool2d(2, 2))
         else:
             out_channels = max(1, round(int(v) * width))
-            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU()]
+            conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+            # No batch norm in VGGish: with torch's default init the signal shrinks ~1/sqrt(3) per
+            # conv and the patch embeddings start nearly constant. He init, as torchvision's VGG.
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU()]
             in_channels = out_channels
     return nn.Sequential(*layers)
 

@@ -1,0 +1,100 @@
+"""SincNet front-end: per_frame == the naive reference; shared frames line up; band-pass."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainables.models.sinc_frontend import SincConv, SincFrontend
+
+# 0.5 s of audio, fewer/shorter filters; pools 3 and shift 80 keep the maxpool off the frame grid.
+SMALL = dict(sinc_filters=16, sinc_taps=101, conv_channels=[8, 8], conv_kernels=[5, 5],
+             pools=[3, 3, 3], win=800, shift=80)
+
+
+def perturbed(framing: str, **kwargs) -> SincFrontend:
+    """A front-end whose LayerNorm affines and cut-offs are off their (uniform) initial values."""
+    torch.manual_seed(0)
+    front = SincFrontend(framing=framing, **{**SMALL, **kwargs})
+    with torch.no_grad():
+        for p in front.parameters():
+            p.add_(0.1 * torch.randn_like(p) * p.abs().mean().clamp(min=1.0))
+    return front
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(pools=[1, 2, 3]), dict(shift=160, pools=[4, 2, 2])])
+def test_per_frame_equals_naive_reference_forward_and_backward(kwargs) -> None:
+    per_frame = perturbed("per_frame", **kwargs)
+    naive = SincFrontend(framing="naive", **{**SMALL, **kwargs})
+    naive.load_state_dict(per_frame.state_dict())  # same parameters: framing is only how it runs
+    x = torch.randn(2, 8000, generator=torch.Generator().manual_seed(1))
+    a, b = per_frame(x), naive(x)
+    assert a.shape == b.shape == (2, (8000 - 800) // naive.shift + 1, naive.out_dim)
+    assert (a - b).abs().max() <= 1e-5
+    assert a.std() > 0.1  # not trivially equal
+    a.square().mean().backward()
+    b.square().mean().backward()
+    for (name, p), q in zip(per_frame.named_parameters(), naive.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_defaults_are_the_reference_layout() -> None:
+    front = SincFrontend()
+    assert front.framing == "per_frame"
+    assert front.n_frames(64_000) == 381  # 4 s: [B, 381, 3200] frames of 200 ms every 10 ms
+    assert front.positions == [983, 326, 107] and front.out_dim == 60 * 107
+    assert front.sinc.kernels().shape == (80, 1, 251)
+
+
+@pytest.mark.parametrize(("shift", "samples"), [(80, 8000), (80, 4321), (162, 8000), (80, 500)])
+def test_shared_gives_one_vector_per_frame(shift, samples) -> None:
+    shared = perturbed("shared", shift=shift)
+    per_frame = SincFrontend(framing="per_frame", **{**SMALL, "shift": shift})
+    out = shared(torch.randn(3, samples))
+    frames = (max(samples, 800) - 800) // shift + 1
+    assert out.shape == (3, frames, per_frame.out_dim)
+    assert torch.isfinite(out).all()
+    # The stride (27) does not divide these shifts: windows start at (i*shift)//27; they differ.
+    if frames > 1:
+        assert not torch.allclose(out[:, 0], out[:, 1])
+
+
+def test_shared_frames_are_exact_windows_when_the_stride_divides_the_shift() -> None:
+    shared = perturbed("shared", pools=[2, 2, 2], shift=80)  # stride 8 divides 80
+    x = torch.randn(1, 4000)
+    out = shared(x)  # (1, n, C*L)
+    positions, channels = shared.positions[-1], 8
+    window0 = out[0, 1].view(channels, positions)[:, : positions - 10]
+    window1 = out[0, 0].view(channels, positions)[:, 10:]  # frame 1 starts 80/8 = 10 later
+    torch.testing.assert_close(window0, window1)
+
+
+def test_sinc_filter_passes_its_band_and_stops_others() -> None:
+    sinc = SincConv(filters=10, taps=251)
+    low = (sinc.min_low_hz + sinc.low_hz_.abs()).squeeze(1).detach()
+    high = low + sinc.min_band_hz + sinc.band_hz_.abs().squeeze(1).detach()
+    assert (low.diff() > 0).all() and (high - low).diff().gt(0).all()  # mel: wider bands up high
+    t = torch.arange(16_000) / 16_000
+    k = 5
+    centre = float((low[k] + high[k]) / 2)
+    tone_in = torch.sin(2 * math.pi * centre * t).view(1, 1, -1)
+    tone_out = torch.sin(2 * math.pi * 100.0 * t).view(1, 1, -1)  # below band 5
+    with torch.no_grad():
+        gain_in = sinc(tone_in)[0, k].abs().amax()
+        gain_out = sinc(tone_out)[0, k].abs().amax()
+    assert gain_out < 0.05 * gain_in
+
+
+def test_per_frame_equals_naive_at_the_default_size() -> None:
+    defaults = dict(sinc_filters=80, sinc_taps=251, conv_channels=[60, 60], conv_kernels=[5, 5],
+                    pools=[3, 3, 3], win=3200, shift=160)
+    per_frame = perturbed("per_frame", **defaults)
+    naive = SincFrontend(framing="naive")
+    naive.load_state_dict(per_frame.state_dict())
+    x = torch.randn(1, 8000, generator=torch.Generator().manual_seed(1))  # 0.5 s, 31 frames
+    with torch.no_grad():
+        a, b = per_frame(x), naive(x)
+    assert a.shape == b.shape == (1, 31, 6420)
+    assert (a - b).abs().max() <= 1e-5

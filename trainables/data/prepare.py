@@ -1,0 +1,119 @@
+"""prepare_data: corpus -> features -> crop/pad -> normalization -> folds, cached on disk."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainables.config import DATA_DEFAULTS, with_defaults
+from trainables.data import cache
+from trainables.data.base import SAMPLE_RATE, Fold, PreparedData
+from trainables.data.corpora import get_corpus
+from trainables.data.features import downsample, get_feature, normalize_utterances
+from trainables.data.folds import make_folds
+from trainables.errors import ConfigError
+
+NORMALIZE = ("none", "utterance", "train")
+
+
+def _check(cfg: dict[str, Any]) -> None:
+    if cfg["normalize"] not in NORMALIZE:
+        raise ConfigError("data.normalize", f"expected one of {list(NORMALIZE)}, "
+                                            f"found {cfg['normalize']!r}")
+    ms = cfg["max_seconds"]
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 < ms <= 600:
+        raise ConfigError("data.max_seconds", f"expected a number of seconds in (0, 600], "
+                                              f"found {ms!r}")
+    ds = cfg["downsample"]
+    if isinstance(ds, bool) or not isinstance(ds, int) or ds < 1:
+        raise ConfigError("data.downsample", f"expected an integer >= 1, found {ds!r}")
+    uf = cfg["use_folds"]
+    if uf is not None and (isinstance(uf, bool) or not isinstance(uf, int) or uf < 1):
+        raise ConfigError("data.use_folds", f"expected null or an integer >= 1, found {uf!r}")
+
+
+def _build(cfg: dict[str, Any], progress: Callable[[str], None] | None) -> dict[str, Any]:
+    """Load + featurize: the cached part (everything except the folds)."""
+    extractor = get_feature(cfg)  # validates data.features before the (slow) corpus load
+    t0 = time.perf_counter()
+    content = get_corpus(cfg["corpus"]).load(cfg, progress)
+    t1 = time.perf_counter()
+    utts = content.utterances
+    if progress:
+        progress(f"featurizing {len(utts)} utterances as {extractor.kind} "
+                 f"({cfg['max_seconds']} s max)")
+    feats, lengths = extractor.featurize([u.waveform for u in utts], cfg["max_seconds"],
+                                         progress)
+    feats, lengths = downsample(feats, lengths, cfg["downsample"])
+    if cfg["normalize"] == "utterance":
+        feats = normalize_utterances(feats, lengths)
+    t2 = time.perf_counter()
+    info = dict(content.info)
+    info.update(load_seconds=round(t1 - t0, 3), featurize_seconds=round(t2 - t1, 3))
+    index = {c: i for i, c in enumerate(content.classes)}
+    return {
+        "features": feats.contiguous(),
+        "lengths": lengths,
+        "labels": torch.tensor([index[u.label] for u in utts], dtype=torch.long),
+        "classes": list(content.classes),
+        "ids": [u.id for u in utts],
+        "speakers": [u.speaker for u in utts],
+        "sessions": [u.session for u in utts],
+        "splits": [u.split or "" for u in utts],  # "" = none (plain str for weights_only)
+        "feature_kind": extractor.kind,
+        "frame_rate": SAMPLE_RATE / extractor.hop / cfg["downsample"],
+        "info": info,
+    }
+
+
+def prepare_data(data_cfg: dict[str, Any],
+                 progress: Callable[[str], None] | None = None) -> PreparedData:
+    """The sweep's data, featurized and folded; read from the cache under data.cache_dir if there.
+
+    `info["cache"]` is "hit" when the tensors came from the cache, "miss" when they were built.
+    """
+    cfg = with_defaults(data_cfg, DATA_DEFAULTS)
+    _check(cfg)
+    corpus = get_corpus(cfg["corpus"])
+    feature_kind = cfg["features"]
+    get_feature(cfg)  # unknown names fail here, before anything is read or hashed
+    key = cache.cache_key(cfg, corpus.fingerprint(cfg) if cfg.get("root") else "")
+    path = cache.cache_path(cfg["cache_dir"], key, feature_kind) if cfg["cache_dir"] else None
+    stored = cache.load(path) if path is not None else None
+    if stored is not None:
+        status = "hit"
+        if progress:
+            progress(f"data: cache hit {path}")
+    else:
+        status = "miss"
+        stored = _build(cfg, progress)
+        if path is not None:
+            cache.save_atomic(stored, path)
+            if progress:
+                progress(f"data: cached {path}")
+    splits = [s or None for s in stored["splits"]]
+    folds: list[Fold] = make_folds(cfg["folds"], stored["speakers"], stored["sessions"], splits,
+                                   cfg["n_folds"], cfg["seed"])
+    if cfg["use_folds"] is not None:
+        folds = folds[: cfg["use_folds"]]
+    info = dict(stored["info"])
+    info.update(cache=status, cache_key=key, cache_path=str(path) if path else None)
+    return PreparedData(
+        features=stored["features"], lengths=stored["lengths"], labels=stored["labels"],
+        classes=stored["classes"], ids=stored["ids"], speakers=stored["speakers"],
+        sessions=stored["sessions"], folds=folds, feature_kind=stored["feature_kind"],
+        frame_rate=float(stored["frame_rate"]), info=info,
+        normalize=cfg["normalize"],
+    )
+
+
+def fold_summary(data: PreparedData) -> list[dict[str, Any]]:
+    """Sizes and speakers of each fold (for logs and docs)."""
+    spk = np.asarray(data.speakers)
+    return [{"fold": f.name, "train": len(f.train), "val": len(f.val), "test": len(f.test),
+             "val_speakers": sorted(set(spk[f.val].tolist())),
+             "test_speakers": sorted(set(spk[f.test].tolist()))} for f in data.folds]
