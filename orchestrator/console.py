@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from orchestrator.schema import OPTUNA_PARAMS_PREFIX
 from trainables import names
 
 
@@ -37,8 +38,6 @@ class ConsoleCallback(Callback):
         print(text, file=self.stream, flush=True)
 
     def _params(self, config: dict[str, Any]) -> dict[str, Any]:
-        from orchestrator.runner import OPTUNA_PARAMS_PREFIX
-
         return {
             key.removeprefix(OPTUNA_PARAMS_PREFIX): value
             for key, value in config.items()

@@ -25,17 +25,16 @@ from orchestrator.planner import resources_for_config, trial_budget_bytes
 from orchestrator.spec import (
     SpecError,
     SweepSpec,
-    decode_params,
     grid_search_space,
     optuna_distributions,
     sample_params,
 )
+from orchestrator.schema import OPTUNA_PARAMS_PREFIX
 from orchestrator.store import ResultStore, StoreCallback, write_spec
 from trainables import names
 from trainables.data import prepare_data
 from trainables.data.base import PreparedData
 
-OPTUNA_PARAMS_PREFIX = "optuna:"  # top-level config keys holding Optuna-native values
 
 
 @dataclass
@@ -96,23 +95,35 @@ def _study_with_history(
     return storage, len(trials)
 
 
-def _define_by_run(spec: SweepSpec):
-    """The OptunaSearch space: sample, then hand Tune the real values under nested keys.
+class TrialSpace:
+    """The OptunaSearch define-by-run space: sample, then hand Tune the whole trial config.
 
-    OptunaSearch merges what the function returns over the values it captured; keys with "/"
-    are un-flattened by Tune into the nested config, so `train/lr` lands at config["train"]["lr"].
-    The captured Optuna-native values stay as flat top-level keys; we keep them (prefixed) so the
-    store can re-add the trial to a study on resume.
+    OptunaSearch merges what this returns over the values it captured, and Tune un-flattens keys
+    with "/" into the nested config: returning `{"train/lr": ..., ...}` for every value of
+    data/model/train makes the trial's config exactly `spec.config_for(native)` (the param_space
+    holds only `runtime`), also when `model.name` itself is searched. The captured Optuna-native
+    values stay as flat top-level keys; a prefixed copy lets the store re-add the trial to a study
+    on resume. A class, not a closure, because Tune pickles the searcher in its experiment state.
     """
 
-    def space(trial: optuna.Trial) -> dict[str, Any]:
-        native = sample_params(spec, trial)
-        decoded = decode_params(spec, native)
-        out: dict[str, Any] = {key.replace(".", "/"): value for key, value in decoded.items()}
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        native = sample_params(self.spec, trial)
+        out = _flatten(self.spec.config_for(native))
         out.update({OPTUNA_PARAMS_PREFIX + key: value for key, value in native.items()})
         return out
 
-    return space
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _ray_init(address: str | None, verbose: bool) -> None:
@@ -162,7 +173,7 @@ def run_sweep(
 
     metric_key = names.mean_key(spec.search.metric)  # what ASHA prunes on, each epoch
     searcher = OptunaSearch(
-        space=_define_by_run(spec),
+        space=TrialSpace(spec),
         metric=names.OBJECTIVE,
         mode=spec.search.mode,
         sampler=sampler,
@@ -184,19 +195,29 @@ def run_sweep(
     else:
         scheduler = FIFOScheduler()
 
-    base = spec.base_config()
+    base: dict[str, Any] = {}
     base["runtime"] = {
         "sweep": spec.name,
         "metric": spec.search.metric,
         "mode": spec.search.mode,
         "memory_budget": trial_budget_bytes(dict(spec.resources), _gpu_total_bytes()),
     }
+    teacher: dict[str, Any] = {}
+    if spec.distill:
+        from orchestrator.distill import resolve_teacher
+
+        base["distill"] = resolve_teacher(spec, results_root)
+        teacher = {key: base["distill"][key] for key in ("teacher_sweep", "teacher_trial")}
     trainable = tune.with_parameters(train_trial, data=data)
     trainable = tune.with_resources(trainable, _resources(spec, data))
 
     console = ConsoleCallback(total=spec.search.trials, already=recorded, mode=spec.search.mode)
     store_cb = StoreCallback(
-        store, param_keys=spec.param_keys(), metric=spec.search.metric, mode=spec.search.mode
+        store,
+        param_keys=spec.param_keys(),
+        metric=spec.search.metric,
+        mode=spec.search.mode,
+        extra=teacher,
     )
     storage_path = _tune_storage_path(results_root, spec.name)
     tuner = tune.Tuner(

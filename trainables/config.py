@@ -10,7 +10,9 @@ import copy
 from typing import Any
 
 DATA_DEFAULTS: dict[str, Any] = {
-    "corpus": "synthetic",  # synthetic | iemocap | meld | manifest
+    "corpus": "synthetic",  # synthetic | iemocap | meld | manifest | multi
+    # corpus: multi -> a list of {corpus, root, name, folds, seed, ...} (trainables/data/multi.py)
+    "corpora": None,
     "root": None,  # IEMOCAP/MELD release directory, or the manifest file
     "classes": 4,  # IEMOCAP: 4 (excited merged into happy) or 6
     "features": "logmel",  # raw | logmel | mfcc | compare
@@ -46,6 +48,17 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "collapse_patience": 3,  # epochs of single-class validation predictions before `collapsed`
     "device": "auto",  # auto | cpu | cuda
 }
+
+
+DISTILL_DEFAULTS: dict[str, Any] = {
+    "teacher": None,  # {results: <teacher sweep dir or name>, pick: best | <trial id>}
+    "temperature": 2.0,  # T of the soft labels (the KD term is scaled by T^2)
+    "kd_weight": 1.0,  # weight of KL(teacher/T || student/T); 0 = no soft-label loss
+    "mse_weight": 1.0,  # weight of the hidden-state MSE (summed over the matched layers)
+    "mse_layers": 2,  # 0-4 hidden layers matched from the end of both models
+    "experiment": None,  # one of trainables.distill.EXPERIMENTS: overrides kd_weight/mse_layers
+}
+TEACHER_DEFAULTS: dict[str, Any] = {"results": None, "pick": "best"}
 
 
 def with_defaults(section: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

@@ -143,7 +143,6 @@ def _tiny_trainable(config: dict) -> None:
         tune.report(_report(epoch, uars, done, collapsed=kind == "collapse"))
 
 
-@pytest.mark.slow
 def test_callback_records_every_outcome_through_a_real_tuner(tmp_path: Path, ray_local) -> None:
     from ray import tune
 
