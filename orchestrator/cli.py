@@ -70,10 +70,13 @@ def _cmd_run(argv: Sequence[str]) -> int:
             f"{store.sweep_dir} already holds results of sweep {spec.name!r}: continuing it "
             "(as --resume would). Use --results or another `name:` for a fresh sweep."
         )
-    outcome = run_sweep(spec, results_root=results_root, address=args.address, verbose=args.verbose)
+    outcome = run_sweep(
+        spec, results_root=results_root, address=args.address, verbose=args.verbose
+    )
     print(
-        f"\nsweep {spec.name}: {outcome.trials_run} trials run, {outcome.trials_recorded} recorded, "
-        f"{outcome.failed} failed, {outcome.wall_seconds:.0f} s -> {outcome.sweep_dir}"
+        f"\nsweep {spec.name}: {outcome.trials_run} trials run, "
+        f"{outcome.trials_recorded} recorded, {outcome.failed} failed, "
+        f"{outcome.wall_seconds:.0f} s -> {outcome.sweep_dir}"
     )
     results = query.load(outcome.sweep_dir)
     if len(results.trials):

@@ -1,9 +1,9 @@
 """Memory-aware batch sizing and GPU packing of the trials of a sweep (DESIGN.md).
 
 - Budget of a trial (`trial_budget_bytes`): `resources.memory_budget` (bytes) when the sweep file
-  sets it (CPU too), else the GPU's memory x `resources.gpu_memory_fraction` x the trial's GPU share
-  (a whole GPU's worth under `gpus_per_trial: auto`, see below). The runner passes it to every
-  trial as config["runtime"]["memory_budget"]; the trial plans its micro-batch with
+  sets it (CPU too), else the GPU's memory x `resources.gpu_memory_fraction` x the trial's GPU
+  share (a whole GPU's worth under `gpus_per_trial: auto`, see below). The runner passes it to
+  every trial as config["runtime"]["memory_budget"]; the trial plans its micro-batch with
   trainables.memory.plan_micro_batch (the largest micro-batch whose estimated peak fits, plus
   gradient accumulation up to train.batch_size).
 - `gpus_per_trial: auto` (`resources_for_config`, the callable of tune.with_resources): plan the

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pyarrow.fs as pafs
+import yaml
 
 from orchestrator.console import ConsoleCallback
 from orchestrator.planner import resources_for_config, trial_budget_bytes
+from orchestrator.schema import OPTUNA_PARAMS_PREFIX
 from orchestrator.spec import (
     SpecError,
     SweepSpec,
@@ -29,12 +32,10 @@ from orchestrator.spec import (
     optuna_distributions,
     sample_params,
 )
-from orchestrator.schema import OPTUNA_PARAMS_PREFIX
-from orchestrator.store import ResultStore, StoreCallback, write_spec
+from orchestrator.store import ResultStore, StoreCallback, resolve, write_spec
 from trainables import names
 from trainables.data import prepare_data
 from trainables.data.base import PreparedData
-
 
 
 @dataclass
@@ -126,10 +127,41 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# The parts of a sweep file that must not change between a sweep's runs (trials may grow).
+_SAME_ON_RESUME = ("data", "model", "train", "search.params", "search.metric", "search.mode")
+
+
+def check_same_sweep(store: ResultStore, spec: SweepSpec) -> None:
+    """Refuse to continue a recorded sweep with a different sweep file: its trials would mix."""
+    fs, path = resolve(store.sweep_dir)
+    info = fs.get_file_info(f"{path}/spec.yaml")
+    if info.type == pafs.FileType.NotFound:
+        return
+    with fs.open_input_stream(info.path) as stream:
+        recorded = yaml.safe_load(stream.read()) or {}
+    current = yaml.safe_load(yaml.safe_dump(spec.as_dict(), sort_keys=False))
+    for dotted in _SAME_ON_RESUME:
+        before, now = recorded, current
+        for part in dotted.split("."):
+            before, now = (before or {}).get(part), (now or {}).get(part)
+        if before != now:
+            raise SpecError(
+                str(spec.path),
+                dotted,
+                f"{store.sweep_dir} holds a sweep recorded with a different {dotted} "
+                f"(recorded: {before!r}, now: {now!r}); to start a new sweep use --results DIR "
+                "or another `name:`",
+            )
+
+
 def _ray_init(address: str | None, verbose: bool) -> None:
     import ray
 
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    # The store records everything; Tune's CSV/JSON/TensorBoard loggers would only duplicate it.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # One checkpoint kept per trial forces an experiment snapshot per epoch; it is cheap here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -158,17 +190,26 @@ def run_sweep(
 
     started = time.monotonic()
     store = ResultStore(results_root, spec.name)
+    check_same_sweep(store, spec)
     sampler = make_sampler(spec)
     storage, recorded = _study_with_history(spec, store, sampler)
     remaining = spec.search.trials - recorded
     if recorded:
-        print(f"resuming {store.sweep_dir}: {recorded} trials recorded, {max(remaining, 0)} to run")
-    write_spec(store.sweep_dir, spec.as_dict())
+        print(f"resuming {store.sweep_dir}: {recorded} trials recorded, {max(remaining, 0)} to go")
     if remaining <= 0:
         return SweepOutcome(store.sweep_dir, recorded, 0, 0, time.monotonic() - started)
 
+    # Everything that can reject the input runs before the first write (exit 2, nothing written).
     if data is None:
         data = prepare_data(dict(spec.data), progress=lambda msg: print(f"data: {msg}"))
+    base: dict[str, Any] = {}
+    teacher: dict[str, Any] = {}
+    if spec.distill:
+        from orchestrator.distill import resolve_teacher
+
+        base["distill"] = resolve_teacher(spec, results_root)
+        teacher = {key: base["distill"][key] for key in ("teacher_sweep", "teacher_trial")}
+    write_spec(store.sweep_dir, spec.as_dict())
     _ray_init(address, verbose)
 
     metric_key = names.mean_key(spec.search.metric)  # what ASHA prunes on, each epoch
@@ -195,19 +236,12 @@ def run_sweep(
     else:
         scheduler = FIFOScheduler()
 
-    base: dict[str, Any] = {}
     base["runtime"] = {
         "sweep": spec.name,
         "metric": spec.search.metric,
         "mode": spec.search.mode,
         "memory_budget": trial_budget_bytes(dict(spec.resources), _gpu_total_bytes()),
     }
-    teacher: dict[str, Any] = {}
-    if spec.distill:
-        from orchestrator.distill import resolve_teacher
-
-        base["distill"] = resolve_teacher(spec, results_root)
-        teacher = {key: base["distill"][key] for key in ("teacher_sweep", "teacher_trial")}
     trainable = tune.with_parameters(train_trial, data=data)
     trainable = tune.with_resources(trainable, _resources(spec, data))
 
@@ -228,6 +262,7 @@ def run_sweep(
             scheduler=scheduler,
             num_samples=remaining,
             reuse_actors=True,
+            trial_dirname_creator=_trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
@@ -247,6 +282,10 @@ def run_sweep(
         failed=console.failed,
         wall_seconds=time.monotonic() - started,
     )
+
+
+def _trial_dirname(trial: Any) -> str:
+    return trial.trial_id  # Tune's default packs the whole config into the folder name
 
 
 def _resources(spec: SweepSpec, data: PreparedData):

@@ -64,6 +64,8 @@ TRIAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("mode", _S, "max | min"),
     ("epochs_run", _I, "last reported epoch (0 if none)"),
     ("optuna_params_json", _S, "JSON of the Optuna-native sampled values (for resume)"),
+    ("config_json", _S, "JSON of the trial's whole config: data, model, train (and distill)"),
+    ("checkpoint_path", _S, "the trial's last Tune checkpoint (trainer.pt: each member's best)"),
     *_agg_fields(),
     ("members", _I, "number of members (folds x seeds)"),
     ("members_collapsed", _I, "members flagged collapsed"),

@@ -29,7 +29,14 @@ import yaml
 from ray.tune import Callback
 
 from orchestrator import schema
-from orchestrator.store_rows import TrialBuffer, error_status, error_text, trial_gpus, trial_rows
+from orchestrator.store_rows import (
+    TrialBuffer,
+    checkpoint_path,
+    error_status,
+    error_text,
+    trial_gpus,
+    trial_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +296,7 @@ class StoreCallback(Callback):
             status=error_status(error) if error is not None else None,
             error=error,
             trial_gpus=trial_gpus(trial),
+            checkpoint_path=checkpoint_path(trial),
         )
         row.update(self.extra)
         try:

@@ -127,6 +127,7 @@ def trial_rows(
     error: str | None,
     trial_gpus: float,
     ended_at: float | None = None,
+    checkpoint_path: str | None = None,
 ) -> tuple[dict, list[dict], list[dict]]:
     """(trial row, epoch rows, member rows). `status` None: decided from the last report."""
     last = buffer.last
@@ -160,6 +161,11 @@ def trial_rows(
         "mode": mode,
         "epochs_run": int(last.get(names.EPOCH) or 0),
         "optuna_params_json": json.dumps(native, default=str) if native else None,
+        "config_json": json.dumps(
+            {k: config[k] for k in ("data", "model", "train", "distill") if k in config},
+            default=str,
+        ),
+        "checkpoint_path": checkpoint_path,
         "members": len(members) or None,
         "members_collapsed": collapsed,
         "micro_batch": _int(runtime.get("micro_batch")),
@@ -211,6 +217,17 @@ def error_text(trial) -> str:
     except Exception as exc:  # the row matters more than the text
         return f"error text unavailable: {exc}"
     return "trial failed (no error text recorded)"
+
+
+def checkpoint_path(trial) -> str | None:
+    """Where the trial's latest checkpoint lives (a path or URI), or None."""
+    checkpoint = getattr(trial, "checkpoint", None)
+    if checkpoint is None:
+        return None
+    fs = checkpoint.filesystem
+    if fs is not None and fs.type_name != "local":
+        return f"{fs.type_name}://{checkpoint.path}"
+    return checkpoint.path
 
 
 def trial_gpus(trial) -> float:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from trainables.batching import (
     Inputs,
@@ -21,9 +22,10 @@ from trainables.batching import (
     steps_per_epoch,
 )
 from trainables.data.base import Fold, PreparedData
+from trainables.distill import AGREEMENT_ACC, AGREEMENT_CONFUSION, Distiller, agreement
 from trainables.errors import TrainingError
 from trainables.memory import is_oom
-from trainables.metrics import CONFUSION, compute_metrics
+from trainables.metrics import CONFUSION, UAR_BY_CORPUS, compute_metrics, uar_by_group
 from trainables.models import build_model
 from trainables.names import LOSS, SCALAR_METRICS, split_metric
 from trainables.optim import Precision, build_optimizer, build_scheduler
@@ -44,6 +46,7 @@ class Member:
         device: torch.device,
         precision: Precision,
         stats: tuple[Any, Any] | None,
+        teacher: nn.Module | None = None,
     ) -> None:
         self.index, self.fold, self.seed = index, fold, int(seed)
         self.train_cfg = config["train"]
@@ -58,6 +61,11 @@ class Member:
                 config["model"], n_features=data.n_features, n_classes=data.n_classes
             )
             self.model = model.to(device)
+            # config["distill"] + a teacher: the projections are drawn from the member's seed too
+            self.distiller: Distiller | None = None
+            if teacher is not None:
+                probe = self.inputs(torch.as_tensor(fold.train[:2], dtype=torch.int64))[:2]
+                self.distiller = Distiller(config["distill"], teacher, self.model, probe).to(device)
             self.rng_state = torch.get_rng_state()
             self.cuda_rng_state = torch.cuda.get_rng_state(device) if self._cuda else None
         self.generator = torch.Generator().manual_seed(self.seed)  # epoch order / sampling
@@ -69,7 +77,11 @@ class Member:
         self._cpu_weights = cw if self.train_cfg["reweight"] else None  # no per-step device read
         labels = data.labels[self.train_idx]
         self.sample_weights = cw[labels].double() if self.train_cfg["rebalance"] else None
-        self.optimizer = build_optimizer(self.model, self.train_cfg)
+        # what the optimizer trains and clips: the model, plus the distillation projections
+        self.trained: nn.Module = (self.model if self.distiller is None
+                                   else nn.ModuleList([self.model, self.distiller]))
+        self.teacher_test_pred: np.ndarray | None = None  # the teacher is fixed: computed once
+        self.optimizer = build_optimizer(self.trained, self.train_cfg)
         steps = steps_per_epoch(self.train_idx.numel(), self.train_cfg["batch_size"])
         self.scheduler = build_scheduler(self.optimizer, self.train_cfg, steps)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
@@ -84,6 +96,7 @@ class Member:
         self.active = True
         self.stopped_epoch: int | None = None
         self.samples_seen = 0
+        self.last_pred: np.ndarray | None = None  # argmax of the last evaluate()
 
     # -- one logical step -------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -94,19 +107,29 @@ class Member:
         """Accumulate the gradients of the logical batch `idx` in micro-batches of at most
         `micro_batch`. Each micro-batch's loss is its summed (class-weighted) per-sample loss over
         the logical batch's total weight, so the accumulated gradient equals the full batch's.
+        A distilling member adds the distiller's per-sample loss, averaged over the logical batch.
         Returns the logical batch's mean loss (a detached device tensor: no sync here)."""
         denom = float(idx.numel())
+        distiller, n = self.distiller, float(idx.numel())
         if self._cpu_weights is not None:
             denom = float(self._cpu_weights[self.inputs.data.labels[idx]].sum())
         total = torch.zeros((), device=self.device)
         for chunk in micro_chunks(idx, micro_batch):
             x, lengths, y = self.inputs(chunk)
             with self._autocast():
-                logits = self.model(x, lengths)
+                hiddens = None
+                if distiller is not None and distiller.needs_hiddens:
+                    logits, hiddens = self.model(x, lengths, return_hidden=True)
+                else:
+                    logits = self.model(x, lengths)
+                extra = (distiller.extra_loss(x, lengths, logits, hiddens)
+                         if distiller is not None else None)
             losses = F.cross_entropy(logits.float(), y, reduction="none")
             if self.loss_weights is not None:
                 losses = losses * self.loss_weights[y]
             loss = losses.sum() / denom
+            if extra is not None:
+                loss = loss + extra.sum() / n
             self.scaler.scale(loss).backward()
             total += loss.detach()
         return total
@@ -115,7 +138,7 @@ class Member:
         """Clip, step the optimizer (through the GradScaler under fp16) and the lr schedule."""
         if self.train_cfg["grad_clip"] > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(self.trained.parameters(), self.train_cfg["grad_clip"])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -142,26 +165,29 @@ class Member:
 
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
-    def _predict_once(self, idx: torch.Tensor, size: int) -> tuple[float, np.ndarray]:
+    def _predict_once(self, idx: torch.Tensor, size: int,
+                      model: nn.Module) -> tuple[float, np.ndarray]:
         loss_sum = torch.zeros((), device=self.device)
         preds = []
         for chunk in idx.split(size):
             x, lengths, y = self.inputs(chunk)
             with self._autocast():
-                logits = self.model(x, lengths)
+                logits = model(x, lengths)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
             preds.append(logits.argmax(dim=1))
         # sync point: one device -> host copy per split, after every batch has been queued
         pred = torch.cat(preds).cpu().numpy() if preds else np.zeros(0, dtype=np.int64)
         return float(loss_sum) / max(1, idx.numel()), pred
 
-    def predict(self, idx: torch.Tensor, mb: MicroBatch, epoch: int) -> tuple[float, np.ndarray]:
-        """Mean unweighted CE and argmax predictions over `idx` in eval mode (OOM: halve, redo)."""
+    def predict(self, idx: torch.Tensor, mb: MicroBatch, epoch: int,
+                model: nn.Module | None = None) -> tuple[float, np.ndarray]:
+        """Mean unweighted CE and argmax predictions over `idx` in eval mode (OOM: halve, redo),
+        of the member's model or of `model` (the teacher)."""
         self.model.eval()
         try:
             while True:
                 try:
-                    return self._predict_once(idx, mb.size)
+                    return self._predict_once(idx, mb.size, model or self.model)
                 except RuntimeError as exc:
                     if not is_oom(exc):
                         raise
@@ -179,6 +205,7 @@ class Member:
         out = {split_metric(split, k): v for k, v in metrics.items()}
         out[split_metric(split, LOSS)] = loss
         out["n_predicted_classes"] = int(np.unique(pred).size)
+        self.last_pred = pred  # _new_best compares the test predictions with the teacher's
         return out
 
     # -- one epoch ----------------------------------------------------------------------------
@@ -246,6 +273,16 @@ class Member:
         test = self.evaluate("test", mb, epoch)
         self.test = {k: test[split_metric("test", k)] for k in SCALAR_METRICS}
         self.test[CONFUSION] = test[split_metric("test", CONFUSION)]
+        data = self.inputs.data
+        if data.corpus_of:  # multi-corpus training: each corpus' own test UAR too
+            self.test[UAR_BY_CORPUS] = uar_by_group(
+                data.labels[self.test_idx].numpy(), self.last_pred,
+                np.asarray(data.corpus_of)[self.test_idx.numpy()], self.n_classes)
+        if self.distiller is not None:
+            if self.teacher_test_pred is None:
+                _, self.teacher_test_pred = self.predict(self.test_idx, mb, epoch,
+                                                         self.distiller.teacher)
+            self.test.update(agreement(self.teacher_test_pred, self.last_pred, self.n_classes))
 
     def stop(self, epoch: int) -> None:
         self.active = False
@@ -259,6 +296,10 @@ class Member:
         for k in SCALAR_METRICS:
             out[split_metric("test", k)] = self.test.get(k, float("nan"))
         out[split_metric("test", CONFUSION)] = self.test.get(CONFUSION)
+        if UAR_BY_CORPUS in self.test:
+            out[split_metric("test", UAR_BY_CORPUS)] = self.test[UAR_BY_CORPUS]
+        if self.distiller is not None:
+            out.update({k: self.test.get(k) for k in (AGREEMENT_ACC, AGREEMENT_CONFUSION)})
         out.update(n_test=int(self.test_idx.numel()), collapsed=self.collapsed,
                    stopped_epoch=self.stopped_epoch)
         return out
@@ -273,6 +314,8 @@ class Member:
         state.update(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                      scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
                      generator=self.generator.get_state(), fold=self.fold.name, seed=self.seed)
+        if self.distiller is not None:
+            state["distill"] = self.distiller.state_dict()  # the projections (not the teacher)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -282,6 +325,8 @@ class Member:
                 f"expected fold {self.fold.name} seed {self.seed}"
             )
         self.model.load_state_dict(state["model"])
+        if self.distiller is not None:
+            self.distiller.load_state_dict(state["distill"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:

@@ -61,7 +61,8 @@ class MemoryEstimate:
 
     def peak(self, b: int) -> int:
         """Estimated peak bytes of a training step at micro-batch `b`."""
-        lines = self.lines or ((self.fixed_bytes - self.other_members_bytes, self.per_sample_bytes),)
+        lines = self.lines or ((self.fixed_bytes - self.other_members_bytes,
+                                self.per_sample_bytes),)
         return int(max(a + s * b for a, s in lines)) + self.other_members_bytes
 
     def with_members(self, n_members: int) -> MemoryEstimate:
@@ -69,7 +70,9 @@ class MemoryEstimate:
         return replace(self, n_members=n_members, fixed_bytes=self.fixed_bytes + extra)
 
 
-def upper_envelope(lines: list[tuple[int, int]], b_min: float = 1.0) -> tuple[tuple[int, int], ...]:
+def upper_envelope(
+    lines: list[tuple[int, int]], b_min: float = 1.0
+) -> tuple[tuple[int, int], ...]:
     """The lines (intercept, slope) that are the maximum somewhere on [b_min, inf), by slope."""
     best: dict[int, int] = {}
     for a, s in lines:
@@ -92,7 +95,9 @@ def fit_traces(t1: Trace, t2: Trace, n_members: int = 1) -> MemoryEstimate:
     """Pair the two traces allocation by allocation and fit `a + s * b` to each (see docstring)."""
     db = t2.batch - t1.batch
     if len(t1.timeline) == len(t2.timeline):
-        raw = [(l2 - l1, l1 * t2.batch - l2 * t1.batch) for l1, l2 in zip(t1.timeline, t2.timeline)]
+        raw = [
+            (l2 - l1, l1 * t2.batch - l2 * t1.batch) for l1, l2 in zip(t1.timeline, t2.timeline)
+        ]
         pairs = [(num // db, ds // db) for ds, num in raw]  # (a, s); exact when linear
     else:  # data-dependent ops: fall back to the two peaks
         s = (t2.peak - t1.peak) // db
@@ -124,7 +129,9 @@ def estimate_module_memory(
 ) -> MemoryEstimate:
     """`estimate_step_memory` for any module built by `factory` (forward(x, lengths))."""
     t1, t2 = (
-        trace_step(factory, tuple(input_shape), b, n_classes=n_classes, optimizer=optimizer, amp=amp)
+        trace_step(
+            factory, tuple(input_shape), b, n_classes=n_classes, optimizer=optimizer, amp=amp
+        )
         for b in batches
     )
     return fit_traces(t1, t2, n_members)
@@ -149,7 +156,9 @@ def estimate_step_memory(
     """
     from trainables.models import build_model
 
-    key = repr((sorted(model_cfg.items()), n_features, n_classes, tuple(input_shape), optimizer, amp))
+    key = repr(
+        (sorted(model_cfg.items()), n_features, n_classes, tuple(input_shape), optimizer, amp)
+    )
     if key not in _CACHE:
         factory = partial(build_model, dict(model_cfg), n_features=n_features, n_classes=n_classes)
         _CACHE[key] = estimate_module_memory(
@@ -171,9 +180,12 @@ def calibrate(estimate: MemoryEstimate, measured: dict[int, int]) -> MemoryEstim
     else:
         ((b, p),) = measured.items()
         shift = p - one.peak(b)
-        lines = tuple((a + shift, s) for a, s in (one.lines or ((one.fixed_bytes, one.per_sample_bytes),)))
+        base = one.lines or ((one.fixed_bytes, one.per_sample_bytes),)
+        lines = tuple((a + shift, s) for a, s in base)
     a, s = lines[-1]
-    out = replace(one, lines=lines, fixed_bytes=a, per_sample_bytes=s, activation_bytes_per_sample=s)
+    out = replace(
+        one, lines=lines, fixed_bytes=a, per_sample_bytes=s, activation_bytes_per_sample=s
+    )
     return out.with_members(estimate.n_members)
 
 

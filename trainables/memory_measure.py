@@ -59,7 +59,8 @@ def _resolve_factory(spec: dict[str, Any]) -> Callable[[], nn.Module]:
 
 
 def _bytes(tensors: list[torch.Tensor]) -> int:
-    return sum({t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in tensors}.values())
+    storages = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
 
 
 def _measure_once(spec: dict[str, Any], batch: int, device: torch.device) -> int:
@@ -123,7 +124,9 @@ def measure_step_peaks(
         capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=timeout,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"memory measurement failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"memory measurement failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
     return [int(v) for v in json.loads(proc.stdout.strip().splitlines()[-1])]
 
 

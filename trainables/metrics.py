@@ -22,6 +22,7 @@ from trainables.names import ACC, F1_MACRO, F1_WEIGHTED, UAR
 
 CONFUSION = "confusion"
 RECALL = "recall"
+UAR_BY_CORPUS = "uar_by_corpus"  # multi-corpus data: {corpus name: UAR on its utterances}
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -73,3 +74,12 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> d
     """acc, uar, f1_macro, f1_weighted (floats), "recall" (per class, NaN where absent from
     `y_true`) and "confusion" (list of lists, rows = true class)."""
     return metrics_from_confusion(confusion_matrix(y_true, y_pred, n_classes))
+
+
+def uar_by_group(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray,
+                 n_classes: int) -> dict[str, float]:
+    """{group: UAR over that group's samples} (e.g. per corpus of a multi-corpus test split)."""
+    groups = np.asarray(groups)
+    return {str(g): compute_metrics(np.asarray(y_true)[groups == g],
+                                    np.asarray(y_pred)[groups == g], n_classes)[UAR]
+            for g in sorted(set(groups.tolist()))}

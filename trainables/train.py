@@ -20,7 +20,8 @@ import torch
 
 from trainables.batching import MicroBatch, fold_stats
 from trainables.config import TRAIN_DEFAULTS, with_defaults
-from trainables.data.base import PreparedData
+from trainables.data.base import Fold, PreparedData
+from trainables.distill import build_teacher, load_teacher_states, teacher_state_for
 from trainables.errors import ConfigError, TrainingError
 from trainables.members import VAL_KEYS, Member
 from trainables.names import (
@@ -89,13 +90,26 @@ class LockstepTrainer:
         self.micro = MicroBatch(min(batch, int(self.train["micro_batch"] or batch)))
         self.estimated_peak_bytes = runtime.get("estimated_peak_bytes")
         stats = {f.name: fold_stats(data, f.train) for f in data.folds}
+        pairs = list(itertools.product(data.folds, self.train["seeds"]))
+        teachers = self._teachers(pairs) if config.get("distill") else [None] * len(pairs)
         self.members = [
-            Member(i, fold, seed, self.config, data, self.device, self.precision, stats[fold.name])
-            for i, (fold, seed) in enumerate(itertools.product(data.folds, self.train["seeds"]))
+            Member(i, fold, seed, self.config, data, self.device, self.precision, stats[fold.name],
+                   teacher)
+            for i, ((fold, seed), teacher) in enumerate(zip(pairs, teachers, strict=True))
         ]
         self.epoch = 0
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+
+    def _teachers(self, pairs: list[tuple[Fold, int]]) -> list[torch.nn.Module]:
+        """One frozen teacher per member: the teacher checkpoint (read once) matched by fold and
+        seed (see trainables/distill.py)."""
+        cfg = self.config["distill"]
+        states = load_teacher_states(cfg["teacher_checkpoint"])
+        data = self.data
+        return [build_teacher(cfg, teacher_state_for(states, fold.name, int(seed)),
+                              data.n_features, data.n_classes, self.device)
+                for fold, seed in pairs]
 
     @property
     def finished(self) -> bool:

@@ -194,7 +194,9 @@ FAMILIES = {
                   "strides": [4, 4], "lstm_hidden": 16}, 1, (4000,)),
     "sincnet": ({"name": "sincnet", "sinc_filters": 8, "sinc_taps": 31, "conv_channels": [8, 8],
                  "win": 400, "shift": 80, "seq_hidden": 16}, 1, (4000,)),
-    "transformer": ({"name": "transformer", "d_model": 32, "heads": 2, "ff_dim": 64}, 16, (50, 16)),
+    "transformer": (
+        {"name": "transformer", "d_model": 32, "heads": 2, "ff_dim": 64}, 16, (50, 16)
+    ),
     "resnet_lstm": ({"name": "resnet_lstm", "channels": [4, 8], "lstm_hidden": 16}, 16, (50, 16)),
     "vggish_lstm": ({"name": "vggish_lstm", "width": 0.25, "lstm_hidden": 16}, 64, (96, 64)),
 }

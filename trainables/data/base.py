@@ -57,6 +57,8 @@ class PreparedData:
     # "none" | "utterance" (already applied) | "train" (per fold, in train.py)
     normalize: str = "none"
     info: dict = field(default_factory=dict)  # corpus name, skipped files, cache key, ...
+    # multi-corpus data (corpus: multi): the corpus name of each row; empty for one corpus
+    corpus_of: list[str] = field(default_factory=list)
 
     @property
     def n_features(self) -> int:
