@@ -25,7 +25,7 @@ class ConsoleCallback(Callback):
         self.total = total
         self.already = already
         self.sign = 1.0 if mode == "max" else -1.0
-        self.stream = stream or sys.stdout
+        self.stream = stream  # None: sys.stdout at print time (Tune pickles callbacks)
         self.started = time.monotonic()
         self.running: set[str] = set()
         self.last: dict[str, dict[str, Any]] = {}
@@ -35,7 +35,7 @@ class ConsoleCallback(Callback):
         self.best: tuple[float, str, dict[str, Any]] | None = None
 
     def _say(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        print(text, file=self.stream or sys.stdout, flush=True)
 
     def _params(self, config: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -47,9 +47,14 @@ class SweepOutcome:
     wall_seconds: float
 
 
-def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler named in `search.sampler`, seeded with `search.seed`."""
-    seed = spec.search.seed
+def make_sampler(spec: SweepSpec, recorded: int = 0) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named in `search.sampler`, seeded with `search.seed`.
+
+    A resumed sweep (`recorded` trials already in the store) seeds with `seed + recorded`:
+    re-seeding with the bare seed would replay the random start-up draws of the first run and
+    propose the recorded configurations again.
+    """
+    seed = spec.search.seed + recorded
     kind = spec.search.sampler
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
@@ -66,15 +71,17 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
 
 
 def _study_with_history(
-    spec: SweepSpec, store: ResultStore, sampler: optuna.samplers.BaseSampler
-) -> tuple[optuna.storages.InMemoryStorage, int]:
-    """A fresh in-memory study holding every trial the store already recorded."""
+    spec: SweepSpec, store: ResultStore
+) -> tuple[optuna.storages.InMemoryStorage, optuna.samplers.BaseSampler, int]:
+    """A fresh in-memory study holding every trial the store already recorded, its sampler,
+    and the number of recorded trials."""
+    trials = store.read_trials()
+    sampler = make_sampler(spec, recorded=len(trials))
     storage = optuna.storages.InMemoryStorage()
     direction = "maximize" if spec.search.mode == "max" else "minimize"
     study = optuna.create_study(
         storage=storage, study_name=spec.name, sampler=sampler, direction=direction
     )
-    trials = store.read_trials()
     for row in trials.to_dict("records"):
         native = json.loads(row.get("optuna_params_json") or "{}")
         if not native:
@@ -93,7 +100,7 @@ def _study_with_history(
                 state=state,
             )
         )
-    return storage, len(trials)
+    return storage, sampler, len(trials)
 
 
 class TrialSpace:
@@ -158,8 +165,6 @@ def _ray_init(address: str | None, verbose: bool) -> None:
     import ray
 
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-    # The store records everything; Tune's CSV/JSON/TensorBoard loggers would only duplicate it.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # One checkpoint kept per trial forces an experiment snapshot per epoch; it is cheap here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
@@ -191,8 +196,7 @@ def run_sweep(
     started = time.monotonic()
     store = ResultStore(results_root, spec.name)
     check_same_sweep(store, spec)
-    sampler = make_sampler(spec)
-    storage, recorded = _study_with_history(spec, store, sampler)
+    storage, sampler, recorded = _study_with_history(spec, store)
     remaining = spec.search.trials - recorded
     if recorded:
         print(f"resuming {store.sweep_dir}: {recorded} trials recorded, {max(remaining, 0)} to go")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import spec_checks as sc
+from orchestrator import spec_distill as sd
 from orchestrator import spec_sections as ss
 from orchestrator.distributions import ParamSpec
 from orchestrator.spec_checks import Ctx, unknown_key
@@ -230,16 +231,14 @@ def _validate(ctx: Ctx, raw: dict[str, Any], default_name: str) -> dict[str, Any
     model = ss.model(ctx, raw, data)
     train = ss.data_or_train(ctx, raw, "train")
     search = ss.search(ctx, raw, train["epochs"])
-    search["params"] = validate_params(ctx, search["params"], data, model, train)
+    distill = sd.distill(ctx, raw)
+    search["params"] = validate_params(ctx, search["params"], data, model, train, distill)
     search["scheduler"] = SchedulerSpec(**search["scheduler"])
     resources = ss.resources(ctx, raw)
     results = raw.get("results", "results")
     if results is not None and (not isinstance(results, str) or not results.strip()):
         raise ctx.err(("results",), f"results is a directory or URI (a non-empty string), but "
                       f"got {results!r}")
-    distill = raw.get("distill")
-    if distill is not None and not isinstance(distill, Mapping):
-        raise ctx.err(("distill",), f"distill is a mapping, but got {sc.describe(distill)}")
     ss.check_data_root(ctx, data)
     _build_model(ctx, data, model)
     if search["params"] and "model.name" in {p.key for p in search["params"]}:

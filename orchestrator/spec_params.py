@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from orchestrator import spec_checks as sc
+from orchestrator import spec_distill as sd
 from orchestrator import spec_sections as ss
 from orchestrator.distributions import ParamSpec, freeze_value, parse_param
 from orchestrator.spec_checks import Ctx, Expect, check_value
@@ -26,11 +27,14 @@ PARAMS = ("search", "params")
 class _Base:
     """The validated base sections, for resolving what a dotted key addresses."""
 
-    def __init__(self, data: dict[str, Any], model: dict[str, Any], train: dict[str, Any]):
-        self.data, self.model, self.train = data, model, train
+    def __init__(self, data: dict[str, Any], model: dict[str, Any], train: dict[str, Any],
+                 distill: dict[str, Any] | None = None):
+        self.data, self.model, self.train, self.distill = data, model, train, distill
 
     def valid_keys(self, families: Sequence[str]) -> list[str]:
         keys = [f"data.{k}" for k in DATA_DEFAULTS] + [f"train.{k}" for k in TRAIN_DEFAULTS]
+        if self.distill is not None:
+            keys += [f"distill.{k}" for k in sd.SEARCHABLE]
         keys.append("model.name")
         for fam in families:
             keys += [f"model.{k}" for k in sc.model_signature(fam).defaults]
@@ -53,9 +57,17 @@ def _check_target(ctx: Ctx, p: ParamSpec, base: _Base, names: list[str]) -> list
             raise ctx.err(path, f"{p.key} addresses nothing: {sub!r} is not a key of the {section}"
                           f" section{sc.suggest(p.key, base.valid_keys(names))}")
         return [ss.expect_for(section, sub)]
+    if section == "distill":
+        if base.distill is None:
+            raise ctx.err(path, f"{p.key} is searched, but the sweep has no distill section "
+                          f"(add distill: {{teacher: {{results: ..., pick: best}}}})")
+        if sub not in sd.SEARCHABLE:
+            raise ctx.err(path, f"{p.key} addresses nothing: the searchable distill keys are "
+                          f"{', '.join(sd.SEARCHABLE)}{sc.suggest(p.key, base.valid_keys(names))}")
+        return [sd.EXPECT[sub]]
     if section != "model":
-        raise ctx.err(path, f"a searched key starts with data., model. or train., but got "
-                      f"{p.key!r}{sc.suggest(p.key, base.valid_keys(names))}")
+        raise ctx.err(path, f"a searched key starts with data., model. or train. (or distill. "
+                      f"with a distill section), but got {p.key!r}{sc.suggest(p.key, base.valid_keys(names))}")
     expects = []
     for fam in _families_for(p, base, names):
         sig = sc.model_signature(fam)
@@ -89,6 +101,8 @@ def _check_values(ctx: Ctx, p: ParamSpec, base: _Base, expects: list[Expect] | N
                 vpath = (*path, "choice", str(i))
                 if section == "model":
                     check_value(ctx, vpath, value, expect)
+                elif section == "distill":
+                    sd.check_entry(ctx, vpath, sub, value)
                 else:
                     ss.check_entry(ctx, vpath, section, sub, value)
             continue
@@ -99,9 +113,11 @@ def _check_values(ctx: Ctx, p: ParamSpec, base: _Base, expects: list[Expect] | N
         if expect.types == (int,) and p.kind != "int":
             raise ctx.err(path, f"{p.key} is an integer; search it with {{int: [low, high]}}, not "
                           f"{p.kind}")
-        if section in ("data", "train"):
-            for bound in (p.low, p.high):
+        for bound in (p.low, p.high):
+            if section in ("data", "train"):
                 ss.check_minimum(ctx, path, p.key, bound)
+            elif section == "distill":
+                sd.check_range(ctx, path, sub, bound)
     if p.key == "data.features" and p.kind == "choice":
         inputs = sc.model_signature(base.model["name"]).inputs
         for i, kind in enumerate(p.real_choices()):
@@ -134,13 +150,14 @@ def _order(ctx: Ctx, params: dict[str, ParamSpec]) -> tuple[ParamSpec, ...]:
 
 
 def validate_params(ctx: Ctx, raw: Any, data: dict[str, Any], model: dict[str, Any],
-                    train: dict[str, Any]) -> tuple[ParamSpec, ...]:
+                    train: dict[str, Any],
+                    distill: dict[str, Any] | None = None) -> tuple[ParamSpec, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, Mapping):
         raise ctx.err(PARAMS, f"search.params is a mapping {{dotted.key: distribution}}, but got "
                       f"{sc.describe(raw)}")
-    base = _Base(data, model, train)
+    base = _Base(data, model, train, distill)
     params: dict[str, ParamSpec] = {}
     for key, spec in raw.items():
         if not isinstance(key, str):

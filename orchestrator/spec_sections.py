@@ -37,6 +37,7 @@ MINIMA: dict[str, tuple[float, bool]] = {
 NULLABLE: dict[str, Expect] = {
     "data.root": Expect((str,), True),
     "data.use_folds": Expect((int,), True),
+    "data.corpora": Expect((list,), True),
     "train.micro_batch": Expect((int,), True),
 }
 CORPORA_WITH_ROOT = ("iemocap", "meld", "manifest")
@@ -110,15 +111,33 @@ def data_or_train(ctx: Ctx, raw: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
-def check_data_root(ctx: Ctx, data: dict[str, Any]) -> None:
+def check_corpora(ctx: Ctx, data: dict[str, Any]) -> None:
+    """corpus: multi -> data.corpora well formed and each corpus' root present."""
+    from trainables.data.multi import entries
+    from trainables.errors import ConfigError
+
+    try:
+        found = entries(data)
+    except ConfigError as exc:
+        raise ctx.err(tuple(exc.key.split(".")), exc.message) from None
+    for i, entry in enumerate(found):
+        check_data_root(ctx, {"corpus": entry["corpus"], "root": entry.get("root")},
+                        ("data", "corpora", str(i), "root"))
+
+
+def check_data_root(ctx: Ctx, data: dict[str, Any],
+                    path: tuple[str, ...] = ("data", "root")) -> None:
+    if data["corpus"] == "multi":
+        check_corpora(ctx, data)
+        return
     corpus, root = data["corpus"], data["root"]
     if corpus not in CORPORA_WITH_ROOT:
         return
     if root is None:
-        raise ctx.err(("data", "root"), f"corpus {corpus} needs data.root (the release directory "
+        raise ctx.err(path, f"corpus {corpus} needs data.root (the release directory "
                       "or the manifest file), but it is not set")
     if not sc.data_root_exists(root):
-        raise ctx.err(("data", "root"), f"data.root must exist for corpus {corpus}, but "
+        raise ctx.err(path, f"data.root must exist for corpus {corpus}, but "
                       f"{root!r} does not exist")
 
 

@@ -12,7 +12,7 @@ import torch
 
 from orchestrator.spec import SEARCH_SPACES, load_spec, sample_params
 from orchestrator.spec_checks import feature_dim
-from trainables.config import DATA_DEFAULTS, TRAIN_DEFAULTS
+from trainables.config import DATA_DEFAULTS, DISTILL_DEFAULTS, TRAIN_DEFAULTS
 from trainables.models import MODELS, build_model
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -32,7 +32,8 @@ def test_search_space_loads_and_matches_its_model(path: Path) -> None:
     assert set(spec.model) - {"name"} <= set(ctor)
     for key in spec.param_keys():
         section, _, sub = key.partition(".")
-        valid = {"data": DATA_DEFAULTS, "train": TRAIN_DEFAULTS, "model": ctor}[section]
+        valid = {"data": DATA_DEFAULTS, "train": TRAIN_DEFAULTS, "model": ctor,
+                 "distill": DISTILL_DEFAULTS}[section]
         assert sub in valid, f"{path.name}: {key}"
     assert spec.search.metric.startswith("val_") and spec.search.params
     # small by default: the laptop-sized demo; GPUs scale up from the command line

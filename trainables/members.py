@@ -65,7 +65,8 @@ class Member:
             self.distiller: Distiller | None = None
             if teacher is not None:
                 probe = self.inputs(torch.as_tensor(fold.train[:2], dtype=torch.int64))[:2]
-                self.distiller = Distiller(config["distill"], teacher, self.model, probe).to(device)
+                distiller = Distiller(config["distill"], teacher, self.model, probe)
+                self.distiller = distiller.to(device)
             self.rng_state = torch.get_rng_state()
             self.cuda_rng_state = torch.cuda.get_rng_state(device) if self._cuda else None
         self.generator = torch.Generator().manual_seed(self.seed)  # epoch order / sampling

@@ -6,11 +6,12 @@ from trainables.data.corpus import Corpus
 from trainables.data.iemocap import IemocapCorpus
 from trainables.data.manifest import ManifestCorpus
 from trainables.data.meld import MeldCorpus
+from trainables.data.multi import MultiCorpus
 from trainables.data.synthetic import SyntheticCorpus
 from trainables.errors import ConfigError
 
 CORPORA: dict[str, type[Corpus]] = {
-    c.name: c for c in (SyntheticCorpus, IemocapCorpus, MeldCorpus, ManifestCorpus)
+    c.name: c for c in (SyntheticCorpus, IemocapCorpus, MeldCorpus, ManifestCorpus, MultiCorpus)
 }
 
 

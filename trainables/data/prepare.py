@@ -11,10 +11,12 @@ import torch
 
 from trainables.config import DATA_DEFAULTS, with_defaults
 from trainables.data import cache
-from trainables.data.base import SAMPLE_RATE, Fold, PreparedData
+from trainables.data.base import SAMPLE_RATE, PreparedData
 from trainables.data.corpora import get_corpus
 from trainables.data.features import downsample, get_feature, normalize_utterances
 from trainables.data.folds import make_folds
+from trainables.data.multi import corpus_of as multi_corpus_of
+from trainables.data.multi import multi_folds
 from trainables.errors import ConfigError
 
 NORMALIZE = ("none", "utterance", "train")
@@ -81,7 +83,8 @@ def prepare_data(data_cfg: dict[str, Any],
     corpus = get_corpus(cfg["corpus"])
     feature_kind = cfg["features"]
     get_feature(cfg)  # unknown names fail here, before anything is read or hashed
-    key = cache.cache_key(cfg, corpus.fingerprint(cfg) if cfg.get("root") else "")
+    multi = cfg["corpus"] == "multi"
+    key = cache.cache_key(cfg, corpus.fingerprint(cfg) if cfg.get("root") or multi else "")
     path = cache.cache_path(cfg["cache_dir"], key, feature_kind) if cfg["cache_dir"] else None
     stored = cache.load(path) if path is not None else None
     if stored is not None:
@@ -96,8 +99,12 @@ def prepare_data(data_cfg: dict[str, Any],
             if progress:
                 progress(f"data: cached {path}")
     splits = [s or None for s in stored["splits"]]
-    folds: list[Fold] = make_folds(cfg["folds"], stored["speakers"], stored["sessions"], splits,
-                                   cfg["n_folds"], cfg["seed"])
+    corpus_of = multi_corpus_of(stored["ids"]) if multi else []
+    if multi:  # each corpus folded by its own rule (trainables/data/multi.py)
+        folds = multi_folds(cfg, corpus_of, stored["speakers"], stored["sessions"], splits)
+    else:
+        folds = make_folds(cfg["folds"], stored["speakers"], stored["sessions"], splits,
+                           cfg["n_folds"], cfg["seed"])
     if cfg["use_folds"] is not None:
         folds = folds[: cfg["use_folds"]]
     info = dict(stored["info"])
@@ -107,7 +114,7 @@ def prepare_data(data_cfg: dict[str, Any],
         classes=stored["classes"], ids=stored["ids"], speakers=stored["speakers"],
         sessions=stored["sessions"], folds=folds, feature_kind=stored["feature_kind"],
         frame_rate=float(stored["frame_rate"]), info=info,
-        normalize=cfg["normalize"],
+        normalize=cfg["normalize"], corpus_of=corpus_of,
     )
 
 

@@ -39,6 +39,9 @@ def corpus_cfgs(data_dirs: dict) -> dict[str, dict]:
         "iemocap": {"corpus": "iemocap", "root": str(data_dirs["iemocap"]), "cache_dir": cache},
         "meld": {"corpus": "meld", "root": str(data_dirs["meld"]), "cache_dir": cache},
         "manifest": {"corpus": "manifest", "root": str(data_dirs["manifest"]), "cache_dir": cache},
+        "multi": {"corpus": "multi", "cache_dir": cache, "corpora": [
+            {"corpus": "meld", "root": str(data_dirs["meld"])},
+            {"corpus": "iemocap", "root": str(data_dirs["iemocap"])}]},
     }
 
 

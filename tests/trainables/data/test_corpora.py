@@ -12,7 +12,7 @@ from trainables.errors import ConfigError, DataError
 
 
 def test_registry_has_every_corpus() -> None:
-    assert set(CORPORA) == {"synthetic", "iemocap", "meld", "manifest"}
+    assert set(CORPORA) == {"synthetic", "iemocap", "meld", "manifest", "multi"}
 
 
 def test_unknown_corpus_names_the_key_and_the_valid_names() -> None:
