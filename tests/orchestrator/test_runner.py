@@ -23,7 +23,8 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _sweep(results: Path, cache_dir: str, *extra: str) -> int:
-    return cli.main([TINY, "--results", str(results), "--set", f"data.cache_dir={cache_dir}", *extra])
+    args = [TINY, "--results", str(results), "--set", f"data.cache_dir={cache_dir}", *extra]
+    return cli.main(args)
 
 
 def test_sweep_records_every_trial_and_prints_a_leaderboard(
@@ -52,7 +53,8 @@ def test_sweep_records_every_trial_and_prints_a_leaderboard(
     assert len(members) == 3 and members["test_uar"].between(0, 1).all()
     assert (sweep_dir / "spec.yaml").is_file()
     board = query.leaderboard(query.load(str(sweep_dir)), top=3)
-    assert list(board["trial_id"]) == list(trials.sort_values("objective", ascending=False).trial_id)
+    best_first = trials.sort_values("objective", ascending=False).trial_id
+    assert list(board["trial_id"]) == list(best_first)
 
 
 def test_rerun_continues_without_rerunning_or_duplicating(
