@@ -36,6 +36,7 @@ from orchestrator.store import ResultStore, StoreCallback, resolve, write_spec
 from trainables import names
 from trainables.data import prepare_data
 from trainables.data.base import PreparedData
+from trainables.errors import SersweepError
 
 
 @dataclass
@@ -161,20 +162,43 @@ def check_same_sweep(store: ResultStore, spec: SweepSpec) -> None:
             )
 
 
+# Written by `ray start --head` on this machine (Ray's default temp dir): a cluster to join.
+RAY_CLUSTER_FILE = Path("/tmp/ray/ray_current_cluster")
+
+
+class ClusterError(SersweepError):
+    """The Ray cluster named by --address / RAY_ADDRESS / `ray start` cannot be reached."""
+
+
 def _ray_init(address: str | None, verbose: bool) -> None:
+    """Join the cluster named by --address or RAY_ADDRESS, or the one `ray start` left on this
+    machine (the head node under `ray submit`); else start a private local Ray."""
     import ray
 
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
     # One checkpoint kept per trial forces an experiment snapshot per epoch; it is cheap here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not verbose:  # our console view instead of Tune's status tables
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        # Joining a cluster: the dashboard is the cluster's business.
-        ray.init(address=address, log_to_driver=verbose)
-    else:
+    if not address and RAY_CLUSTER_FILE.is_file():
+        address = "auto"
+    if not address:
+        # A private Ray for this sweep; no dashboard, so nothing listens beyond loopback.
         ray.init(include_dashboard=False, log_to_driver=verbose)
+        return
+    try:
+        # Joining a cluster: its dashboard and resources are the cluster's business.
+        ray.init(address=address, log_to_driver=verbose)
+    except ConnectionError as exc:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address!r} (--address, RAY_ADDRESS or "
+            f"{RAY_CLUSTER_FILE} from `ray start`): {exc}; start it, or run `ray stop` to "
+            "forget a stopped one"
+        ) from exc
+    print(f"joined the Ray cluster at {address}: {ray.cluster_resources()}")
 
 
 def run_sweep(
