@@ -77,6 +77,7 @@ def _study_with_history(
     """A fresh in-memory study holding every trial the store already recorded, its sampler,
     and the number of recorded trials."""
     trials = store.read_trials()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the console shows what matters
     sampler = make_sampler(spec, recorded=len(trials))
     storage = optuna.storages.InMemoryStorage()
     direction = "maximize" if spec.search.mode == "max" else "minimize"
@@ -237,6 +238,7 @@ def run_sweep(
 
         base["distill"] = resolve_teacher(spec, results_root)
         teacher = {key: base["distill"][key] for key in ("teacher_sweep", "teacher_trial")}
+    store.repair()  # what a killed driver left: truncated, temporary, half-written trials
     write_spec(store.sweep_dir, spec.as_dict())
     _ray_init(address, verbose)
 

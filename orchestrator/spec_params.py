@@ -66,8 +66,9 @@ def _check_target(ctx: Ctx, p: ParamSpec, base: _Base, names: list[str]) -> list
                           f"{', '.join(sd.SEARCHABLE)}{sc.suggest(p.key, base.valid_keys(names))}")
         return [sd.EXPECT[sub]]
     if section != "model":
+        hint = sc.suggest(p.key, base.valid_keys(names))
         raise ctx.err(path, f"a searched key starts with data., model. or train. (or distill. "
-                      f"with a distill section), but got {p.key!r}{sc.suggest(p.key, base.valid_keys(names))}")
+                      f"with a distill section), but got {p.key!r}{hint}")
     expects = []
     for fam in _families_for(p, base, names):
         sig = sc.model_signature(fam)

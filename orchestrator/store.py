@@ -39,6 +39,7 @@ from orchestrator.store_rows import (
 )
 
 log = logging.getLogger(__name__)
+CORRUPT_DIR = "corrupt"  # <sweep>/corrupt/<table>/: files ResultStore.repair moved aside
 
 __all__ = ["ResultStore", "StoreCallback", "write_spec", "resolve", "read_dir", "list_files"]
 
@@ -236,6 +237,51 @@ class ResultStore:
         if frame.empty:
             return pd.DataFrame(columns=schema.TRIALS_SCHEMA.names)
         return frame
+
+    def repair(self) -> list[tuple[str, str]]:
+        """Move aside what a crashed or killed writer left, so the store holds complete trials
+        only; returns (from, to) of every file moved, each also logged as a warning.
+
+        Moved to <sweep>/corrupt/<table>/ (never deleted, so nothing is lost for good):
+        unreadable files (a truncated file has no Parquet footer; only footers are read, so this
+        stays cheap on big stores), stale temporary files of an interrupted write, and per-trial
+        epochs/members files of a trial with no trials row (write_trial writes the trials file
+        last: a driver killed in between left them). Such a trial is not recorded, so a resumed
+        run replaces it. Call only while no driver writes this sweep (the runner, at start)."""
+        moved: list[tuple[str, str]] = []
+
+        def move_aside(table: str, file_path: str, why: str) -> None:
+            name = file_path.rsplit("/", 1)[-1]
+            target = _join(self._path, CORRUPT_DIR, table, name)
+            if self.fs.get_file_info(target).type != pafs.FileType.NotFound:
+                target = f"{target}.{time.time_ns()}"
+            self.fs.create_dir(_join(self._path, CORRUPT_DIR, table), recursive=True)
+            self.fs.move(file_path, target)
+            log.warning("moved %s result file %s to %s", why, file_path, target)
+            moved.append((file_path, target))
+
+        for table in schema.TABLES:
+            folder = _join(self._path, table)
+            selector = pafs.FileSelector(folder, allow_not_found=True)
+            for info in self.fs.get_file_info(selector):
+                if not info.is_file:
+                    continue
+                if info.base_name.startswith(".") and ".tmp-" in info.base_name:
+                    move_aside(table, info.path, "the temporary (interrupted write)")
+                    continue
+                if not is_complete_name(info.base_name):
+                    continue
+                try:
+                    with self.fs.open_input_file(info.path) as handle:
+                        pq.read_metadata(handle)
+                except (OSError, pa.ArrowException):
+                    move_aside(table, info.path, "unreadable")
+        recorded = self.completed_trial_ids()
+        for table in ("epochs", "members"):
+            for file in self.files(table):
+                if not file.compact and file.name.removesuffix(".parquet") not in recorded:
+                    move_aside(table, file.path, "the orphaned (no trials row)")
+        return moved
 
     def completed_trial_ids(self) -> set[str]:
         """Ids of every trial with a row (any status: the trial ended and was recorded)."""

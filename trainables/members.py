@@ -24,8 +24,9 @@ from trainables.batching import (
 from trainables.data.base import Fold, PreparedData
 from trainables.distill import AGREEMENT_ACC, AGREEMENT_CONFUSION, Distiller, agreement
 from trainables.errors import TrainingError
+from trainables.member_eval import MemberEvaluation
 from trainables.memory import is_oom
-from trainables.metrics import CONFUSION, UAR_BY_CORPUS, compute_metrics, uar_by_group
+from trainables.metrics import CONFUSION, UAR_BY_CORPUS, uar_by_group
 from trainables.models import build_model
 from trainables.names import LOSS, SCALAR_METRICS, split_metric
 from trainables.optim import Precision, build_optimizer, build_scheduler
@@ -33,7 +34,7 @@ from trainables.optim import Precision, build_optimizer, build_scheduler
 VAL_KEYS = tuple(split_metric("val", m) for m in (*SCALAR_METRICS, LOSS))
 
 
-class Member:
+class Member(MemberEvaluation):
     """Trains, evaluates and keeps the best validation epoch of one fold x seed."""
 
     def __init__(
@@ -163,51 +164,6 @@ class Member:
         self.step()
         self.samples_seen += idx.numel()
         return loss
-
-    # -- evaluation ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def _predict_once(self, idx: torch.Tensor, size: int,
-                      model: nn.Module) -> tuple[float, np.ndarray]:
-        loss_sum = torch.zeros((), device=self.device)
-        preds = []
-        for chunk in idx.split(size):
-            x, lengths, y = self.inputs(chunk)
-            with self._autocast():
-                logits = model(x, lengths)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            preds.append(logits.argmax(dim=1))
-        # sync point: one device -> host copy per split, after every batch has been queued
-        pred = torch.cat(preds).cpu().numpy() if preds else np.zeros(0, dtype=np.int64)
-        return float(loss_sum) / max(1, idx.numel()), pred
-
-    def predict(self, idx: torch.Tensor, mb: MicroBatch, epoch: int,
-                model: nn.Module | None = None) -> tuple[float, np.ndarray]:
-        """Mean unweighted CE and argmax predictions over `idx` in eval mode (OOM: halve, redo),
-        of the member's model or of `model` (the teacher)."""
-        self.model.eval()
-        try:
-            while True:
-                try:
-                    return self._predict_once(idx, mb.size, model or self.model)
-                except RuntimeError as exc:
-                    if not is_oom(exc):
-                        raise
-                    err = exc
-                mb.halve(err, member=self.index, epoch=epoch, phase="eval")
-                del err
-        finally:
-            self.model.train()
-
-    def evaluate(self, split: str, mb: MicroBatch, epoch: int) -> dict[str, Any]:
-        idx = {"val": self.val_idx, "test": self.test_idx}[split]
-        loss, pred = self.predict(idx, mb, epoch)
-        labels = self.inputs.data.labels[idx].numpy()
-        metrics = compute_metrics(labels, pred, self.n_classes)
-        out = {split_metric(split, k): v for k, v in metrics.items()}
-        out[split_metric(split, LOSS)] = loss
-        out["n_predicted_classes"] = int(np.unique(pred).size)
-        self.last_pred = pred  # _new_best compares the test predictions with the teacher's
-        return out
 
     # -- one epoch ----------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -204,3 +204,15 @@ def test_student_sweep_distils_from_the_teachers_best_trial(tmp_path: Path) -> N
     gap = {float(r["param.distill.mse_weight"]): _hidden_gap(r, best, tmp_path)
            for _, r in s_trials.iterrows()}
     assert gap[3.0] < gap[0.0], gap
+
+
+def test_multi_corpus_spec_checks_each_corpus_root(tmp_path: Path) -> None:
+    data = {**DATA, "corpus": "multi", "corpora": [{"corpus": "synthetic"},
+                                                   {"corpus": "meld", "root": "/no/such/dir"}]}
+    with pytest.raises(SpecError) as err:
+        load_spec(sweep_file(tmp_path, "s", data=data))
+    assert err.value.key == "data.corpora.1.root" and "does not exist" in err.value.message
+    data["corpora"] = [{"corpus": "synthetic", "name": "x/y"}]
+    with pytest.raises(SpecError) as err:
+        load_spec(sweep_file(tmp_path, "s", data=data))
+    assert err.value.key == "data.corpora.0.name"

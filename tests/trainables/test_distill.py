@@ -1,4 +1,4 @@
-"""Distillation: the loss terms, the teacher per member, agreement, checkpoints (real torch, CPU)."""
+"""Distillation: loss terms, the teacher per member, agreement, checkpoints (real torch, CPU)."""
 
 from __future__ import annotations
 
@@ -95,6 +95,8 @@ def test_distiller_loss_is_zero_for_a_student_identical_to_its_teacher() -> None
     assert "teacher" not in dict(d.named_children())  # frozen, not trained, not checkpointed
     logits, hiddens = student(x, lengths, return_hidden=True)
     assert torch.allclose(d.extra_loss(x, lengths, logits, hiddens), torch.zeros(6), atol=1e-5)
+    assert d.hidden_gap(student, x, lengths, 3) == pytest.approx(0.0, abs=1e-8)
+    assert d.hidden_gap(_model(TEACHER, 5).eval(), x, lengths, 3) > 0
     smaller = Distiller(cfg, teacher, _model(STUDENT, 1), (x[:2], lengths[:2]))
     assert smaller.widths == [(32, 32), (16, 32), (16, 32)]  # head hidden, encoder 1, input
     assert sum(isinstance(m, nn.Linear) for m in smaller.projections) == 2
@@ -121,7 +123,9 @@ def teacher_checkpoint(data, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _student(data, checkpoint: Path, **distill) -> LockstepTrainer:
     cfg = {"teacher_model": TEACHER, "teacher_checkpoint": str(checkpoint), **distill}
     return LockstepTrainer({"model": STUDENT, "distill": cfg,
-                            "train": {"epochs": 2, "seeds": [1, 7], "lr": 3e-3}}, data)
+                            # cpu: fp32 everywhere, so micro-batched losses match exactly
+                            "train": {"epochs": 2, "seeds": [1, 7], "lr": 3e-3,
+                                      "device": "cpu"}}, data)
 
 
 def test_members_report_agreement_with_their_teacher(data, teacher_checkpoint: Path) -> None:

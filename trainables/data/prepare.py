@@ -90,14 +90,14 @@ def prepare_data(data_cfg: dict[str, Any],
     if stored is not None:
         status = "hit"
         if progress:
-            progress(f"data: cache hit {path}")
+            progress(f"cache hit {path}")
     else:
         status = "miss"
         stored = _build(cfg, progress)
         if path is not None:
             cache.save_atomic(stored, path)
             if progress:
-                progress(f"data: cached {path}")
+                progress(f"cached {path}")
     splits = [s or None for s in stored["splits"]]
     corpus_of = multi_corpus_of(stored["ids"]) if multi else []
     if multi:  # each corpus folded by its own rule (trainables/data/multi.py)

@@ -1,0 +1,192 @@
+"""One lifecycle for a real `python sweep.py ...` driver process, shared by the reliability tests.
+
+A driver runs in its own session (start_new_session=True), so every process it starts locally
+(Ray's gcs_server, raylet, dashboard, agents, and the workers the raylet forks into their own
+process groups) carries the driver's pid as its session id. `session_pids` finds them in /proc;
+`Driver.reap` kills the driver's process group and waits for the whole session to be gone, so a
+test can ASSERT that no Ray process outlived the driver; `Driver.cleanup` (in a finally) kills
+whatever is left, by pid, so nothing leaks even when an assertion failed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = Path(__file__).parent / "tiny.yaml"
+RAY_CLUSTER_FILE = Path("/tmp/ray/ray_current_cluster")
+
+
+def skip_if_a_cluster_would_be_joined() -> None:
+    """sweep.py joins a cluster `ray start` left on this machine: not what these tests measure."""
+    if RAY_CLUSTER_FILE.is_file() or os.environ.get("RAY_ADDRESS"):
+        pytest.skip(f"{RAY_CLUSTER_FILE} or RAY_ADDRESS present: sweep.py would join that cluster")
+
+
+def _stat(pid: str) -> tuple[int, int, str] | None:
+    """(process group, session, state) of a pid from /proc/<pid>/stat, or None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the name may hold spaces and parentheses
+    return int(fields[2]), int(fields[3]), fields[0]
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live (non-zombie) processes whose session id is `sid`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(entry)
+            if stat is not None and stat[1] == sid and stat[2] != "Z":
+                out.append(int(entry))
+    return sorted(out)
+
+
+def describe(pids: list[int]) -> list[str]:
+    return [f"{pid}: {cmdline(pid)[:120]}" for pid in pids]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05):
+    """The first truthy value of `predicate()` within `timeout` seconds, else None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def driver_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env.update(RAY_DISABLE_USAGE_STATS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+class Driver:
+    """`python sweep.py *args` started in its own session, output to `log`."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.args = [str(a) for a in args]
+        self.log = log
+        self._out = open(log, "ab")  # noqa: SIM115 -- closed in cleanup()
+        self.proc = subprocess.Popen(
+            [sys.executable, "sweep.py", *self.args],
+            cwd=REPO,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=driver_env(),
+            start_new_session=True,
+        )
+        self.sid = self.proc.pid  # session leader: session id == process group id == pid
+
+    def output(self) -> str:
+        self._out.flush()
+        return self.log.read_text(errors="replace")
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"sweep.py {' '.join(self.args)} still running after {timeout} s:\n"
+                + self.output()[-3000:]
+            ) from None
+
+    def kill_driver(self) -> None:
+        """SIGKILL the driver process only (what a crash / OOM killer / power loss does)."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def leftovers(self, timeout: float) -> list[int]:
+        """Processes of this driver's session still alive after up to `timeout` seconds."""
+        wait_for(lambda: not session_pids(self.sid), timeout, interval=0.2)
+        return session_pids(self.sid)
+
+    def reap(self, timeout: float = 30.0) -> list[int]:
+        """Kill the driver's process group (its local Ray's gcs/raylet/dashboard/agents live
+        there; workers in their own groups exit when their raylet dies) and return the
+        processes of the session still alive after `timeout` s (the test asserts: none)."""
+        try:
+            os.killpg(self.sid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return self.leftovers(timeout)
+
+    def cleanup(self) -> None:
+        """Whatever the test's outcome: nothing of this driver's session stays alive."""
+        try:
+            os.killpg(self.sid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for pid in session_pids(self.sid):  # workers in their own process groups
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=30)
+        self._out.close()
+
+
+def tiny_args(results: Path, cache: Path, *extra: str, space: Path = TINY) -> list[str]:
+    return [str(space), "--results", str(results), "--set", f"data.cache_dir={cache}", *extra]
+
+
+def table_files(sweep_dir: Path, table: str) -> list[Path]:
+    """Complete per-trial / compact files of one table (what readers see)."""
+    folder = sweep_dir / table
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
+
+
+def temp_files(sweep_dir: Path) -> list[Path]:
+    return sorted(p for t in ("trials", "epochs", "members") for p in (sweep_dir / t).glob(".*"))
+
+
+def assert_store_consistent(sweep_dir: Path, trials: int):
+    """The invariants of the issue: `trials` trial rows, each trial once, no duplicated epoch /
+    member rows, no rows of a trial without a trials row, each completed trial's epochs 1..E
+    exactly once per member, no leftover temporary file. Returns query.load(sweep_dir)."""
+    from orchestrator import query
+
+    results = query.load(str(sweep_dir))
+    t, e, m = results.trials, results.epochs, results.members
+    assert len(t) == trials, t[["trial_id", "status"]]
+    assert t["trial_id"].is_unique, t["trial_id"].tolist()
+    assert {p.stem for p in table_files(sweep_dir, "trials")} == set(t["trial_id"])
+    params = t["optuna_params_json"].dropna()
+    assert params.is_unique, f"a configuration ran twice: {params[params.duplicated()].tolist()}"
+    assert not e.duplicated(["trial_id", "member", "epoch"]).any(), "epoch rows duplicated"
+    assert not m.duplicated(["trial_id", "member"]).any(), "member rows duplicated"
+    assert set(e["trial_id"]) <= set(t["trial_id"]), "epoch rows of an unrecorded trial"
+    assert set(m["trial_id"]) <= set(t["trial_id"]), "member rows of an unrecorded trial"
+    for row in t[t["status"] == "completed"].itertuples():
+        mine = e[e["trial_id"] == row.trial_id]
+        assert len(mine), f"completed trial {row.trial_id} has no epoch rows"
+        for member, rows in mine.groupby("member"):
+            assert sorted(rows["epoch"]) == list(range(1, row.epochs_run + 1)), (
+                row.trial_id, member, sorted(rows["epoch"]))
+        assert len(m[m["trial_id"] == row.trial_id]) == row.members
+    assert temp_files(sweep_dir) == []
+    return results
