@@ -21,9 +21,10 @@ import ray
 import torch
 from ray import tune
 
-from trainables.config import TRAIN_DEFAULTS, with_defaults
+from trainables.config import DATA_DEFAULTS, TRAIN_DEFAULTS, with_defaults
+from trainables.data import prepare_data
 from trainables.data.base import PreparedData
-from trainables.errors import ConfigError
+from trainables.memory import plan_micro_batch
 from trainables.names import RUNTIME_JSON
 from trainables.train import LockstepTrainer, resolve_device
 
@@ -36,13 +37,6 @@ def _plan(config: dict[str, Any], data: PreparedData) -> dict[str, Any]:
     budget = config.get("runtime", {}).get("memory_budget")
     if not budget or config["train"].get("micro_batch") is not None:
         return config
-    try:
-        from trainables.memory import plan_micro_batch
-    except ImportError as exc:
-        raise ConfigError(
-            "runtime.memory_budget",
-            "a memory budget was set but trainables.memory.plan_micro_batch is not available",
-        ) from exc
     plan = plan_micro_batch(config, data, int(budget))
     config = copy.deepcopy(config)
     config["train"]["micro_batch"] = int(plan.micro_batch)
@@ -55,12 +49,7 @@ def _prepare(data: PreparedData | None, config: dict[str, Any]) -> PreparedData:
     if data is not None:
         return data
     # without tune.with_parameters(data=...): featurize here (the data layer caches it on disk)
-    try:
-        from trainables.data import prepare_data
-    except ImportError as exc:
-        raise ConfigError("data", "train_trial got no data and trainables.data.prepare_data "
-                                  "is not available") from exc
-    return prepare_data(config["data"])
+    return prepare_data(with_defaults(config["data"], DATA_DEFAULTS))
 
 
 def train_trial(config: dict[str, Any], data: PreparedData | None = None) -> None:

@@ -167,6 +167,7 @@ def test_worker_killed_mid_trial_resumes_from_checkpoint(
         rc = driver.wait(timeout=300)
         out = driver.output()
         assert rc == 0, out[-3000:]
+        assert "ActorDiedError" in out, "Tune never saw the worker die"
         assert not os.path.exists(f"/proc/{worker}") or _worker_of(driver) != worker
         leftover = driver.leftovers(30)
         assert leftover == [], f"left running after a normal exit: {describe(leftover)}"

@@ -15,7 +15,6 @@ from torch import nn
 from trainables import memory, names
 from trainables.config import TRAIN_DEFAULTS, with_defaults
 from trainables.data.base import Fold, PreparedData
-from trainables.errors import ConfigError
 from trainables.models import MODELS
 from trainables.train import LockstepTrainer
 from trainables.trainable import CHECKPOINT_FILE, _plan, train_trial
@@ -156,14 +155,10 @@ def test_a_crashed_trial_resumes_from_its_last_checkpoint(ray_local, tmp_path: P
         assert {k: v for k, v in comparable(result.metrics).items() if k in want} == want
 
 
-def test_memory_budget_uses_the_planner_or_says_it_is_missing() -> None:
+def test_memory_budget_uses_the_planner() -> None:
     cfg = config(Path("unused"))
     cfg["runtime"]["memory_budget"] = 2**30
     data = tiny_data()
-    if not hasattr(memory, "plan_micro_batch"):
-        with pytest.raises(ConfigError, match="plan_micro_batch"):
-            _plan(cfg, data)
-        return
     planned = _plan(cfg, data)
     plan = memory.plan_micro_batch(cfg, data, 2**30)
     assert planned["train"]["micro_batch"] == plan.micro_batch
