@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables.config import TRAIN_DEFAULTS
-from trainables.memory import MemoryEstimate, choose_micro_batch, estimate_step_memory
+from trainables.memory import choose_micro_batch, estimate_trial_memory
 
 GPU_GRID = 8  # GPU fractions are multiples of 1/8
 DEFAULT_GPU_MEMORY_FRACTION = 0.9
@@ -59,28 +59,6 @@ def gpu_fraction_for(
     return min(GPU_GRID, max(1, steps)) / GPU_GRID
 
 
-_ESTIMATES: dict[str, MemoryEstimate] = {}
-
-
-def cached_estimate(
-    model_cfg: Mapping[str, Any],
-    *,
-    data_shape: tuple[int, ...],
-    n_features: int,
-    n_classes: int,
-    n_members: int,
-    optimizer: str = "adamw",
-) -> MemoryEstimate:
-    """estimate_step_memory, cached per (model config, input shape, ...) in this process."""
-    key = repr((sorted(model_cfg.items()), tuple(data_shape), n_features, n_classes, optimizer))
-    if key not in _ESTIMATES:
-        _ESTIMATES[key] = estimate_step_memory(
-            dict(model_cfg), n_features=n_features, n_classes=n_classes,
-            input_shape=tuple(data_shape), optimizer=optimizer,
-        )
-    return _ESTIMATES[key].with_members(n_members)
-
-
 def _train(config: Mapping[str, Any]) -> dict[str, Any]:
     return {**TRAIN_DEFAULTS, **config.get("train", {})}
 
@@ -100,9 +78,9 @@ def resources_for_config(
     A config whose batch of 1 does not fit gets a whole GPU (its trial then fails fast with
     DoesNotFitError and the message says why)."""
     train = _train(config)
-    est = cached_estimate(
-        config["model"], data_shape=data_shape, n_features=n_features, n_classes=n_classes,
-        n_members=n_members, optimizer=train["optimizer"],
+    est = estimate_trial_memory(
+        dict(config), n_features=n_features, n_classes=n_classes, input_shape=data_shape,
+        n_members=n_members,
     )
     budget = int(gpu_total_bytes * gpu_memory_fraction)
     micro, _ = choose_micro_batch(est, budget, int(train["batch_size"]))
@@ -152,9 +130,9 @@ def plan_configs(
     rows = []
     for config in configs:
         train = _train(config)
-        est = cached_estimate(
-            config["model"], data_shape=data_shape, n_features=n_features, n_classes=n_classes,
-            n_members=max(1, n_folds) * max(1, len(train["seeds"])), optimizer=train["optimizer"],
+        est = estimate_trial_memory(
+            config, n_features=n_features, n_classes=n_classes, input_shape=data_shape,
+            n_members=max(1, n_folds) * max(1, len(train["seeds"])),
         )
         logical = int(train["batch_size"])
         if budget is None:

@@ -122,6 +122,7 @@ MEMBER_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("stopped_epoch", _I, "epoch the member stopped (null: ran all epochs)"),
     ("agreement_acc", _F, "distillation: agreement with the teacher (nullable)"),
     ("agreement_confusion", _S, "distillation: JSON teacher-vs-student confusion (nullable)"),
+    ("test_uar_by_corpus", _S, "multi-corpus data: JSON {corpus: test UAR} (nullable)"),
 ]
 
 

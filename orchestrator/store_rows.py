@@ -196,10 +196,9 @@ def trial_rows(
     member_rows = []
     for m in members:
         out = {c: m.get(c) for c in _MEMBER_COLUMNS}
-        if not isinstance(out["test_confusion"], (str, type(None))):
-            out["test_confusion"] = json.dumps(out["test_confusion"])
-        if not isinstance(out["agreement_confusion"], (str, type(None))):
-            out["agreement_confusion"] = json.dumps(out["agreement_confusion"])
+        for column in ("test_confusion", "agreement_confusion", "test_uar_by_corpus"):
+            if not isinstance(out[column], (str, type(None))):
+                out[column] = json.dumps(out[column])
         member_rows.append(out)
     return row, epochs, member_rows
 

@@ -208,6 +208,47 @@ def choose_micro_batch(
     return lo, math.ceil(logical_batch / lo)
 
 
+def with_frozen_model(est: MemoryEstimate, frozen: MemoryEstimate, copies: int) -> MemoryEstimate:
+    """`est` plus a frozen model beside each of `copies` members (a distillation teacher): its
+    parameters once per copy, and per sample at most its TRAINING-step activations (a forward
+    under no_grad keeps less, so this errs on the safe side)."""
+    extra = copies * frozen.params_bytes
+    per_sample = frozen.activation_bytes_per_sample
+    return replace(
+        est,
+        fixed_bytes=est.fixed_bytes + extra,
+        per_sample_bytes=est.per_sample_bytes + per_sample,
+        lines=tuple((a + extra, s + per_sample) for a, s in est.lines),
+    )
+
+
+def estimate_trial_memory(
+    config: dict[str, Any],
+    *,
+    n_features: int,
+    n_classes: int,
+    input_shape: tuple[int, ...],
+    n_members: int,
+) -> MemoryEstimate:
+    """The peak-memory estimate of one trial's training step: its model with every member's
+    parameters and optimizer state, plus a distillation teacher per member when there is one."""
+    from trainables.config import TRAIN_DEFAULTS
+
+    train = {**TRAIN_DEFAULTS, **config.get("train", {})}
+    common = dict(
+        n_features=n_features,
+        n_classes=n_classes,
+        input_shape=tuple(input_shape),
+        optimizer=train["optimizer"],
+        amp=train["amp"] == "on",
+    )
+    est = estimate_step_memory(dict(config["model"]), n_members=n_members, **common)
+    teacher = (config.get("distill") or {}).get("teacher_model")
+    if teacher:
+        est = with_frozen_model(est, estimate_step_memory(dict(teacher), **common), n_members)
+    return est
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     micro_batch: int
@@ -227,14 +268,12 @@ def plan_micro_batch(config: dict[str, Any], data: PreparedData, budget_bytes: i
 
     train = {**TRAIN_DEFAULTS, **config.get("train", {})}
     n_members = max(1, len(data.folds)) * max(1, len(train["seeds"]))
-    est = estimate_step_memory(
-        config["model"],
+    est = estimate_trial_memory(
+        config,
         n_features=data.n_features,
         n_classes=data.n_classes,
         input_shape=tuple(data.features.shape[1:]),
         n_members=n_members,
-        optimizer=train["optimizer"],
-        amp=train["amp"] == "on",
     )
     logical = int(train["batch_size"])
     micro, accumulation = choose_micro_batch(est, int(budget_bytes), logical)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.planner import (
-    cached_estimate,
     format_plan,
     gpu_fraction_for,
     plan_configs,
     resources_for_config,
     trial_budget_bytes,
 )
+from trainables.memory import estimate_trial_memory
 
 GIB = 2**30
 TINY = {"name": "transformer", "layers": 1, "d_model": 16, "heads": 2, "ff_dim": 32}
@@ -52,7 +52,9 @@ def test_tiny_trials_pack_and_sincnet_per_frame_gets_a_whole_gpu() -> None:
     assert _resources(TINY, (100, 16), 16, 24) == {"cpu": 1.0, "gpu": 0.125}
     # on a 24 GiB GPU, SincNet per_frame at 4 s needs more than the GPU at batch 32: it gets a
     # whole GPU and micro-batches; on an 80 GiB GPU its batch 32 fits in half of one
-    est = cached_estimate(SINCNET_4S, data_shape=(64000,), n_features=1, n_classes=4, n_members=10)
+    est = estimate_trial_memory(
+        {"model": SINCNET_4S}, n_features=1, n_classes=4, input_shape=(64000,), n_members=10
+    )
     assert est.peak(32) > 24 * GIB
     assert _resources(SINCNET_4S, (64000,), 1, 24) == {"cpu": 1.0, "gpu": 1.0}
     half = _resources(SINCNET_4S, (64000,), 1, 80)["gpu"]

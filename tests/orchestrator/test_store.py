@@ -178,3 +178,19 @@ def test_callback_records_every_outcome_through_a_real_tuner(tmp_path: Path, ray
     assert len(members) == 2 * 8  # 8 trials reported; the no_fit ones never did
     layer2 = trials[(trials["param.model.layers"] == 2) & (trials["status"] == "completed")]
     assert layer2["val_uar_mean"].iloc[0] == pytest.approx(np.mean([0.6, 0.5]))
+
+
+def test_distillation_and_multi_corpus_member_fields_are_stored_as_json(tmp_path: Path) -> None:
+    report = _report(1, [0.5, 0.6], True)
+    results = json.loads(report[names.MEMBER_RESULTS_JSON])
+    for result in results:
+        result["agreement_acc"] = 0.75
+        result["agreement_confusion"] = [[2, 0], [1, 1]]
+        result["test_uar_by_corpus"] = {"meld": 0.4, "iemocap": 0.6}
+    report[names.MEMBER_RESULTS_JSON] = json.dumps(results)
+    row, epochs, members = _rows("t9", [report])
+    ResultStore(str(tmp_path), "s").write_trial(row, epochs, members)
+    stored = pd.read_parquet(tmp_path / "s" / "members")
+    assert stored["agreement_acc"].tolist() == [0.75, 0.75]
+    assert json.loads(stored["agreement_confusion"][0]) == [[2, 0], [1, 1]]
+    assert json.loads(stored["test_uar_by_corpus"][1]) == {"meld": 0.4, "iemocap": 0.6}

@@ -19,6 +19,7 @@ from trainables.memory import (
     choose_micro_batch,
     estimate_module_memory,
     estimate_step_memory,
+    estimate_trial_memory,
     is_oom,
     plan_micro_batch,
     upper_envelope,
@@ -162,6 +163,24 @@ def test_planned_micro_batch_fits_and_the_next_one_does_not() -> None:
     at5, at6 = measure_step_peaks(spec, [5, 6])
     others = plan.estimate.other_members_bytes
     assert at5 + others <= budget < at6 + others
+
+
+def test_a_distillation_teacher_counts_once_per_member() -> None:
+    data = _data((80, 16))
+    student = {"model": TINY_TRANSFORMER, "train": {"batch_size": 32, "seeds": [0]}}
+    teacher_model = {**TINY_TRANSFORMER, "d_model": 32, "layers": 2}
+    with_teacher = {**student, "distill": {"teacher_model": teacher_model}}
+    kwargs = {"n_features": 16, "n_classes": 4, "input_shape": (80, 16), "n_members": 2}
+    alone = estimate_trial_memory(student, **kwargs)
+    both = estimate_trial_memory(with_teacher, **kwargs)
+    teacher = estimate_step_memory(teacher_model, n_features=16, n_classes=4, input_shape=(80, 16))
+    for b in (1, 8, 32):
+        added = teacher.params_bytes * 2 + teacher.activation_bytes_per_sample * b
+        assert both.peak(b) == alone.peak(b) + added
+    budget = alone.peak(20)
+    assert plan_micro_batch(with_teacher, data, budget).micro_batch < (
+        plan_micro_batch(student, data, budget).micro_batch
+    )
 
 
 def test_batch_of_one_that_does_not_fit_raises() -> None:
