@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import optuna
 
+from orchestrator.cluster import gpu_total_bytes
 from orchestrator.planner import format_plan, plan_configs
-from orchestrator.runner import _gpu_total_bytes
 from orchestrator.spec import SweepSpec, sample_params
 from orchestrator.spec_checks import Ctx
 from orchestrator.spec_sections import parse_bytes
@@ -27,7 +27,7 @@ def run_plan(spec: SweepSpec, *, samples: int, gpu_memory: str | None) -> int:
     gpu_total = (
         parse_bytes(Ctx("--gpu-memory"), ("--gpu-memory",), gpu_memory)
         if gpu_memory
-        else _gpu_total_bytes()
+        else gpu_total_bytes()
     )
     data = prepare_data(dict(spec.data), progress=lambda msg: print(f"data: {msg}"))
     rows = plan_configs(
