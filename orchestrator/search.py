@@ -8,6 +8,7 @@ learns from them) and the runner launches only the missing number of trials.
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import optuna
@@ -33,7 +34,9 @@ def make_sampler(spec: SweepSpec, recorded: int = 0) -> optuna.samplers.BaseSamp
     seed = spec.search.seed + recorded
     kind = spec.search.sampler
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        with warnings.catch_warnings():  # `group` is "experimental": noise on the user's stderr
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "cmaes":

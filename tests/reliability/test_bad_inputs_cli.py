@@ -246,5 +246,3 @@ def test_other_sample_rates_and_stereo_are_accepted_resampled_and_downmixed(
         assert wave.ndim == 1 and abs(len(wave) - 8000) <= 1, wave.shape
         assert np.isfinite(wave).all() and np.abs(wave).max() > 0.1
 
-
-BAD_DATA_CASES = len(BAD_MANIFEST_DATA) + 4  # + label outside classes, 2 IEMOCAP roots, wav

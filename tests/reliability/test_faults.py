@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import query
-from orchestrator.runner import _study_with_history
+from orchestrator.search import study_with_history
 from orchestrator.spec import load_spec
 from orchestrator.store import ResultStore
 from tests.reliability.drivers import (
@@ -63,7 +63,7 @@ def _run(space: Path, results: Path, cache: Path, log: Path, *extra: str) -> tup
 def _assert_told_optuna_failed(space: Path, results: Path, sweep: str, failed: set[str]):
     """The study a resumed run builds from the store holds the failed trials as FAIL, no value."""
     spec = load_spec(space)
-    storage, _, recorded = _study_with_history(spec, ResultStore(str(results), sweep))
+    storage, _, recorded = study_with_history(spec, ResultStore(str(results), sweep))
     study = optuna.load_study(study_name=spec.name, storage=storage)
     assert recorded == len(study.trials)
     states = [t.state for t in study.trials]
@@ -121,7 +121,7 @@ def test_trials_that_do_not_fit_the_memory_budget_are_recorded_does_not_fit(
     assert "2 failed" in out
     # the resumed study gets them as FAIL (with the overrides the sweep ran with)
     spec = load_spec(space, overrides=["resources.memory_budget=1KB"], trials=2)
-    storage, _, recorded = _study_with_history(spec, ResultStore(str(results), "tiny_rel"))
+    storage, _, recorded = study_with_history(spec, ResultStore(str(results), "tiny_rel"))
     study = optuna.load_study(study_name=spec.name, storage=storage)
     assert recorded == 2
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
