@@ -29,7 +29,7 @@ def run_plan(spec: SweepSpec, *, samples: int, gpu_memory: str | None) -> int:
         if gpu_memory
         else gpu_total_bytes()
     )
-    data = prepare_data(dict(spec.data), progress=lambda msg: print(f"data: {msg}"))
+    data = prepare_data(spec.base_config()["data"], progress=lambda msg: print(f"data: {msg}"))
     rows = plan_configs(
         sample_configs(spec, samples) if spec.search.params else [spec.base_config()],
         data_shape=tuple(data.features.shape[1:]),

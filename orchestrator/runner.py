@@ -94,7 +94,7 @@ def run_sweep(
 
     # Everything that can reject the input runs before the first write (exit 2, nothing written).
     if data is None:
-        data = prepare_data(dict(spec.data), progress=lambda msg: print(f"data: {msg}"))
+        data = prepare_data(spec.base_config()["data"], progress=lambda msg: print(f"data: {msg}"))
     base: dict[str, Any] = {}
     teacher: dict[str, Any] = {}
     if spec.distill:

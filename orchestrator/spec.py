@@ -199,6 +199,11 @@ def _set_override(ctx: Ctx, raw: dict[str, Any], text: str) -> None:
         params.pop(key, None)  # --set pins a searched key to one value
 
 
+def _n_classes(classes: int | list) -> int:
+    """data.classes is a count (IEMOCAP 4 or 6) or a manifest's list of class names."""
+    return len(classes) if isinstance(classes, list) else int(classes)
+
+
 def _build_model(ctx: Ctx, data: dict[str, Any], model: dict[str, Any]) -> None:
     """Build the model on the meta device: the family's own value rules (ConfigError)."""
     import torch
@@ -209,7 +214,7 @@ def _build_model(ctx: Ctx, data: dict[str, Any], model: dict[str, Any]) -> None:
     try:
         with torch.device("meta"):
             build_model(copy.deepcopy(model), n_features=sc.feature_dim(data),
-                        n_classes=int(data["classes"]))
+                        n_classes=_n_classes(data["classes"]))
     except ConfigError as exc:
         message = str(exc).removesuffix(f" at {exc.key}")
         path = tuple(exc.key.split(".")) if exc.key else ("model",)

@@ -72,6 +72,8 @@ def expect_for(section_name: str, key: str) -> Expect:
         return Expect((str,), values=sc.corpora())
     if dotted == "data.features":
         return Expect((str,), values=sc.feature_kinds())
+    if dotted == "data.classes":  # IEMOCAP: 4 or 6; a manifest: the list of class names
+        return Expect((int, list))
     if dotted in ENUMS:
         return Expect((str,), values=ENUMS[dotted])
     if dotted in NULLABLE:
@@ -81,7 +83,7 @@ def expect_for(section_name: str, key: str) -> Expect:
 
 
 def check_minimum(ctx: Ctx, path: tuple[str, ...], dotted: str, value: Any) -> None:
-    if dotted not in MINIMA or value is None or isinstance(value, bool):
+    if dotted not in MINIMA or isinstance(value, bool) or not isinstance(value, int | float):
         return
     bound, inclusive = MINIMA[dotted]
     if (value < bound) if inclusive else (value <= bound):

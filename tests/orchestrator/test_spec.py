@@ -206,3 +206,14 @@ def test_a_searched_model_family_gets_its_own_keys(tmp_path: Path,
     bad = text.replace("when: {model.name: [other]}", "when: {model.name: [toy]}")
     with pytest.raises(SpecError, match="model 'toy' has no parameter 'depth'.*add `when"):
         load_spec(write(tmp_path, bad))
+
+
+def test_classes_is_a_count_or_a_list_of_class_names(tmp_path: Path) -> None:
+    path = write(tmp_path)
+    named = load_spec(path, overrides=["data.classes=[neutral, happy, sad]"])
+    assert named.base_config()["data"]["classes"] == ["neutral", "happy", "sad"]
+    assert load_spec(path, overrides=["data.classes=6"]).data["classes"] == 6
+    with pytest.raises(SpecError, match=r"data\.classes.*classes >= 2 must hold, but got 1"):
+        load_spec(path, overrides=["data.classes=1"])
+    with pytest.raises(SpecError, match=r"data\.classes.*expected int or list"):
+        load_spec(path, overrides=["data.classes=four"])
