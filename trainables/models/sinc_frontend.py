@@ -24,6 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from trainables.errors import ConfigError
 from trainables.models.checks import check_choice, check_int, check_int_list
@@ -172,14 +173,14 @@ class SincFrontend(nn.Module):
             lengths = torch.full((batch,), x.shape[1], device=x.device, dtype=torch.long)
         if self.framing == "shared":
             return self._shared(x, lengths, n, return_hidden)
-        frames = self._naive_first(x, n) if self.framing == "naive" else self._cut_first(x, n)
+        first = self._naive_first if self.framing == "naive" else self._cut_first
+        h = first(x, n)  # (B*n, C0, L0): block 0's output, leaky(norm(maxpool(|sinc conv|)))
         mask = length_mask(self.frame_lengths(lengths), n)[:, :, None].to(x.dtype)  # (B, n, 1)
         hiddens = []
-        h = frames  # (B*n, C0, L0) pooled |sinc conv| of each frame
         for i, norm in enumerate(self.norms):
             if i > 0:
                 h = F.max_pool1d(self.convs[i - 1](h), self.pools[i])  # (B*n, C_i, L_i)
-            h = F.leaky_relu(norm(h), LEAKY_SLOPE)
+                h = F.leaky_relu(norm(h), LEAKY_SLOPE)
             if return_hidden:  # mean over positions, then over the valid frames
                 per_frame = h.mean(2).view(batch, n, -1)  # (B, n, C_i)
                 hiddens.append((per_frame * mask).sum(1) / mask.sum(1))
@@ -189,18 +190,35 @@ class SincFrontend(nn.Module):
     def _naive_first(self, x: torch.Tensor, n: int) -> torch.Tensor:
         frames = x.unfold(1, self.win, self.shift)[:, :n]  # (B, n, win)
         h = self.sinc(frames.reshape(-1, 1, self.win)).abs()  # (B*n, C0, win - K + 1)
-        return F.max_pool1d(h, self.pools[0])  # (B*n, C0, L0)
+        h = F.max_pool1d(h, self.pools[0])  # (B*n, C0, L0)
+        return F.leaky_relu(self.norms[0](h), LEAKY_SLOPE)
 
     def _cut_first(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        import os
+        mode = os.environ.get("CK", "none")
+        if mode == "all" and torch.is_grad_enabled():
+            return checkpoint(self._cut_first_inner, x, n, use_reentrant=False, preserve_rng_state=False)
+        return self._cut_first_inner(x, n)
+
+    def _cut_first_inner(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        import os
+        mode = os.environ.get("CK", "none")
         h = self.sinc(x[:, None, :]).abs()  # (B, C0, S - K + 1), once over the whole waveform
+        p = self.pools[0]
+        if p > 1:
+            h = F.max_pool1d(h, p, stride=1)  # (B, C0, S - K + 2 - p)
+        if mode == "frames" and torch.is_grad_enabled():
+            return checkpoint(self._frames, h, n, use_reentrant=False, preserve_rng_state=False)
+        return self._frames(h, n)
+
+    def _frames(self, h: torch.Tensor, n: int) -> torch.Tensor:
         p, positions = self.pools[0], self.positions[0]
         # maxpool(kernel p, stride p) of frame i at position j = max h[i*shift + p*j + (0..p-1)]:
         # a stride-1 maxpool over the whole waveform, then every p-th value of each frame.
-        if p > 1:
-            h = F.max_pool1d(h, p, stride=1)  # (B, C0, S - K + 2 - p)
         span = p * (positions - 1) + 1
         frames = h.unfold(2, span, self.shift)[:, :, :n, ::p]  # (B, C0, n, L0), a strided view
-        return frames.transpose(1, 2).reshape(-1, h.shape[1], positions)  # (B*n, C0, L0)
+        frames = frames.transpose(1, 2).reshape(-1, h.shape[1], positions)  # (B*n, C0, L0)
+        return F.leaky_relu(self.norms[0](frames), LEAKY_SLOPE)
 
     def _shared(
         self, x: torch.Tensor, lengths: torch.Tensor, n: int, return_hidden: bool
