@@ -11,8 +11,11 @@ re-running finished trials under new ids.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,7 +170,8 @@ def run_sweep(
             verbose=1 if verbose else 0,
         ),
     )
-    tuner.fit()
+    with _stable_cwd():
+        tuner.fit()
     console.close()
     return SweepOutcome(
         sweep_dir=store.sweep_dir,
@@ -176,6 +180,24 @@ def run_sweep(
         failed=console.failed,
         wall_seconds=time.monotonic() - started,
     )
+
+
+@contextlib.contextmanager
+def _stable_cwd() -> Iterator[None]:
+    """Run in a directory that outlives the trials, then return (when it still exists).
+
+    Under `ray job submit` the driver's cwd is Ray's unpacked working_dir, which Ray deletes once
+    the trials that shared it have ended; Tune then resolves relative paths against the missing
+    cwd when fit() returns (FileNotFoundError in os.getcwd). Every path the sweep uses is absolute
+    by then, so the temp dir is as good a cwd as any.
+    """
+    previous = os.getcwd()
+    os.chdir(tempfile.gettempdir())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.chdir(previous)
 
 
 def _trial_dirname(trial: Any) -> str:

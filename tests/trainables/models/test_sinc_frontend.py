@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from trainables.models.sinc_frontend import SincConv, SincFrontend
+from trainables.memory_trace import trace_step
+from trainables.models.sinc_frontend import (
+    LEAKY_SLOPE,
+    FrameLayerNorm,
+    FrameNormAct,
+    SincConv,
+    SincFrontend,
+)
 
 # 0.5 s of audio, fewer/shorter filters; pools 3 and shift 80 keep the maxpool off the frame grid.
 SMALL = dict(sinc_filters=16, sinc_taps=101, conv_channels=[8, 8], conv_kernels=[5, 5],
@@ -98,3 +107,51 @@ def test_per_frame_equals_naive_at_the_default_size() -> None:
         a, b = per_frame(x), naive(x)
     assert a.shape == b.shape == (1, 31, 6420)
     assert (a - b).abs().max() <= 1e-5
+
+
+def test_frame_norm_act_matches_layer_norm_then_leaky_relu() -> None:
+    """FrameNormAct (per_frame's LayerNorm + LeakyReLU, hand-written backward) == autograd's."""
+    torch.manual_seed(0)
+    norm = FrameLayerNorm(3, 20).double()
+    with torch.no_grad():
+        norm.gamma.add_(0.5 * torch.randn_like(norm.gamma))
+        norm.beta.add_(0.5 * torch.randn_like(norm.beta))
+    x = torch.randn(5, 3, 20, dtype=torch.float64, requires_grad=True)
+    args = (norm.gamma, norm.beta, norm.eps, LEAKY_SLOPE)
+    assert torch.autograd.gradcheck(FrameNormAct.apply, (x, *args))
+    x = torch.randn(6, 3, 20, dtype=torch.float64)
+    x[4:] = 0.5  # zero-variance frames (silence): torch's std backward gives them no std term
+    g = torch.randn_like(x)
+    wants = [x.clone().requires_grad_(), norm.gamma, norm.beta]
+    want = torch.autograd.grad(F.leaky_relu(norm(wants[0]), LEAKY_SLOPE), wants, g)
+    gots = [x.clone().requires_grad_(), norm.gamma, norm.beta]
+    got = torch.autograd.grad(FrameNormAct.apply(gots[0], *args), gots, g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("silent_from", [4000, 3000])
+def test_per_frame_equals_naive_with_silent_padding(silent_from: int) -> None:
+    """Zero padding makes whole frames constant (std 0, where 1 / (std + eps) = 1e6 amplifies
+    rounding): per_frame's hand-written backward must still give the reference's gradients."""
+    per_frame = perturbed("per_frame")
+    naive = SincFrontend(framing="naive", **SMALL)
+    naive.load_state_dict(per_frame.state_dict())
+    x = torch.randn(2, 8000, generator=torch.Generator().manual_seed(1))
+    x[1, silent_from:] = 0
+    a, b = per_frame(x), naive(x)
+    assert (a - b).abs().max() <= 1e-5
+    a.square().mean().backward()
+    b.square().mean().backward()
+    for (name, p), q in zip(per_frame.named_parameters(), naive.parameters()):
+        assert torch.isfinite(p.grad).all(), name
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_per_frame_peak_memory_is_at_least_2x_below_naive() -> None:
+    """The goal of `per_frame` (bench/memory.py table 1), on the fake-tensor trace of a training
+    step at the reference layout: 1 s and 4 s of 16 kHz audio, batch 2."""
+    for samples in (16_000, 64_000):
+        peak = {f: trace_step(partial(SincFrontend, framing=f), (samples,), 2, n_classes=4).peak
+                for f in ("naive", "per_frame")}
+        assert peak["naive"] >= 2 * peak["per_frame"], (samples, peak)
