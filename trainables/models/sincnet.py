@@ -47,9 +47,11 @@ class SincNet(nn.Module):
         dropout: float = 0.1,
         head_hidden: list[int] = [128, 128],  # noqa: B006
         head_norm: str = "layer",
+        sample_rate: int = 16_000,  # of the waveform: 16000 / data.downsample
     ) -> None:
         super().__init__()
         require_raw("sincnet", n_features)
+        check_int("model.sample_rate", sample_rate)
         check_choice("model.sequence", sequence, SEQUENCES)
         check_int("model.seq_hidden", seq_hidden)
         check_int("model.seq_layers", seq_layers)
@@ -59,7 +61,7 @@ class SincNet(nn.Module):
         self.frontend = SincFrontend(
             framing=framing, sinc_filters=sinc_filters, sinc_taps=sinc_taps,
             conv_channels=conv_channels, conv_kernels=conv_kernels, pools=pools,
-            win=win, shift=shift,
+            win=win, shift=shift, sample_rate=sample_rate,
         )
         self.dropout = nn.Dropout(dropout)
         self.proj: nn.Module = nn.Identity()
