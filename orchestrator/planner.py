@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.dotted import get_dotted
 from trainables.config import TRAIN_DEFAULTS
 from trainables.memory import choose_micro_batch, estimate_trial_memory
 
@@ -105,13 +106,6 @@ class PlanRow:
         return self.micro_batch > 0
 
 
-def _dotted(config: Mapping[str, Any], key: str) -> Any:
-    value: Any = config
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
-
-
 def plan_configs(
     configs: list[dict[str, Any]],
     *,
@@ -145,7 +139,7 @@ def plan_configs(
             gpus = _get(resources, "gpus_per_trial", 0)
             gpu = (gpu_fraction_for(peak, gpu_total_bytes, fraction) if micro else 1.0) \
                 if gpus == "auto" else float(gpus or 0)
-        params = {k: _dotted(config, k) for k in (param_keys or [])}
+        params = {k: get_dotted(config, k) for k in (param_keys or [])}
         rows.append(PlanRow(params, micro, accumulation, logical, peak, budget, gpu))
     return rows
 

@@ -24,6 +24,7 @@ import yaml
 
 from orchestrator.cluster import cluster_cpus, gpu_total_bytes, ray_init, tune_storage_path
 from orchestrator.console import ConsoleCallback
+from orchestrator.dotted import get_dotted
 from orchestrator.planner import resources_for_config, trial_budget_bytes
 from orchestrator.search import TrialSpace, study_with_history
 from orchestrator.spec import SpecError, SweepSpec
@@ -56,9 +57,7 @@ def check_same_sweep(store: ResultStore, spec: SweepSpec) -> None:
         recorded = yaml.safe_load(stream.read()) or {}
     current = yaml.safe_load(yaml.safe_dump(spec.as_dict(), sort_keys=False))
     for dotted in _SAME_ON_RESUME:
-        before, now = recorded, current
-        for part in dotted.split("."):
-            before, now = (before or {}).get(part), (now or {}).get(part)
+        before, now = get_dotted(recorded, dotted), get_dotted(current, dotted)
         if before != now:
             raise SpecError(
                 str(spec.path),

@@ -14,6 +14,7 @@ from orchestrator import spec_checks as sc
 from orchestrator import spec_distill as sd
 from orchestrator import spec_sections as ss
 from orchestrator.distributions import ParamSpec, freeze_value, parse_param
+from orchestrator.dotted import get_dotted
 from orchestrator.spec_checks import Ctx, Expect, check_value
 from orchestrator.spec_errors import SpecError
 from trainables.config import DATA_DEFAULTS, TRAIN_DEFAULTS
@@ -183,15 +184,6 @@ def validate_params(ctx: Ctx, raw: Any, data: dict[str, Any], model: dict[str, A
 
 
 # --- sampling ----------------------------------------------------------------------------------
-def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def condition_met(p: ParamSpec, sampled: Mapping[str, Any], keys: set[str],
                   base: Mapping[str, Any]) -> bool:
     for cond_key, allowed in p.condition:
@@ -200,7 +192,7 @@ def condition_met(p: ParamSpec, sampled: Mapping[str, Any], keys: set[str],
                 return False
             value = sampled[cond_key]
         else:
-            value = _lookup(base, cond_key)
+            value = get_dotted(base, cond_key)
         if freeze_value(value) not in allowed:
             return False
     return True

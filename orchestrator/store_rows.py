@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import schema
+from orchestrator.dotted import get_dotted
 from trainables import names
 
 _EPOCH_COLUMNS = [n for n in schema.EPOCHS_SCHEMA.names if n not in ("trial_id", "sweep")]
@@ -46,16 +47,6 @@ def _json(text: Any, default: Any) -> Any:
         return json.loads(text)
     except ValueError:
         return default
-
-
-def get_dotted(config: dict, key: str) -> Any:
-    """`get_dotted({"train": {"lr": 1}}, "train.lr") == 1`; None when absent."""
-    node: Any = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def param_value(value: Any) -> Any:

@@ -50,15 +50,16 @@ def _resources(model: dict, shape: tuple[int, ...], n_features: int, gpu_gib: in
 
 def test_tiny_trials_pack_and_sincnet_per_frame_gets_a_whole_gpu() -> None:
     assert _resources(TINY, (100, 16), 16, 24) == {"cpu": 1.0, "gpu": 0.125}
-    # on a 24 GiB GPU, SincNet per_frame at 4 s needs more than the GPU at batch 32: it gets a
-    # whole GPU and micro-batches; on an 80 GiB GPU its batch 32 fits in half of one
+    # SincNet per_frame at 4 s: on a GPU smaller than its batch-32 peak it gets a whole GPU (and
+    # micro-batches); on an 80 GiB GPU its batch 32 fits in a fraction of one
     est = estimate_trial_memory(
         {"model": SINCNET_4S}, n_features=1, n_classes=4, input_shape=(64000,), n_members=10
     )
-    assert est.peak(32) > 24 * GIB
-    assert _resources(SINCNET_4S, (64000,), 1, 24) == {"cpu": 1.0, "gpu": 1.0}
-    half = _resources(SINCNET_4S, (64000,), 1, 80)["gpu"]
-    assert half == gpu_fraction_for(est.peak(32), 80 * GIB, 0.9) and half < 1.0
+    smaller = int(est.peak(32) // GIB)  # GiB: a GPU just too small for batch 32
+    assert 8 <= smaller < 80
+    assert _resources(SINCNET_4S, (64000,), 1, smaller) == {"cpu": 1.0, "gpu": 1.0}
+    share = _resources(SINCNET_4S, (64000,), 1, 80)["gpu"]
+    assert share == gpu_fraction_for(est.peak(32), 80 * GIB, 0.9) and share < 1.0
 
 
 def test_plan_rows_and_table_show_configs_that_do_not_fit() -> None:
