@@ -101,9 +101,10 @@ class FrameNormAct(torch.autograd.Function):
     (x, x - mean, gamma * (x - mean), the pre-activation) and the division's backward makes three
     more temporaries; at 4 s the first block's copies are B * 381 * 80 * 983 floats (114 MiB per
     sample) each. This keeps x and the (N, C, 1) statistics, recomputes the normalised frames in
-    backward (a few elementwise passes), and works in place. Measured (bench/memory.py table 1):
-    it takes `per_frame` from ~1.8x to ~2.9x below `naive` at batch >= 2. Checkpointing the block
-    instead (torch.utils.checkpoint) only reached ~1.9x: the recomputed graph is the same size.
+    backward (a few elementwise passes), and works in place. Measured (bench/memory.py table 1,
+    4 s, batch 1-8): `per_frame` went from 1.75-1.79x to 2.56-2.64x below `naive`, and is no
+    slower. Checkpointing the block instead (torch.utils.checkpoint) reached only ~1.9x at
+    batch >= 2: the recomputed graph, rebuilt in backward, is just as large.
     """
 
     @staticmethod
