@@ -30,7 +30,8 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from orchestrator.store import ResultStore, StoreCallback  # noqa: E402
+from orchestrator.store import ResultStore  # noqa: E402
+from orchestrator.store_callback import StoreCallback  # noqa: E402
 from trainables import names  # noqa: E402
 
 EPOCHS = 3

@@ -28,7 +28,8 @@ from orchestrator.dotted import get_dotted
 from orchestrator.planner import resources_for_config, trial_budget_bytes
 from orchestrator.search import TrialSpace, study_with_history
 from orchestrator.spec import SpecError, SweepSpec
-from orchestrator.store import ResultStore, StoreCallback, resolve, write_spec
+from orchestrator.store import ResultStore, resolve, write_spec
+from orchestrator.store_callback import StoreCallback
 from trainables import names
 from trainables.data import prepare_data
 from trainables.data.base import PreparedData

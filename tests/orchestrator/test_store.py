@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from orchestrator import schema
-from orchestrator.store import ResultStore, StoreCallback, write_spec
+from orchestrator.store import ResultStore, write_spec
+from orchestrator.store_callback import StoreCallback
 from orchestrator.store_rows import TrialBuffer, trial_rows
 from trainables import names
 
