@@ -191,13 +191,16 @@ def _stable_cwd() -> Iterator[None]:
     cwd when fit() returns (FileNotFoundError in os.getcwd). Every path the sweep uses is absolute
     by then, so the temp dir is as good a cwd as any.
     """
-    previous = os.getcwd()
+    previous = None
+    with contextlib.suppress(OSError):  # the cwd may be gone already
+        previous = os.getcwd()
     os.chdir(tempfile.gettempdir())
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            os.chdir(previous)
+        if previous is not None:
+            with contextlib.suppress(OSError):
+                os.chdir(previous)
 
 
 def _trial_dirname(trial: Any) -> str:

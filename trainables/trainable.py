@@ -80,6 +80,13 @@ def train_trial(config: dict[str, Any], data: PreparedData | None = None) -> Non
         "gpu_fraction": float(context.get_assigned_resources().get("GPU", 0.0)),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
+    if where["gpu_ids"] and device.type != "cuda":
+        # recorded too: the trial's row holds device "cpu" beside the GPU ids Ray assigned
+        log.warning(
+            "Ray assigned GPU %s but torch finds no CUDA device: training on %s",
+            ",".join(where["gpu_ids"]),
+            device,
+        )
     while not trainer.finished:
         report = trainer.run_epoch()
         report[RUNTIME_JSON] = json.dumps(trainer.runtime_info() | where)

@@ -158,21 +158,28 @@ def test_sweep_joins_the_cluster_uses_both_nodes_and_the_assigned_gpus(
     assert trials.node_id.nunique() == 2, trials[["trial_id", "node_id"]]
     gpu_ids = [json.loads(ids) for ids in trials.gpu_ids]
     assert all(len(ids) == 1 and ids[0] in ("0", "1") for ids in gpu_ids), gpu_ids
+    # fake GPUs: Ray assigned one each, torch finds no CUDA device, so the trial trains on CPU
     assert (trials.gpu_fraction == 1.0).all() and (trials.device == "cpu").all()
-    # Ray's assignment reached the trial's environment (CUDA_VISIBLE_DEVICES = its GPU id)
-    members = pd.read_parquet(tmp_path / "r" / "tiny" / "members")
-    assert len(members) == 4
 
 
 def test_ray_job_submit_runs_the_sweep_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
     results = tmp_path / "jobs"
     runtime_env = json.dumps({"excludes": [".venv", "results", ".cache", ".git", "*.parquet"]})
-    job = subprocess.run(
-        [RAY, "job", "submit", f"--address=http://127.0.0.1:{cluster.dashboard_port}",
-         "--working-dir", ".", f"--runtime-env-json={runtime_env}", "--",
-         sys.executable, "sweep.py", *_sweep_args(results, tmp_path / "c", 2)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, start_new_session=True, env=ENV,
-    )  # fmt: skip
+    command = [
+        RAY, "job", "submit", f"--address=http://127.0.0.1:{cluster.dashboard_port}",
+        "--working-dir", ".", f"--runtime-env-json={runtime_env}", "--",
+        sys.executable, "sweep.py", *_sweep_args(results, tmp_path / "c", 2),
+    ]  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        job = subprocess.run(
+            command, cwd=REPO, capture_output=True, text=True, timeout=600,
+            start_new_session=True, env=ENV,
+        )  # fmt: skip
+        # the head's job agent registers a little after `ray status` shows the node
+        if "No available agent" not in job.stderr + job.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     output = job.stdout[-3000:] + job.stderr[-3000:]
     assert job.returncode == 0 and "succeeded" in output, output
     trials = _check_store(results / "tiny", 2)

@@ -221,11 +221,18 @@ def test_a_local_sweeps_dashboard_listens_on_loopback_only(
         exposed = [s for s in sockets if s[0] not in LOOPBACK]
         print("non-loopback listeners of the sweep's Ray:",
               [(a, port, cmdline(pid)[:40]) for a, port, pid in exposed])
-        assert [s for s in exposed if s[1] == 8265 or s[2] in dashboards] == [], describe(
-            sorted(dashboards))
-        for pid in dashboards:  # a dashboard process is told loopback explicitly
-            if "dashboard.py" in cmdline(pid):
-                assert "--host=127.0.0.1" in cmdline(pid), cmdline(pid)
+        heads = {p for p in dashboards if "ray/dashboard/dashboard.py" in cmdline(p)}
+        assert heads, describe(sorted(dashboards))
+        # the dashboard itself (the HTTP UI and API) is told loopback and listens only there
+        assert [s for s in exposed if s[1] == 8265 or s[2] in heads] == [], describe(sorted(heads))
+        for pid in heads:
+            assert "--host=127.0.0.1" in cmdline(pid), cmdline(pid)
+        # Ray's per-node agent (job agent, metrics; with ray[default]) and its gRPC servers bind
+        # the node's address like every other Ray port: they are only acceptable behind Ray's
+        # token authentication, which a private local Ray turns on with ~/.ray/auth_token
+        if [s for s in exposed if s[2] in dashboards - heads]:
+            assert (Path.home() / ".ray" / "auth_token").is_file()
+            assert os.environ.get("RAY_AUTH_MODE", "token") == "token"
         assert driver.wait(timeout=300) == 0, driver.output()[-3000:]
     finally:
         driver.cleanup()
