@@ -150,25 +150,16 @@ def run_sweep(
         mode=spec.search.mode,
         extra=teacher,
     )
-    storage_path = tune_storage_path(results_root, spec.name)
-    tuner = tune.Tuner(
+    tuner = build_tuner(
         trainable,
         param_space=base,
-        tune_config=tune.TuneConfig(
-            search_alg=search_alg,
-            scheduler=scheduler,
-            num_samples=remaining,
-            reuse_actors=True,
-            trial_dirname_creator=_trial_dirname,
-        ),
-        run_config=tune.RunConfig(
-            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-            storage_path=storage_path,
-            failure_config=tune.FailureConfig(max_failures=spec.resources.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[store_cb, console],
-            verbose=1 if verbose else 0,
-        ),
+        search_alg=search_alg,
+        scheduler=scheduler,
+        num_samples=remaining,
+        storage_path=tune_storage_path(results_root, spec.name),
+        max_failures=spec.resources.max_failures,
+        callbacks=[store_cb, console],
+        verbose=verbose,
     )
     with _stable_cwd():
         tuner.fit()
@@ -179,6 +170,43 @@ def run_sweep(
         trials_run=console.finished,
         failed=console.failed,
         wall_seconds=time.monotonic() - started,
+    )
+
+
+def build_tuner(
+    trainable: Any,
+    *,
+    param_space: dict[str, Any],
+    search_alg: Any,
+    scheduler: Any,
+    num_samples: int,
+    storage_path: str,
+    max_failures: int,
+    callbacks: list[Any],
+    verbose: bool = False,
+) -> Any:
+    """The sweep's tune.Tuner: actor reuse, short trial dirs, one checkpoint kept per trial
+    (also used by bench/overhead.py, so the benchmark measures this exact configuration)."""
+    from ray import tune
+
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=num_samples,
+            reuse_actors=True,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+            storage_path=storage_path,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks,
+            verbose=1 if verbose else 0,
+        ),
     )
 
 
