@@ -7,7 +7,7 @@ Every number is measured side by side in this one run, on this machine:
 1. The SincNet front-end (trainables/models/sinc_frontend.py) at 4 s of 16 kHz audio: `naive`
    (the reference [batch*frames, 1, 3200] layout), `per_frame` (same function, sinc conv once over
    the waveform) and `shared`; peak bytes of forward+backward (c10 allocator, torch profiler memory
-   events, see trainables/memory_measure.py; CUDA: max_memory_allocated) and the wall time of a
+   events, see trainables/memory/measure.py; CUDA: max_memory_allocated) and the wall time of a
    second, unprofiled forward+backward; max |per_frame - naive| on the same weights and input.
 2. The fake-tensor estimate vs the measured peak of a training step for every model family.
 3. The micro-batch the planner picks for SincNet at logical batch 32 on an 80 GiB budget, 10
@@ -25,8 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainables.memory import choose_micro_batch, estimate_step_memory  # noqa: E402
-from trainables.memory_measure import measure_step_peaks  # noqa: E402
+from trainables.memory import (  # noqa: E402
+    choose_micro_batch,
+    estimate_step_memory,
+    measure_step_peaks,
+)
 from trainables.models.sinc_frontend import SincFrontend  # noqa: E402
 
 GIB, MIB = 2**30, 2**20
@@ -99,7 +102,8 @@ def table_estimates(quick: bool) -> str:
     from trainables.models import MODELS
 
     if quick:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "trainables"))
+        tests = Path(__file__).resolve().parent.parent / "tests" / "trainables" / "memory"
+        sys.path.insert(0, str(tests))
         from test_memory import FAMILIES  # tiny configs of every family
 
         cases = FAMILIES

@@ -40,8 +40,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestrator.runner import build_tuner  # noqa: E402
-from orchestrator.store import ResultStore  # noqa: E402
-from orchestrator.store_callback import StoreCallback  # noqa: E402
+from orchestrator.store import ResultStore, StoreCallback  # noqa: E402
 from trainables import names  # noqa: E402
 from trainables.trainable import CHECKPOINT_FILE  # noqa: E402
 

@@ -32,8 +32,8 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator import query, schema  # noqa: E402
-from orchestrator.store import resolve, write_table  # noqa: E402
+from orchestrator import query  # noqa: E402
+from orchestrator.store import resolve, schema, write_table  # noqa: E402
 
 SWEEP = "bench"
 

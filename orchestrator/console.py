@@ -1,18 +1,19 @@
-"""A compact live view of a sweep: one line per finished trial plus a status line.
+"""A compact live view of a sweep: one line per finished trial plus a status line. A trial's
+status is store/schema.py's trial_status, so the console shows what the store records.
 
 Replaces Ray Tune's default wall of logs (`--verbose` brings those back).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from orchestrator.schema import OPTUNA_PARAMS_PREFIX
+from orchestrator.store import schema
+from orchestrator.store.rows import error_text
 from trainables import names
 
 
@@ -39,9 +40,9 @@ class ConsoleCallback(Callback):
 
     def _params(self, config: dict[str, Any]) -> dict[str, Any]:
         return {
-            key.removeprefix(OPTUNA_PARAMS_PREFIX): value
+            key.removeprefix(schema.OPTUNA_PARAMS_PREFIX): value
             for key, value in config.items()
-            if key.startswith(OPTUNA_PARAMS_PREFIX)
+            if key.startswith(schema.OPTUNA_PARAMS_PREFIX)
         }
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -56,12 +57,12 @@ class ConsoleCallback(Callback):
         result = self.last.pop(trial.trial_id, {})
         objective = result.get(names.OBJECTIVE)
         params = self._params(trial.config)
-        if objective is not None and status != "failed":
+        if objective is not None and status not in schema.FAILED_STATUSES:
             if self.best is None or self.sign * objective > self.sign * self.best[0]:
                 self.best = (float(objective), trial.trial_id, params)
         shown = "-" if objective is None else f"{objective:.3f}"
         done = self.already + self.finished
-        runtime = json.loads(result.get(names.RUNTIME_JSON, "{}") or "{}")
+        runtime = schema.report_json(result, names.RUNTIME_JSON, {})
         micro = runtime.get("micro_batch")
         self._say(
             f"[{done}/{self.total}] {trial.trial_id} {status:<9} objective={shown} "
@@ -70,14 +71,14 @@ class ConsoleCallback(Callback):
         self._status()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        result = self.last.get(trial.trial_id, {})
-        status = "completed" if result.get(names.DONE) else "pruned"
-        self.pruned += status == "pruned"
+        status = schema.trial_status(self.last.get(trial.trial_id, {}))  # as the store records
+        self.pruned += status == schema.PRUNED
         self._finish(trial, status)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.failed += 1
-        self._finish(trial, "failed")
+        self._finish(trial, schema.trial_status(self.last.get(trial.trial_id, {}),
+                                                error_text(trial)))
 
     def _status(self) -> None:
         elapsed = time.monotonic() - self.started

@@ -20,11 +20,11 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.spec import SweepSpec, thaw
-from orchestrator.spec_errors import SpecError
+from orchestrator.spec import SpecError, SweepSpec, thaw
+from orchestrator.store import schema
 from trainables.config import DATA_DEFAULTS, with_defaults
+from trainables.names import CHECKPOINT_FILE
 
-CHECKPOINT_FILE = "trainer.pt"  # trainables.trainable.CHECKPOINT_FILE (no Ray import here)
 # Data keys that never change which utterances, features or folds a member sees.
 DATA_IGNORED = ("cache_dir",)
 RESOLVED_KEYS = ("temperature", "kd_weight", "mse_weight", "mse_layers", "experiment")
@@ -49,11 +49,11 @@ def teacher_dir(spec: SweepSpec, results_root: str) -> Path:
 
 def _pick(spec: SweepSpec, trials: pd.DataFrame, where: Path) -> pd.Series:
     pick = str(spec.distill["teacher"]["pick"])
-    done = trials[(trials["status"] == "completed") & trials["objective"].notna()]
+    done = trials[(trials[schema.STATUS] == schema.COMPLETED) & trials[schema.OBJECTIVE].notna()]
     if pick != "best":
-        found = trials[trials["trial_id"].astype(str) == pick]
+        found = trials[trials[schema.TRIAL_ID].astype(str) == pick]
         if found.empty:
-            known = ", ".join(sorted(trials["trial_id"].astype(str))[:10])
+            known = ", ".join(sorted(trials[schema.TRIAL_ID].astype(str))[:10])
             raise _err(spec, ".pick", f"trial {pick!r} is not in the teacher sweep {where} "
                        f"(trials: {known or 'none'})")
         if found.index[0] not in done.index:
@@ -63,8 +63,8 @@ def _pick(spec: SweepSpec, trials: pd.DataFrame, where: Path) -> pd.Series:
     if done.empty:
         raise _err(spec, ".results", f"the teacher sweep {where} has no completed trial with an "
                    f"objective ({len(trials)} trials recorded)")
-    mode = str(done["mode"].dropna().iloc[0]) if done["mode"].notna().any() else "max"
-    order = done["objective"].astype(float)
+    mode = str(done[schema.MODE].dropna().iloc[0]) if done[schema.MODE].notna().any() else "max"
+    order = done[schema.OBJECTIVE].astype(float)
     return done.loc[order.idxmax() if mode == "max" else order.idxmin()]
 
 
@@ -85,8 +85,8 @@ def _text(row: pd.Series, column: str) -> str | None:
 
 def _config_and_checkpoint(spec: SweepSpec, row: pd.Series,
                            where: Path) -> tuple[dict[str, Any], Path]:
-    trial_id = str(row["trial_id"])
-    config_text, checkpoint = _text(row, "config_json"), _text(row, "checkpoint_path")
+    trial_id = str(row[schema.TRIAL_ID])
+    config_text, checkpoint = _text(row, schema.CONFIG_JSON), _text(row, schema.CHECKPOINT_PATH)
     tune_dir = None
     if config_text is None or checkpoint is None:
         tune_dir = _tune_trial_dir(where, trial_id)
@@ -141,10 +141,10 @@ def resolve_teacher(spec: SweepSpec, results_root: str) -> dict[str, Any]:
         raise _err(spec, ".results", f"the teacher sweep {where} has no recorded trial")
     row = _pick(spec, trials, where)
     config, checkpoint = _config_and_checkpoint(spec, row, where)
-    trial_id = str(row["trial_id"])
+    trial_id = str(row[schema.TRIAL_ID])
     check_same_data(spec, dict(config.get("data") or {}), trial_id)
-    sweep = _text(row, "sweep") or where.name
+    sweep = _text(row, schema.SWEEP) or where.name
     out = {k: thaw(spec.distill[k]) for k in RESOLVED_KEYS}
     out.update(teacher_sweep=sweep, teacher_trial=trial_id, teacher_model=config["model"],
-               teacher_checkpoint=str(checkpoint), teacher_objective=float(row["objective"]))
+               teacher_checkpoint=str(checkpoint), teacher_objective=float(row[schema.OBJECTIVE]))
     return out

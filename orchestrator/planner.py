@@ -1,29 +1,35 @@
-"""Memory-aware batch sizing and GPU packing of the trials of a sweep (DESIGN.md).
+"""Memory-aware batch sizing and GPU packing of the trials of a sweep (docs/design.md).
 
 - Budget of a trial (`trial_budget_bytes`): `resources.memory_budget` (bytes) when the sweep file
   sets it (CPU too), else the GPU's memory x `resources.gpu_memory_fraction` x the trial's GPU
-  share (a whole GPU's worth under `gpus_per_trial: auto`, see below). The runner passes it to
-  every trial as config["runtime"]["memory_budget"]; the trial plans its micro-batch with
-  trainables.memory.plan_micro_batch (the largest micro-batch whose estimated peak fits, plus
-  gradient accumulation up to train.batch_size).
-- `gpus_per_trial: auto` (`resources_for_config`, the callable of tune.with_resources): plan the
-  micro-batch against a whole GPU's budget, then ask Ray for the GPU fraction that the estimated
-  peak at that micro-batch needs, rounded up to 1/8. The trial plans the same micro-batch (same
-  estimate, same budget), so its peak stays inside its fraction: small trials pack several to a
-  GPU, SincNet per_frame gets a whole one. Estimates are cached per (model config, input shape).
-- `plan_configs` / `format_plan`: the table `sweep.py plan SPACE.yaml` prints.
+  share (a whole GPU's worth under `gpus_per_trial: auto`, see below).
+- The micro-batch is decided ONCE, on the driver: `TrialPlanner` (called by search.TrialSpace for
+  every sampled config) runs trainables.memory.plan_for_shape (the largest micro-batch whose
+  estimated peak fits, plus gradient accumulation up to train.batch_size) and writes it into the
+  trial's config (train.micro_batch, runtime.estimated_peak_bytes / planned_accumulation). The
+  trial uses it; trainables/trainable.py plans only a config that arrives without one (a config
+  whose batch of 1 does not fit: the trial then fails with DoesNotFitError, recorded as
+  does_not_fit). The budget also travels as runtime.memory_budget for that case.
+- `gpus_per_trial: auto` (`resources_for_config`, the callable of tune.with_resources): ask Ray
+  for the GPU fraction that the planned peak needs, rounded up to 1/8: small trials pack several
+  to a GPU, SincNet per_frame gets a whole one. Estimates are cached per (model config, shape).
+- `plan_configs` / `format_plan` and `add_arguments` / `run`: `sweep.py plan SPACE.yaml`.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.dotted import get_dotted
-from trainables.config import TRAIN_DEFAULTS
-from trainables.memory import choose_micro_batch, estimate_trial_memory
+from trainables.config import member_count, train_section
+from trainables.errors import DoesNotFitError
+from trainables.memory import choose_micro_batch, estimate_trial_memory, plan_for_shape
+
+DESCRIPTION = "Show the memory plan of sampled configs, no training."
 
 GPU_GRID = 8  # GPU fractions are multiples of 1/8
 DEFAULT_GPU_MEMORY_FRACTION = 0.9
@@ -60,34 +66,49 @@ def gpu_fraction_for(
     return min(GPU_GRID, max(1, steps)) / GPU_GRID
 
 
-def _train(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {**TRAIN_DEFAULTS, **config.get("train", {})}
+@dataclass(frozen=True)
+class TrialPlanner:
+    """The driver's micro-batch decision for one trial config (see the module docstring).
+    Plain numbers only: Tune pickles it with the searcher."""
+
+    input_shape: tuple[int, ...]
+    n_features: int
+    n_classes: int
+    n_folds: int
+    budget_bytes: int | None
+
+    def __call__(self, config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """{"train": {"micro_batch"}, "runtime": {...}} to merge into the config; {} when there
+        is no budget, the sweep file fixed train.micro_batch, or a batch of 1 does not fit."""
+        if self.budget_bytes is None or train_section(config)["micro_batch"] is not None:
+            return {}
+        try:
+            plan = plan_for_shape(
+                config, input_shape=self.input_shape, n_features=self.n_features,
+                n_classes=self.n_classes, n_folds=self.n_folds, budget_bytes=self.budget_bytes,
+            )
+        except DoesNotFitError:
+            return {}
+        return {"train": {"micro_batch": plan.micro_batch},
+                "runtime": {"estimated_peak_bytes": plan.estimated_peak,
+                            "planned_accumulation": plan.accumulation}}
 
 
 def resources_for_config(
     config: Mapping[str, Any],
     *,
-    data_shape: tuple[int, ...],
-    n_features: int,
-    n_classes: int,
-    n_members: int,
     cpus_per_trial: float,
     gpu_total_bytes: int,
     gpu_memory_fraction: float = DEFAULT_GPU_MEMORY_FRACTION,
 ) -> dict[str, float]:
-    """{"cpu": cpus_per_trial, "gpu": fraction} for one trial's config (see module docstring).
-    A config whose batch of 1 does not fit gets a whole GPU (its trial then fails fast with
-    DoesNotFitError and the message says why)."""
-    train = _train(config)
-    est = estimate_trial_memory(
-        dict(config), n_features=n_features, n_classes=n_classes, input_shape=data_shape,
-        n_members=n_members,
-    )
-    budget = int(gpu_total_bytes * gpu_memory_fraction)
-    micro, _ = choose_micro_batch(est, budget, int(train["batch_size"]))
-    if micro == 0:
+    """{"cpu": cpus_per_trial, "gpu": fraction} for one trial's config, from the peak the driver
+    planned (runtime.estimated_peak_bytes, see TrialPlanner). A config without a plan (its batch
+    of 1 does not fit) gets a whole GPU: its trial then fails fast with DoesNotFitError and the
+    message says why."""
+    peak = (config.get("runtime") or {}).get("estimated_peak_bytes")
+    if peak is None:
         return {"cpu": float(cpus_per_trial), "gpu": 1.0}
-    gpu = gpu_fraction_for(est.peak(micro), gpu_total_bytes, gpu_memory_fraction)
+    gpu = gpu_fraction_for(int(peak), gpu_total_bytes, gpu_memory_fraction)
     return {"cpu": float(cpus_per_trial), "gpu": gpu}
 
 
@@ -123,10 +144,10 @@ def plan_configs(
     fraction = float(_get(resources, "gpu_memory_fraction") or DEFAULT_GPU_MEMORY_FRACTION)
     rows = []
     for config in configs:
-        train = _train(config)
+        train = train_section(config)
         est = estimate_trial_memory(
             config, n_features=n_features, n_classes=n_classes, input_shape=data_shape,
-            n_members=max(1, n_folds) * max(1, len(train["seeds"])),
+            n_members=member_count(n_folds, train),
         )
         logical = int(train["batch_size"])
         if budget is None:
@@ -168,3 +189,41 @@ def format_plan(rows: list[PlanRow]) -> str:
     if bad:
         out.append(f"{bad} config(s) DO NOT FIT even at micro-batch 1 (peak shown at 1).")
     return "\n".join(out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from orchestrator.spec import add_spec_arguments
+
+    add_spec_arguments(parser)
+    parser.add_argument("--samples", type=int, default=8, help="configs to sample")
+    parser.add_argument(
+        "--gpu-memory", default=None,
+        help="plan for a GPU of this size (e.g. 80GiB) instead of this machine's",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """`sweep.py plan SPACE.yaml`: the memory plan of sampled configs, before anything trains."""
+    from orchestrator.cluster import gpu_total_bytes
+    from orchestrator.search import sample_configs
+    from orchestrator.spec import load_spec_from_args, parse_size
+    from trainables.data import prepare_data
+
+    spec = load_spec_from_args(args)
+    gpu_total = parse_size(args.gpu_memory, "--gpu-memory") if args.gpu_memory else (
+        gpu_total_bytes())
+    data = prepare_data(spec.base_config()["data"], progress=lambda msg: print(f"data: {msg}"))
+    rows = plan_configs(
+        sample_configs(spec, args.samples) if spec.search.params else [spec.base_config()],
+        data_shape=tuple(data.features.shape[1:]),
+        n_features=data.n_features,
+        n_classes=data.n_classes,
+        n_folds=len(data.folds),
+        resources=spec.resources,
+        gpu_total_bytes=gpu_total,
+        param_keys=spec.param_keys(),
+    )
+    where = "no GPU: CPU" if gpu_total is None else f"GPU of {gpu_total / 2**30:.1f} GiB"
+    print(f"memory plan of {len(rows)} sampled configs of {spec.name} ({where}):")
+    print(format_plan(rows))
+    return 0

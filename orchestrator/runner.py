@@ -1,4 +1,5 @@
-"""Build and run the Ray Tune Tuner of one sweep: OptunaSearch, ASHA, resources, resume.
+"""Build and run the Ray Tune Tuner of one sweep: OptunaSearch, ASHA, resources, resume; and the
+run subcommand (`sweep.py SPACE.yaml`: add_arguments + run).
 
 Resume design (why no Tuner.restore): the Parquet store is the single source of truth. Each run
 reads the trials already recorded, re-adds the finished ones to a fresh in-memory Optuna study
@@ -11,6 +12,7 @@ re-running finished trials under new ids.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import tempfile
@@ -25,14 +27,16 @@ import yaml
 from orchestrator.cluster import cluster_cpus, gpu_total_bytes, ray_init, tune_storage_path
 from orchestrator.console import ConsoleCallback
 from orchestrator.dotted import get_dotted
-from orchestrator.planner import resources_for_config, trial_budget_bytes
+from orchestrator.planner import TrialPlanner, resources_for_config, trial_budget_bytes
 from orchestrator.search import TrialSpace, study_with_history
 from orchestrator.spec import SpecError, SweepSpec
 from orchestrator.store import ResultStore, resolve, write_spec
-from orchestrator.store_callback import StoreCallback
+from orchestrator.store.callback import StoreCallback
 from trainables import names
-from trainables.data import prepare_data
-from trainables.data.base import PreparedData
+from trainables.data import PreparedData, prepare_data
+
+DESCRIPTION = ("Run (or continue) a hyper-parameter sweep from one YAML file. Other commands: "
+               "`sweep.py plan SPACE.yaml`, `sweep.py results DIR`, `sweep.py report DIR`.")
 
 
 @dataclass
@@ -110,8 +114,11 @@ def run_sweep(
     ray_init(address, verbose)
 
     metric_key = names.mean_key(spec.search.metric)  # what ASHA prunes on, each epoch
+    budget = trial_budget_bytes(dict(spec.resources), gpu_total_bytes())
+    planner = TrialPlanner(tuple(data.features.shape[1:]), data.n_features, data.n_classes,
+                           len(data.folds), budget)
     searcher = OptunaSearch(
-        space=TrialSpace(spec),
+        space=TrialSpace(spec, plan=planner),
         metric=names.OBJECTIVE,
         mode=spec.search.mode,
         sampler=sampler,
@@ -137,10 +144,10 @@ def run_sweep(
         "sweep": spec.name,
         "metric": spec.search.metric,
         "mode": spec.search.mode,
-        "memory_budget": trial_budget_bytes(dict(spec.resources), gpu_total_bytes()),
+        "memory_budget": budget,  # for a config that arrives without the driver's plan
     }
     trainable = tune.with_parameters(train_trial, data=data)
-    trainable = tune.with_resources(trainable, _resources(spec, data))
+    trainable = tune.with_resources(trainable, _resources(spec))
 
     console = ConsoleCallback(total=spec.search.trials, already=recorded, mode=spec.search.mode)
     store_cb = StoreCallback(
@@ -235,8 +242,9 @@ def _trial_dirname(trial: Any) -> str:
     return trial.trial_id  # Tune's default packs the whole config into the folder name
 
 
-def _resources(spec: SweepSpec, data: PreparedData):
-    """Per-trial resources: fixed numbers, or a callable that sizes the GPU share by memory."""
+def _resources(spec: SweepSpec) -> dict[str, float] | Any:
+    """Per-trial resources: fixed numbers, or a callable that sizes the GPU share from the
+    planned peak (gpus_per_trial: auto)."""
     gpus = spec.resources.gpus_per_trial
     if gpus == "auto":
         gpu_total = gpu_total_bytes()
@@ -244,10 +252,6 @@ def _resources(spec: SweepSpec, data: PreparedData):
             return {"cpu": spec.resources.cpus_per_trial, "gpu": 0}
         return lambda config: resources_for_config(
             config,
-            data_shape=tuple(data.features.shape[1:]),
-            n_features=data.n_features,
-            n_classes=data.n_classes,
-            n_members=len(data.folds) * len(config["train"]["seeds"]),
             cpus_per_trial=spec.resources.cpus_per_trial,
             gpu_total_bytes=gpu_total,
             gpu_memory_fraction=spec.resources.gpu_memory_fraction,
@@ -255,3 +259,40 @@ def _resources(spec: SweepSpec, data: PreparedData):
     return {"cpu": spec.resources.cpus_per_trial, "gpu": float(gpus)}
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from orchestrator.spec import add_spec_arguments
+
+    add_spec_arguments(parser)
+    parser.add_argument("--results", default=None, help="results root (path or URI)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the sweep recorded under --results"
+    )
+    parser.add_argument("--address", default=None, help="Ray cluster address (or RAY_ADDRESS)")
+    parser.add_argument("--verbose", action="store_true", help="show Ray Tune's own logs")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`sweep.py SPACE.yaml`: run the sweep, print the leaderboard; 1 when trials failed."""
+    from orchestrator import query
+    from orchestrator.spec import load_spec_from_args
+
+    spec = load_spec_from_args(args)
+    results_root = args.results or spec.results or "results"
+    store = ResultStore(results_root, spec.name)
+    if not args.resume and store.completed_trial_ids():
+        print(
+            f"{store.sweep_dir} already holds results of sweep {spec.name!r}: continuing it "
+            "(as --resume would). Use --results or another `name:` for a fresh sweep."
+        )
+    outcome = run_sweep(
+        spec, results_root=results_root, address=args.address, verbose=args.verbose
+    )
+    print(
+        f"\nsweep {spec.name}: {outcome.trials_run} trials run, "
+        f"{outcome.trials_recorded} recorded, {outcome.failed} failed, "
+        f"{outcome.wall_seconds:.0f} s -> {outcome.sweep_dir}"
+    )
+    results = query.load(outcome.sweep_dir)
+    if len(results.trials):
+        print(query.format_frame(query.leaderboard(results, top=10), "table"))
+    return 1 if outcome.failed else 0

@@ -1,4 +1,12 @@
-"""The Optuna side of a sweep: the sampler, the study rebuilt from the store, the trial space.
+"""The Optuna side of a sweep: sampling the search space, the sampler, and the study rebuilt from
+the store.
+
+- `to_optuna` / `optuna_distributions`: a ParamSpec (orchestrator/spec) -> its Optuna distribution.
+- `sample_params`: define-by-run sampling, conditional params (`when:`) in dependency order.
+- `make_sampler`: search.sampler -> the Optuna sampler, seeded.
+- `study_from_trials`: THE function that rebuilds a study from stored trial rows; resume
+  (`study_with_history`) and the report's parameter importance both use it.
+- `TrialSpace`: what OptunaSearch calls to get a trial's whole config (and its memory plan).
 
 Resume design (why no Tuner.restore): the Parquet store is the single source of truth. Each run
 reads the trials already recorded, re-adds them to a fresh in-memory Optuna study (so the sampler
@@ -9,21 +17,98 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
+import optuna.distributions as od
+import pandas as pd
 
-from orchestrator.schema import OPTUNA_PARAMS_PREFIX
-from orchestrator.spec import (
-    SpecError,
-    SweepSpec,
-    grid_search_space,
-    optuna_distributions,
-    sample_params,
-)
-from orchestrator.store import ResultStore
+from orchestrator.dotted import get_dotted
+from orchestrator.spec import ParamSpec, SpecError, SweepSpec
+from orchestrator.spec.distributions import freeze_value
+from orchestrator.store import ResultStore, schema
+
+Params = tuple[dict[str, Any], dict[str, od.BaseDistribution]]
 
 
+# --- distributions and sampling ----------------------------------------------------------------
+def to_optuna(p: ParamSpec) -> od.BaseDistribution:
+    """The Optuna distribution of one searched parameter."""
+    if p.kind == "choice":
+        return od.CategoricalDistribution(p.optuna_choices())
+    if p.kind == "int":
+        return od.IntDistribution(int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
+    return od.FloatDistribution(float(p.low), float(p.high), log=p.is_log,
+                                step=None if p.step is None else float(p.step))
+
+
+def optuna_distributions(spec: SweepSpec, flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The Optuna distribution of each param present in `flat` (for optuna.trial.create_trial)."""
+    by_key = {p.key: p for p in spec.search.params}
+    return {k: to_optuna(by_key[k]) for k in flat if k in by_key}
+
+
+def grid_search_space(spec: SweepSpec) -> dict[str, list[Any]]:
+    """{key: every Optuna-native value} for optuna.samplers.GridSampler; SpecError when a param
+    is continuous. Conditional params are in the grid too (absent ones just repeat points)."""
+    out = {}
+    for p in spec.search.params:
+        try:
+            out[p.key] = p.grid_values()
+        except SpecError as exc:
+            raise SpecError(spec.path, f"search.params.{p.key}", exc.message) from None
+    return out
+
+
+def condition_met(p: ParamSpec, sampled: Mapping[str, Any], keys: set[str],
+                  base: Mapping[str, Any]) -> bool:
+    """Whether `p` exists given the values sampled so far (`keys`: every searched key) and the
+    base config (for condition keys that are not searched)."""
+    for cond_key, allowed in p.condition:
+        if cond_key in keys:
+            if cond_key not in sampled:
+                return False
+            value = sampled[cond_key]
+        else:
+            value = get_dotted(base, cond_key)
+        if freeze_value(value) not in allowed:
+            return False
+    return True
+
+
+def suggest(trial: optuna.Trial, p: ParamSpec) -> Any:
+    if p.kind == "choice":
+        return trial.suggest_categorical(p.key, p.optuna_choices())
+    if p.kind == "int":
+        return trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1),
+                                 log=p.log)
+    step = None if p.step is None else float(p.step)
+    return trial.suggest_float(p.key, float(p.low), float(p.high), step=step, log=p.is_log)
+
+
+def sample_params(spec: SweepSpec, trial: optuna.Trial) -> dict[str, Any]:
+    """Define-by-run sampling: suggest each param (conditions respected, in dependency order).
+    Returns {dotted_key: Optuna-native value} (what Optuna stores; see spec.decode_params)."""
+    base = spec.base_config()
+    keys = set(spec.param_keys())
+    native: dict[str, Any] = {}
+    real: dict[str, Any] = {}
+    for p in spec.search.params:
+        if condition_met(p, real, keys, base):
+            native[p.key] = suggest(trial, p)
+            real[p.key] = p.decode(native[p.key])
+    return native
+
+
+def sample_configs(spec: SweepSpec, samples: int) -> list[dict[str, Any]]:
+    """`samples` trial configs drawn at random (seeded) from the sweep's search space."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.search.seed))
+    return [spec.config_for(sample_params(spec, study.ask())) for _ in range(samples)]
+
+
+# --- sampler and study ---------------------------------------------------------------------------
 def make_sampler(spec: SweepSpec, recorded: int = 0) -> optuna.samplers.BaseSampler:
     """The Optuna sampler named in `search.sampler`, seeded with `search.seed`.
 
@@ -49,58 +134,92 @@ def make_sampler(spec: SweepSpec, recorded: int = 0) -> optuna.samplers.BaseSamp
     raise SpecError(str(spec.path), "search.sampler", f"unknown sampler {kind!r}")
 
 
+def trial_state(row: Mapping[str, Any]) -> optuna.trial.TrialState:
+    """The Optuna state of a stored trial: COMPLETE (scored status with an objective), PRUNED,
+    or FAIL (raised, or ended without an objective)."""
+    if row[schema.STATUS] == schema.PRUNED:
+        return optuna.trial.TrialState.PRUNED
+    if row[schema.STATUS] in schema.SCORED_STATUSES and pd.notna(row[schema.OBJECTIVE]):
+        return optuna.trial.TrialState.COMPLETE
+    return optuna.trial.TrialState.FAIL
+
+
+def study_from_trials(
+    trials: pd.DataFrame,
+    *,
+    direction: str,
+    params_of: Callable[[dict[str, Any]], Params],
+    sampler: optuna.samplers.BaseSampler | None = None,
+    storage: optuna.storages.BaseStorage | None = None,
+    study_name: str | None = None,
+) -> optuna.Study:
+    """A study holding one Optuna trial per stored trial row (THE rebuild; see the module
+    docstring). `direction`: max | min (the sweep's mode). `params_of(row)` -> (params,
+    distributions); a row without params is skipped. State from `trial_state`, value = the
+    row's objective when COMPLETE."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the console shows what matters
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, sampler=sampler,
+        direction="maximize" if direction == "max" else "minimize",
+    )
+    for row in trials.to_dict("records"):
+        params, distributions = params_of(row)
+        if not params:
+            continue
+        state = trial_state(row)
+        complete = state == optuna.trial.TrialState.COMPLETE
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=distributions, state=state,
+            value=float(row[schema.OBJECTIVE]) if complete else None,
+        ))
+    return study
+
+
 def study_with_history(
     spec: SweepSpec, store: ResultStore
 ) -> tuple[optuna.storages.InMemoryStorage, optuna.samplers.BaseSampler, int]:
-    """A fresh in-memory study holding every trial the store already recorded, its sampler,
-    and the number of recorded trials."""
+    """Resume: a fresh in-memory study holding every trial the store already recorded (their
+    Optuna-native values, column optuna_params_json), its sampler, and the number recorded."""
     trials = store.read_trials()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the console shows what matters
     sampler = make_sampler(spec, recorded=len(trials))
     storage = optuna.storages.InMemoryStorage()
-    direction = "maximize" if spec.search.mode == "max" else "minimize"
-    study = optuna.create_study(
-        storage=storage, study_name=spec.name, sampler=sampler, direction=direction
-    )
-    for row in trials.to_dict("records"):
-        native = json.loads(row.get("optuna_params_json") or "{}")
-        if not native:
-            continue
-        completed = row["status"] in ("completed", "collapsed") and row["objective"] == row[
-            "objective"
-        ]  # NaN check
-        state = optuna.trial.TrialState.COMPLETE if completed else optuna.trial.TrialState.FAIL
-        if row["status"] == "pruned":
-            state = optuna.trial.TrialState.PRUNED
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=native,
-                distributions=optuna_distributions(spec, native),
-                value=float(row["objective"]) if completed else None,
-                state=state,
-            )
-        )
+
+    def params_of(row: dict[str, Any]) -> Params:
+        native = json.loads(row.get(schema.OPTUNA_PARAMS_JSON) or "{}")
+        return native, optuna_distributions(spec, native)
+
+    study_from_trials(trials, direction=spec.search.mode, params_of=params_of, sampler=sampler,
+                      storage=storage, study_name=spec.name)
     return storage, sampler, len(trials)
 
 
+# --- the trial space OptunaSearch calls ----------------------------------------------------------
 class TrialSpace:
     """The OptunaSearch define-by-run space: sample, then hand Tune the whole trial config.
 
     OptunaSearch merges what this returns over the values it captured, and Tune un-flattens keys
-    with "/" into the nested config: returning `{"train/lr": ..., ...}` for every value of
-    data/model/train makes the trial's config exactly `spec.config_for(native)` (the param_space
-    holds only `runtime`), also when `model.name` itself is searched. The captured Optuna-native
-    values stay as flat top-level keys; a prefixed copy lets the store re-add the trial to a study
-    on resume. A class, not a closure, because Tune pickles the searcher in its experiment state.
+    with "/" into the nested config (deep-merged over the param_space, which holds `runtime`):
+    returning `{"train/lr": ..., ...}` for every value of data/model/train makes the trial's
+    config exactly `spec.config_for(native)`, also when `model.name` itself is searched. The
+    captured Optuna-native values stay as flat top-level keys; a prefixed copy lets the store
+    re-add the trial to a study on resume. `plan(config)` (planner.TrialPlanner) adds the
+    micro-batch the driver chose, so the trial does not plan again. A class, not a closure,
+    because Tune pickles the searcher in its experiment state.
     """
 
-    def __init__(self, spec: SweepSpec) -> None:
+    def __init__(self, spec: SweepSpec,
+                 plan: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.spec = spec
+        self.plan = plan
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         native = sample_params(self.spec, trial)
-        out = _flatten(self.spec.config_for(native))
-        out.update({OPTUNA_PARAMS_PREFIX + key: value for key, value in native.items()})
+        config = self.spec.config_for(native)
+        if self.plan is not None:
+            for section, values in self.plan(config).items():
+                config.setdefault(section, {}).update(values)
+        out = _flatten(config)
+        out.update({schema.OPTUNA_PARAMS_PREFIX + key: value for key, value in native.items()})
         return out
 
 

@@ -10,9 +10,10 @@ import optuna
 import pytest
 import torch
 
-from orchestrator.spec import SEARCH_SPACES, load_spec, sample_params
-from orchestrator.spec_checks import feature_dim
+from orchestrator.search import sample_params
+from orchestrator.spec import SEARCH_SPACES, load_spec
 from trainables.config import DATA_DEFAULTS, DISTILL_DEFAULTS, TRAIN_DEFAULTS
+from trainables.data.widths import feature_width
 from trainables.models import MODELS, build_model
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -49,7 +50,7 @@ def test_sampled_configurations_build(path: Path) -> None:
         trial = study.ask()
         config = spec.config_for(sample_params(spec, trial))
         with torch.device("meta"):
-            build_model(config["model"], n_features=feature_dim(config["data"]), n_classes=4)
+            build_model(config["model"], n_features=feature_width(config["data"]), n_classes=4)
         study.tell(trial, 0.0)
 
 

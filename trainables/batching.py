@@ -124,10 +124,6 @@ def fold_stats(data: PreparedData, train_idx: Any) -> tuple[Any, Any] | None:
     """(mean, std) of the fold's training split when data.normalize == "train", else None."""
     if data.normalize != "train":
         return None
-    try:
-        from trainables.data.features import train_stats
-    except ImportError as exc:  # the data layer is written separately
-        raise TrainingError(
-            "data.normalize is 'train' but trainables.data.features.train_stats is unavailable"
-        ) from exc
+    from trainables.data.features import train_stats  # the data layer's rule, shared with prepare
+
     return train_stats(data.features, data.lengths, train_idx)

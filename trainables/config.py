@@ -1,13 +1,16 @@
 """Defaults of the `data` and `train` sections of a sweep file: the one place they are spelled.
 
 Model defaults are the keyword defaults of each model's constructor (trainables/models/).
-orchestrator/spec.py validates a sweep file against these keys and fills them in.
+orchestrator/spec/sections.py validates a sweep file against these keys and fills them in;
+`train_section` is the one place a trial config's train section is merged with its defaults, and
+`member_count` the one place the number of members (folds x seeds) is computed.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 DATA_DEFAULTS: dict[str, Any] = {
     "corpus": "synthetic",  # synthetic | iemocap | meld | manifest | multi
@@ -15,20 +18,34 @@ DATA_DEFAULTS: dict[str, Any] = {
     "corpora": None,
     "root": None,  # IEMOCAP/MELD release directory, or the manifest file
     "classes": 4,  # IEMOCAP: 4 (excited merged into happy) or 6
-    "features": "logmel",  # raw | logmel | mfcc | compare
+    "features": "logmel",  # raw | logmel | mfcc | compare | egemaps (features.FEATURES)
     "n_mels": 64,
     "n_mfcc": 40,
     "compare_deltas": False,
     "downsample": 1,  # integer factor along time (scipy.signal.resample_poly)
-    "max_seconds": 4.0,  # crop/pad every utterance to this length
-    "normalize": "train",  # none | utterance | train (mean/std of the training split only)
+    "max_seconds": 4.0,  # crop/pad every utterance to this length, in (0, MAX_SECONDS]
+    "normalize": "train",  # none | utterance | speaker | train (training split's mean/std)
     "folds": "by_session",  # by_session | by_speaker | official
     "n_folds": 5,  # by_speaker: k speaker-disjoint folds
     "use_folds": None,  # train only the first N folds (None = all)
     "seed": 0,  # synthetic corpus generation seed
     "synthetic_utterances": 800,
     "cache_dir": ".cache/sersweep",
+    # features: ssl -> a frozen self-supervised encoder's hidden states (trainables/data/ssl)
+    "ssl": {
+        # wavlm_base_plus | wavlm_base | wavlm_large | hubert_base | hubert_large |
+        # wav2vec2_base | wav2vec2_large | wav2vec2_large_lv60k
+        "model": "wavlm_base_plus",
+        "checkpoint": "torchaudio",  # torchaudio (download once) | random (tests) | state dict PATH
+        "layers": "all",  # all | [i, ...] hidden states kept (0 = transformer input, i = layer i)
+        "arch": None,  # tests/dev only: tiny | small | {torchaudio builder argument: value}
+        "batch_seconds": None,  # padded audio per extraction batch; None = auto (CPU 16, GPU fit)
+        "dtype": "float16",  # float16 | float32, of the cache
+        "device": "auto",  # auto | cpu | cuda: where the encoder runs
+    },
 }
+
+MAX_SECONDS = 600.0  # the longest data.max_seconds (the spec and prepare_data check it)
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 20,
@@ -62,7 +79,27 @@ TEACHER_DEFAULTS: dict[str, Any] = {"results": None, "pick": "best"}
 
 
 def with_defaults(section: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `defaults` updated with `section` (no validation; spec.py validates)."""
+    """A copy of `defaults` updated with `section` (no validation: orchestrator/spec validates)."""
     merged = copy.deepcopy(defaults)
     merged.update(copy.deepcopy(section))
     return merged
+
+
+def train_section(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`config["train"]` (absent: {}) over TRAIN_DEFAULTS: what a trial trains with."""
+    return with_defaults(dict(config.get("train") or {}), TRAIN_DEFAULTS)
+
+
+def member_count(n_folds: int, train: Mapping[str, Any]) -> int:
+    """Members of a trial: folds x seeds (each at least 1, as the trial needs one of each)."""
+    return max(1, int(n_folds)) * max(1, len(train.get("seeds") or TRAIN_DEFAULTS["seeds"]))
+
+
+FoldT = TypeVar("FoldT")
+
+
+def member_pairs(folds: Sequence[FoldT], train: Mapping[str, Any]) -> list[tuple[FoldT, int]]:
+    """The members of a trial in index order: member i is (fold, seed) = pairs[i], folds outer,
+    seeds inner (itertools.product order). The trainer's members and the reference baseline's
+    rows (trainables/baseline.py) both come from here, so they pair member by member."""
+    return [(fold, int(seed)) for fold in folds for seed in train["seeds"]]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.batching import MicroBatch
-from trainables.memory import is_oom
+from trainables.memory.oom import retry_on_oom
 from trainables.metrics import compute_metrics
 from trainables.names import LOSS, split_metric
 
@@ -41,15 +41,8 @@ class MemberEvaluation:
         of the member's model or of `model` (the teacher)."""
         self.model.eval()
         try:
-            while True:
-                try:
-                    return self._predict_once(idx, mb.size, model or self.model)
-                except RuntimeError as exc:
-                    if not is_oom(exc):
-                        raise
-                    err = exc
-                mb.halve(err, member=self.index, epoch=epoch, phase="eval")
-                del err
+            return retry_on_oom(lambda size: self._predict_once(idx, size, model or self.model),
+                                mb, member=self.index, epoch=epoch, phase="eval")
         finally:
             self.model.train()
 

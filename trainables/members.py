@@ -25,13 +25,13 @@ from trainables.data.base import Fold, PreparedData
 from trainables.distill import AGREEMENT_ACC, AGREEMENT_CONFUSION, Distiller, agreement
 from trainables.errors import TrainingError
 from trainables.member_eval import MemberEvaluation
-from trainables.memory import is_oom
+from trainables.memory.oom import retry_on_oom
 from trainables.metrics import CONFUSION, UAR_BY_CORPUS, uar_by_group
 from trainables.models import build_model
-from trainables.names import LOSS, SCALAR_METRICS, split_metric
+from trainables.names import LOSS, SCALAR_METRICS, TRAIN_LOSS, VAL_METRICS, split_metric
 from trainables.optim import Precision, build_optimizer, build_scheduler
 
-VAL_KEYS = tuple(split_metric("val", m) for m in (*SCALAR_METRICS, LOSS))
+VAL_KEYS = VAL_METRICS  # what each epoch row and the best epoch hold
 
 
 class Member(MemberEvaluation):
@@ -147,20 +147,13 @@ class Member(MemberEvaluation):
         self.scheduler.step()
 
     def _logical_step(self, idx: torch.Tensor, mb: MicroBatch, epoch: int) -> torch.Tensor:
-        while True:
-            try:
-                loss = self.backward(idx, mb.size)
-                break
-            except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
-                if not is_oom(exc):
-                    raise
-                err = exc
-            # outside the except block, so the failed step's tensors are freed before retrying
+        def before_retry() -> None:  # the failed attempt's partial gradients and cached blocks
             self.optimizer.zero_grad(set_to_none=True)
-            mb.halve(err, member=self.index, epoch=epoch, phase="train")
-            del err
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+        loss = retry_on_oom(lambda size: self.backward(idx, size), mb, member=self.index,
+                            epoch=epoch, phase="train", before_retry=before_retry)
         self.step()
         self.samples_seen += idx.numel()
         return loss
@@ -214,7 +207,7 @@ class Member(MemberEvaluation):
         elif last:
             self.stop(epoch)
         row = {"member": self.index, "fold": self.fold.name, "seed": self.seed, "epoch": epoch,
-               "train_loss": train_loss, **{k: val[k] for k in VAL_KEYS},
+               TRAIN_LOSS: train_loss, **{k: val[k] for k in VAL_KEYS},
                "lr": float(self.optimizer.param_groups[0]["lr"]),
                "seconds": time.perf_counter() - start, "collapsed": self.collapsed,
                "active": self.active}

@@ -1,8 +1,9 @@
-"""Metric and column names: the one place they are spelled.
+"""Metric names and the keys of a trial's per-epoch report: the one place they are spelled.
 
 A trial reports, every epoch, the mean and std over its members of each validation metric
 (`val_uar_mean`, `val_uar_std`, ...). The sweep file's `search.metric: val_uar` names the metric;
-the scheduler prunes on `val_uar_mean`, Optuna optimizes OBJECTIVE.
+the scheduler prunes on `val_uar_mean`, Optuna optimizes OBJECTIVE. The store's columns and trial
+statuses are spelled in orchestrator/store/schema.py (built from these names).
 """
 
 from __future__ import annotations
@@ -39,8 +40,15 @@ MEMBERS_COLLAPSED = "members_collapsed"
 MEMBER_ROWS_JSON = "member_rows_json"  # JSON list: one dict per member for this epoch
 MEMBER_RESULTS_JSON = "member_results_json"  # JSON list: best epoch + test metrics per member
 RUNTIME_JSON = "runtime_json"  # JSON dict: micro_batch, accumulation, peaks, oom_retries, ...
+CHECKPOINT_FILE = "trainer.pt"  # in each Tune checkpoint dir: torch.save(trainer.state_dict())
 # Not "done": Ray sets its own `done` when the scheduler stops a trial.
 DONE = "trial_finished"  # the trial trained all its epochs (or every member stopped)
 
 VAL_UAR = split_metric("val", UAR)
 VAL_UAR_MEAN = mean_key(VAL_UAR)
+TRAIN_LOSS = split_metric("train", LOSS)
+VAL_LOSS = split_metric("val", LOSS)
+# What a member records at each validation epoch; also what `search.metric` may select.
+VAL_METRICS = tuple(split_metric("val", m) for m in (*SCALAR_METRICS, LOSS))
+SELECTABLE_METRICS = VAL_METRICS
+TEST_METRICS = tuple(split_metric("test", m) for m in SCALAR_METRICS)

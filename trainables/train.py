@@ -2,12 +2,11 @@
 
 `LockstepTrainer.run_epoch()` trains each active member one epoch, validates it, keeps its best
 validation epoch (with the test metrics at that epoch) and returns one report whose keys are
-spelled in trainables.names. See DESIGN.md, "A trial: members trained in lock-step".
+spelled in trainables.names. See docs/design.md, "A trial: members trained in lock-step".
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from trainables.batching import MicroBatch, fold_stats
-from trainables.config import TRAIN_DEFAULTS, with_defaults
+from trainables.config import member_pairs, train_section
 from trainables.data.base import Fold, PreparedData
 from trainables.distill import build_teacher, load_teacher_states, teacher_state_for
 from trainables.errors import ConfigError, TrainingError
@@ -27,23 +26,21 @@ from trainables.members import VAL_KEYS, Member
 from trainables.names import (
     DONE,
     EPOCH,
-    LOSS,
     MEMBER_RESULTS_JSON,
     MEMBER_ROWS_JSON,
     MEMBERS_ACTIVE,
     MEMBERS_COLLAPSED,
     OBJECTIVE,
-    SCALAR_METRICS,
+    SELECTABLE_METRICS,
+    TRAIN_LOSS,
     VAL_UAR,
     mean_key,
-    split_metric,
     std_key,
 )
 from trainables.optim import choose_precision
+from trainables.stats import mean_std
 
 log = logging.getLogger(__name__)
-TRAIN_LOSS = split_metric("train", LOSS)
-SELECTABLE = tuple(split_metric("val", m) for m in (*SCALAR_METRICS, LOSS))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,28 +54,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and population std (ddof=0, so one member gives std 0, not NaN)."""
-    if not values:
-        return float("nan"), float("nan")
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std())
-
-
 class LockstepTrainer:
     """All members of one trial, trained one epoch at a time (see the module docstring)."""
 
     def __init__(
         self, config: dict[str, Any], data: PreparedData, device: torch.device | None = None
     ) -> None:
-        self.train = with_defaults(config.get("train", {}), TRAIN_DEFAULTS)
+        self.train = train_section(config)
         self.config = {**config, "train": self.train}
         runtime = config.get("runtime", {})
         self.metric = runtime.get("metric", VAL_UAR)
         self.mode = runtime.get("mode", "max")
-        if self.metric not in SELECTABLE:
+        if self.metric not in SELECTABLE_METRICS:
             raise ConfigError("runtime.metric", f"cannot select on {self.metric!r}; "
-                                                f"valid: {', '.join(SELECTABLE)}")
+                                                f"valid: {', '.join(SELECTABLE_METRICS)}")
         if self.mode not in ("max", "min"):
             raise ConfigError("runtime.mode", f"mode must be max or min, not {self.mode!r}")
         if not data.folds or not self.train["seeds"]:
@@ -90,7 +79,7 @@ class LockstepTrainer:
         self.micro = MicroBatch(min(batch, int(self.train["micro_batch"] or batch)))
         self.estimated_peak_bytes = runtime.get("estimated_peak_bytes")
         stats = {f.name: fold_stats(data, f.train) for f in data.folds}
-        pairs = list(itertools.product(data.folds, self.train["seeds"]))
+        pairs = member_pairs(data.folds, self.train)
         teachers = self._teachers(pairs) if config.get("distill") else [None] * len(pairs)
         self.members = [
             Member(i, fold, seed, self.config, data, self.device, self.precision, stats[fold.name],
@@ -141,7 +130,7 @@ class LockstepTrainer:
     def _report(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         report: dict[str, Any] = {EPOCH: self.epoch}
         for key in (*VAL_KEYS, TRAIN_LOSS):
-            report[mean_key(key)], report[std_key(key)] = _mean_std([r[key] for r in rows])
+            report[mean_key(key)], report[std_key(key)] = mean_std(r[key] for r in rows)
         bests = [m.best_metric for m in self.members if m.best_metric is not None]
         report[OBJECTIVE] = float(np.mean(bests)) if bests else float("nan")
         report[MEMBERS_ACTIVE] = sum(m.active for m in self.members)
@@ -150,10 +139,6 @@ class LockstepTrainer:
         report[MEMBER_RESULTS_JSON] = json.dumps([m.results() for m in self.members])
         report[DONE] = self.finished
         return report
-
-    def results(self) -> list[dict[str, Any]]:
-        """Each member's best epoch with its validation and test metrics (as in the report)."""
-        return [m.results() for m in self.members]
 
     def runtime_info(self) -> dict[str, Any]:
         """How the trial ran: micro-batch, accumulation, OOM retries, device, peak memory."""

@@ -21,19 +21,22 @@ import ray
 import torch
 from ray import tune
 
-from trainables.config import DATA_DEFAULTS, TRAIN_DEFAULTS, with_defaults
+from trainables.config import DATA_DEFAULTS, train_section, with_defaults
 from trainables.data import prepare_data
 from trainables.data.base import PreparedData
 from trainables.memory import plan_micro_batch
-from trainables.names import RUNTIME_JSON
+from trainables.names import CHECKPOINT_FILE, RUNTIME_JSON
 from trainables.train import LockstepTrainer, resolve_device
 
-CHECKPOINT_FILE = "trainer.pt"
+__all__ = ["CHECKPOINT_FILE", "train_trial"]
 log = logging.getLogger(__name__)
 
 
 def _plan(config: dict[str, Any], data: PreparedData) -> dict[str, Any]:
-    """Apply the memory planner's micro-batch when a budget is set and none was given."""
+    """The micro-batch: the one in the config (the driver's plan, orchestrator/planner.py
+    TrialPlanner, or the sweep file's train.micro_batch) is used as is; only a config that
+    arrives without one, with a budget, is planned here (e.g. a batch of 1 that does not fit:
+    plan_micro_batch raises DoesNotFitError and the trial is recorded as does_not_fit)."""
     budget = config.get("runtime", {}).get("memory_budget")
     if not budget or config["train"].get("micro_batch") is not None:
         return config
@@ -56,7 +59,7 @@ def train_trial(config: dict[str, Any], data: PreparedData | None = None) -> Non
     """Train one trial's members, reporting and checkpointing every epoch; resume from
     tune.get_checkpoint() at the epoch after the checkpointed one."""
     config = copy.deepcopy(config)
-    config["train"] = with_defaults(config.get("train", {}), TRAIN_DEFAULTS)
+    config["train"] = train_section(config)
     config.setdefault("runtime", {})
     data = _prepare(data, config)
     config = _plan(config, data)

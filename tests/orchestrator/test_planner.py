@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.planner import (
+    TrialPlanner,
     format_plan,
     gpu_fraction_for,
     plan_configs,
@@ -41,10 +42,13 @@ def test_gpu_fraction_rounds_up_to_eighths(peak_gib: float, expected: float) -> 
 
 
 def _resources(model: dict, shape: tuple[int, ...], n_features: int, gpu_gib: int) -> dict:
+    # the driver's plan (5 folds x 2 seeds = 10 members, a whole GPU's budget), then the share
     config = {"model": model, "train": {"batch_size": 32, "seeds": [0, 1]}}
+    planner = TrialPlanner(shape, n_features, 4, n_folds=5, budget_bytes=int(gpu_gib * GIB * 0.9))
+    for section, values in planner(config).items():
+        config.setdefault(section, {}).update(values)
     return resources_for_config(
-        config, data_shape=shape, n_features=n_features, n_classes=4, n_members=10,
-        cpus_per_trial=1, gpu_total_bytes=gpu_gib * GIB, gpu_memory_fraction=0.9,
+        config, cpus_per_trial=1, gpu_total_bytes=gpu_gib * GIB, gpu_memory_fraction=0.9,
     )
 
 

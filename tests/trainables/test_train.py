@@ -107,7 +107,7 @@ def test_report_keys_objective_and_test_at_best_epoch() -> None:
     assert [(r["member"], r["fold"], r["seed"]) for r in rows] == [
         (0, "fold0", 0), (1, "fold0", 1), (2, "fold1", 0), (3, "fold1", 1)]
     assert last["val_uar_mean"] == pytest.approx(np.mean([r["val_uar"] for r in rows]))
-    assert last["train_loss_std"] == pytest.approx(np.std([r["train_loss"] for r in rows]))
+    assert last["train_loss_std"] == pytest.approx(np.std([r["train_loss"] for r in rows], ddof=1))
     assert last[names.MEMBERS_ACTIVE] == 0 and last[names.MEMBERS_COLLAPSED] == 0
     every_row = [r for rep in reports for r in json.loads(rep[names.MEMBER_ROWS_JSON])]
     best = [max(r["val_uar"] for r in every_row if r["member"] == m) for m in range(4)]

@@ -1,9 +1,10 @@
 """The data contracts: what a corpus yields and what a trial trains on.
 
-A corpus (synthetic, iemocap, meld, manifest) yields `Utterance`s. `prepare_data`
-(data/__init__.py) turns a corpus + the sweep file's `data` section into one `PreparedData`: every
-utterance featurized, cropped/padded to `data.max_seconds`, with its folds. The driver builds it
-once per sweep (cached on disk) and hands it to the trials through Ray's object store.
+A corpus (synthetic, iemocap, meld, manifest, or a multi-corpus union) yields `Utterance`s.
+`prepare_data` (data/prepare.py) turns a corpus + the sweep file's `data` section into one
+`PreparedData`: every utterance featurized, cropped/padded to `data.max_seconds`, with its folds.
+The driver builds it once per sweep (cached on disk, data/cache.py) and hands it to the trials
+through Ray's object store.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class PreparedData:
     folds: list[Fold]
     feature_kind: str  # "raw" | "logmel" | "mfcc" | "compare"
     frame_rate: float  # rows per second along the time axis (SAMPLE_RATE for raw)
-    # "none" | "utterance" (already applied) | "train" (per fold, in train.py)
+    # "none" | "utterance" (already applied) | "train" (per fold: batching.fold_stats / Inputs)
     normalize: str = "none"
     info: dict = field(default_factory=dict)  # corpus name, skipped files, cache key, ...
     # multi-corpus data (corpus: multi): the corpus name of each row; empty for one corpus

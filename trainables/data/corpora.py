@@ -1,4 +1,5 @@
-"""The corpus registry: `data.corpus` -> Corpus class."""
+"""The corpus registry: `data.corpus` -> Corpus class. SINGLE_CORPORA are the corpora a
+`corpus: multi` union may combine (handed to MultiCorpus, so multi.py needs no registry)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from trainables.data.multi import MultiCorpus
 from trainables.data.synthetic import SyntheticCorpus
 from trainables.errors import ConfigError
 
-CORPORA: dict[str, type[Corpus]] = {
-    c.name: c for c in (SyntheticCorpus, IemocapCorpus, MeldCorpus, ManifestCorpus, MultiCorpus)
+SINGLE_CORPORA: dict[str, type[Corpus]] = {
+    c.name: c for c in (SyntheticCorpus, IemocapCorpus, MeldCorpus, ManifestCorpus)
 }
+CORPORA: dict[str, type[Corpus]] = {**SINGLE_CORPORA, MultiCorpus.name: MultiCorpus}
 
 
 def get_corpus(name: object) -> Corpus:
     """An instance of the corpus named `name`, or ConfigError at data.corpus."""
     if name not in CORPORA:
         raise ConfigError("data.corpus", f"unknown corpus {name!r}; valid: {sorted(CORPORA)}")
+    if name == MultiCorpus.name:
+        return MultiCorpus(SINGLE_CORPORA)
     return CORPORA[name]()

@@ -41,10 +41,11 @@ ENTRY_KEYS = ("corpus", "root", "name", "folds", "n_folds", "seed", "synthetic_u
 SEP = "/"  # between the corpus name and the corpus' own id / speaker / session
 
 
-def entries(data_cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """data.corpora checked: a non-empty list of mappings with a known corpus, unique names."""
-    from trainables.data.corpora import CORPORA
-
+def entries(data_cfg: Mapping[str, Any],
+            parts: Mapping[str, type[Corpus]]) -> list[dict[str, Any]]:
+    """data.corpora checked: a non-empty list of mappings naming a corpus of `parts` (the
+    single-corpus registry, corpora.SINGLE_CORPORA: passed in, so this module needs no
+    registry), unique names."""
     raw = data_cfg.get("corpora")
     if not isinstance(raw, list | tuple) or not raw:
         raise ConfigError("data.corpora", "corpus: multi needs data.corpora, a list such as "
@@ -60,8 +61,8 @@ def entries(data_cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
             raise ConfigError(f"{where}.{unknown[0]}", f"unknown key {unknown[0]!r}; valid keys: "
                               f"{', '.join(ENTRY_KEYS)}")
         corpus = entry.get("corpus")
-        if corpus not in CORPORA or corpus == "multi":
-            valid = sorted(set(CORPORA) - {"multi"})
+        if corpus not in parts:
+            valid = sorted(parts)
             raise ConfigError(f"{where}.corpus", f"unknown corpus {corpus!r}; valid: {valid}")
         name = str(entry.get("name", corpus))
         if not name or SEP in name:
@@ -84,22 +85,23 @@ def sub_config(data_cfg: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[st
 
 
 class MultiCorpus(Corpus):
+    """The union; `parts` is the registry of the corpora it may combine (corpora.py passes it)."""
+
     name = "multi"
 
-    def fingerprint(self, data_cfg: dict[str, Any]) -> str:
-        from trainables.data.corpora import get_corpus
+    def __init__(self, parts: Mapping[str, type[Corpus]]) -> None:
+        self.parts = dict(parts)
 
-        return "|".join(get_corpus(e["corpus"]).fingerprint(sub_config(data_cfg, e))
-                        if e.get("root") else "" for e in entries(data_cfg))
+    def fingerprint(self, data_cfg: dict[str, Any]) -> str:
+        return "|".join(self.parts[e["corpus"]]().fingerprint(sub_config(data_cfg, e))
+                        if e.get("root") else "" for e in entries(data_cfg, self.parts))
 
     def _load(self, data_cfg: dict[str, Any], progress: Progress | None) -> CorpusContent:
-        from trainables.data.corpora import get_corpus
-
         utts: list[Utterance] = []
         info: dict[str, Any] = {"corpora": [], "dropped": {}}
-        for entry in entries(data_cfg):
+        for entry in entries(data_cfg, self.parts):
             name, corpus = entry["name"], entry["corpus"]
-            content = get_corpus(corpus).load(sub_config(data_cfg, entry), progress)
+            content = self.parts[corpus]().load(sub_config(data_cfg, entry), progress)
             mapping = LABEL_MAPS.get(corpus, {c: c for c in SHARED_CLASSES})
             kept = [u for u in content.utterances if u.label in mapping]
             info["corpora"].append(name)
@@ -122,12 +124,13 @@ def corpus_of(ids: list[str]) -> list[str]:
     return [i.split(SEP, 1)[0] for i in ids]
 
 
-def multi_folds(data_cfg: Mapping[str, Any], names: list[str], speakers: list[str],
-                sessions: list[str], splits: list[str | None]) -> list[Fold]:
+def multi_folds(data_cfg: Mapping[str, Any], parts: Mapping[str, type[Corpus]],
+                names: list[str], speakers: list[str], sessions: list[str],
+                splits: list[str | None]) -> list[Fold]:
     """Each corpus folded by its own rule; fold k joins every corpus' fold k (mod its count)."""
     arr_names = np.asarray(names)
     per_corpus = []
-    for entry in entries(data_cfg):
+    for entry in entries(data_cfg, parts):
         idx = np.flatnonzero(arr_names == entry["name"])
         kind = entry.get("folds") or DEFAULT_FOLDS.get(entry["corpus"], data_cfg["folds"])
         folds = make_folds(kind, [speakers[i] for i in idx], [sessions[i] for i in idx],

@@ -6,20 +6,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
-from trainables.config import DATA_DEFAULTS, with_defaults
+from trainables.config import DATA_DEFAULTS, MAX_SECONDS, with_defaults
 from trainables.data import cache
 from trainables.data.base import SAMPLE_RATE, PreparedData
-from trainables.data.corpora import get_corpus
-from trainables.data.features import downsample, get_feature, normalize_utterances
+from trainables.data.corpora import SINGLE_CORPORA, get_corpus
+from trainables.data.features import (
+    downsample,
+    get_feature,
+    normalize_speakers,
+    normalize_utterances,
+)
 from trainables.data.folds import make_folds
 from trainables.data.multi import corpus_of as multi_corpus_of
 from trainables.data.multi import multi_folds
 from trainables.errors import ConfigError
 
-NORMALIZE = ("none", "utterance", "train")
+# speaker: label-free and fold-independent, so applied here (and cached) like utterance
+NORMALIZE = ("none", "utterance", "speaker", "train")
 
 
 def _check(cfg: dict[str, Any]) -> None:
@@ -27,9 +32,9 @@ def _check(cfg: dict[str, Any]) -> None:
         raise ConfigError("data.normalize", f"expected one of {list(NORMALIZE)}, "
                                             f"found {cfg['normalize']!r}")
     ms = cfg["max_seconds"]
-    if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 < ms <= 600:
-        raise ConfigError("data.max_seconds", f"expected a number of seconds in (0, 600], "
-                                              f"found {ms!r}")
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 < ms <= MAX_SECONDS:
+        raise ConfigError("data.max_seconds", f"expected a number of seconds in "
+                                              f"(0, {MAX_SECONDS:g}], found {ms!r}")
     ds = cfg["downsample"]
     if isinstance(ds, bool) or not isinstance(ds, int) or ds < 1:
         raise ConfigError("data.downsample", f"expected an integer >= 1, found {ds!r}")
@@ -50,9 +55,12 @@ def _build(cfg: dict[str, Any], progress: Callable[[str], None] | None) -> dict[
                  f"({cfg['max_seconds']} s max)")
     feats, lengths = extractor.featurize([u.waveform for u in utts], cfg["max_seconds"],
                                          progress)
-    feats, lengths = downsample(feats, lengths, cfg["downsample"])
-    if cfg["normalize"] == "utterance":
-        feats = normalize_utterances(feats, lengths)
+    if not extractor.finalizes:  # ssl downsamples and normalizes while extracting
+        feats, lengths = downsample(feats, lengths, cfg["downsample"])
+        if cfg["normalize"] == "utterance":
+            feats = normalize_utterances(feats, lengths)
+        elif cfg["normalize"] == "speaker":
+            feats = normalize_speakers(feats, lengths, [u.speaker for u in utts])
     t2 = time.perf_counter()
     info = dict(content.info)
     info.update(load_seconds=round(t1 - t0, 3), featurize_seconds=round(t2 - t1, 3))
@@ -82,9 +90,10 @@ def prepare_data(data_cfg: dict[str, Any],
     _check(cfg)
     corpus = get_corpus(cfg["corpus"])
     feature_kind = cfg["features"]
-    get_feature(cfg)  # unknown names fail here, before anything is read or hashed
+    extractor = get_feature(cfg)  # unknown names fail here, before anything is read or hashed
     multi = cfg["corpus"] == "multi"
-    key = cache.cache_key(cfg, corpus.fingerprint(cfg) if cfg.get("root") or multi else "")
+    fingerprint = corpus.fingerprint(cfg) if cfg.get("root") or multi else ""
+    key = cache.cache_key(cfg, fingerprint + extractor.fingerprint())
     path = cache.cache_path(cfg["cache_dir"], key, feature_kind) if cfg["cache_dir"] else None
     stored = cache.load(path) if path is not None else None
     if stored is not None:
@@ -101,7 +110,8 @@ def prepare_data(data_cfg: dict[str, Any],
     splits = [s or None for s in stored["splits"]]
     corpus_of = multi_corpus_of(stored["ids"]) if multi else []
     if multi:  # each corpus folded by its own rule (trainables/data/multi.py)
-        folds = multi_folds(cfg, corpus_of, stored["speakers"], stored["sessions"], splits)
+        folds = multi_folds(cfg, SINGLE_CORPORA, corpus_of, stored["speakers"],
+                            stored["sessions"], splits)
     else:
         folds = make_folds(cfg["folds"], stored["speakers"], stored["sessions"], splits,
                            cfg["n_folds"], cfg["seed"])
@@ -116,11 +126,3 @@ def prepare_data(data_cfg: dict[str, Any],
         frame_rate=float(stored["frame_rate"]), info=info,
         normalize=cfg["normalize"], corpus_of=corpus_of,
     )
-
-
-def fold_summary(data: PreparedData) -> list[dict[str, Any]]:
-    """Sizes and speakers of each fold (for logs and docs)."""
-    spk = np.asarray(data.speakers)
-    return [{"fold": f.name, "train": len(f.train), "val": len(f.val), "test": len(f.test),
-             "val_speakers": sorted(set(spk[f.val].tolist())),
-             "test_speakers": sorted(set(spk[f.test].tolist()))} for f in data.folds]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.memory_trace import trace_step
+from trainables.memory import trace_step
 from trainables.models.sinc_frontend import (
     LEAKY_SLOPE,
     FrameLayerNorm,

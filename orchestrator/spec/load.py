@@ -1,0 +1,194 @@
+"""A sweep file -> a validated, frozen SweepSpec.
+
+`load_spec("search_spaces/transformer.yaml", overrides=["train.lr=1e-3"], trials=4)` reads the file
+safely (yaml_loader.py), applies the --set overrides and the --trials / --epochs shortcuts, checks
+every key and value against trainables/config.py, the model family's constructor and the rules of
+sections.py, params.py and distill.py, fills in the defaults, and builds the base model on the
+meta device. Every mistake is a SpecError naming the file, the line, the key path and what was
+expected. `add_spec_arguments` / `load_spec_from_args`: the same flags for every subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.spec import checks as sc
+from orchestrator.spec import distill as sd
+from orchestrator.spec import sections as ss
+from orchestrator.spec.checks import Ctx, unknown_key
+from orchestrator.spec.errors import SpecError
+from orchestrator.spec.params import validate_params
+from orchestrator.spec.sweep import (
+    ResourceSpec,
+    SchedulerSpec,
+    SearchSpec,
+    SweepSpec,
+    apply_params,
+    freeze,
+)
+from orchestrator.spec.yaml_loader import load_yaml_file, parse_override_value
+
+SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+TOP_KEYS = ("name", "data", "model", "train", "search", "resources", "results", "distill")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def resolve_spec_path(arg: str | Path) -> Path:
+    """`arg` if it is a file, else the file of that name in the repo's search_spaces/."""
+    path = Path(arg).expanduser()
+    if path.is_file():
+        return path
+    for candidate in (SEARCH_SPACES / path.name, SEARCH_SPACES / f"{path.name}.yaml"):
+        if path.name and candidate.is_file():
+            return candidate
+    available = sorted(p.name for p in SEARCH_SPACES.glob("*.yaml"))
+    what = "is a directory, not a sweep file" if path.is_dir() else "does not exist"
+    raise SpecError(str(arg), None, f"{what} (also looked for {path.name!r} in {SEARCH_SPACES}); "
+                    f"available sweep files: {', '.join(available) or 'none'}")
+
+
+def _set_override(ctx: Ctx, raw: dict[str, Any], text: str) -> None:
+    via = f"--set {text}"
+    key, sep, value_text = text.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not key or "" in parts:
+        raise SpecError(ctx.file, None, f"--set takes key=value with a dotted key, e.g. "
+                        f"--set train.lr=1e-3, but got {text!r}", via=via)
+    value = parse_override_value(value_text, ctx.file, via)
+    path = tuple(parts)
+    if parts[:2] == ["search", "params"] and len(parts) > 2:
+        path = ("search", "params", ".".join(parts[2:]))
+    node = raw
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SpecError(ctx.file, ".".join(path[: i + 1]), f"{via} addresses nothing: "
+                            f"{'.'.join(path[: i + 1])} is {sc.describe(child)}, not a mapping",
+                            via=via)
+        node = child
+    node[path[-1]] = value
+    ctx.via[path] = via
+    search = raw.get("search")
+    params = search.get("params") if isinstance(search, dict) else None
+    if len(path) == 2 and isinstance(params, dict):
+        params.pop(key, None)  # --set pins a searched key to one value
+
+
+def _n_classes(classes: int | list) -> int:
+    """data.classes is a count (IEMOCAP 4 or 6) or a manifest's list of class names."""
+    return len(classes) if isinstance(classes, list) else int(classes)
+
+
+def _build_model(ctx: Ctx, data: dict[str, Any], model: dict[str, Any]) -> None:
+    """Build the model on the meta device: the family's own value rules (ConfigError)."""
+    import torch
+
+    from trainables.errors import ConfigError
+    from trainables.models import build_model
+
+    try:
+        with torch.device("meta"):
+            build_model(copy.deepcopy(model), n_features=sc.feature_width(data),
+                        n_classes=_n_classes(data["classes"]))
+    except ConfigError as exc:
+        message = str(exc).removesuffix(f" at {exc.key}")
+        path = tuple(exc.key.split(".")) if exc.key else ("model",)
+        raise ctx.err(path, message) from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ctx.err(("model",), f"model {model['name']!r} cannot be built from these values: "
+                      f"{exc}") from None
+
+
+def _validate(ctx: Ctx, raw: dict[str, Any], default_name: str) -> dict[str, Any]:
+    for key in raw:
+        if not isinstance(key, str) or key not in TOP_KEYS:
+            raise unknown_key(ctx, (), str(key), TOP_KEYS, "the top level")
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
+        raise ctx.err(("name",), f"name is a folder name of letters, digits, _ . - "
+                      f"([A-Za-z0-9_.-]+), but got {name!r}")
+    data = ss.data_or_train(ctx, raw, "data")
+    model = ss.model(ctx, raw, data)
+    train = ss.data_or_train(ctx, raw, "train")
+    search = ss.search(ctx, raw, train["epochs"])
+    distill = sd.distill(ctx, raw)
+    search["params"] = validate_params(ctx, search["params"], data, model, train, distill)
+    search["scheduler"] = SchedulerSpec(**search["scheduler"])
+    resources = ss.resources(ctx, raw)
+    results = raw.get("results", "results")
+    if results is not None and (not isinstance(results, str) or not results.strip()):
+        raise ctx.err(("results",), f"results is a directory or URI (a non-empty string), but "
+                      f"got {results!r}")
+    ss.check_data_root(ctx, data)
+    _build_model(ctx, data, model)
+    if search["params"] and "model.name" in {p.key for p in search["params"]}:
+        for p in search["params"]:
+            for fam in p.real_choices() if p.key == "model.name" else ():
+                if fam != model["name"]:
+                    base = {"data": data, "model": model, "train": train}
+                    _build_model(ctx, data, apply_params(base, {"model.name": fam})["model"])
+    return {"name": name, "data": data, "model": model, "train": train,
+            "search": SearchSpec(**search), "resources": ResourceSpec(**resources),
+            "results": results, "distill": distill}
+
+
+def load_spec(path: str | Path, *, overrides: Sequence[str] = (), trials: int | None = None,
+              epochs: int | None = None) -> SweepSpec:
+    """Read, override, validate and freeze a sweep file. Every failure is a SpecError."""
+    resolved = resolve_spec_path(path)
+    ctx = Ctx(str(resolved), load_yaml_file(resolved))
+    raw = ctx.loaded.data
+    if not isinstance(raw, Mapping):
+        raise SpecError(ctx.file, None, f"the top level must be a mapping of sections ("
+                        f"{', '.join(TOP_KEYS)}), but got {sc.describe(raw)[:80]}", 1)
+    raw = copy.deepcopy(dict(raw))
+    try:
+        for text in overrides:
+            _set_override(ctx, raw, text)
+        for value, key in ((trials, "search.trials"), (epochs, "train.epochs")):
+            if value is not None:
+                flag = f"--{key.split('.')[1]} {value}"
+                _set_override(ctx, raw, f"{key}={value}")
+                ctx.via[tuple(key.split("."))] = flag
+        checked = _validate(ctx, raw, resolved.stem)
+        if checked["search"].sampler == "grid":
+            for p in checked["search"].params:
+                try:
+                    p.grid_values()
+                except SpecError as exc:
+                    raise ctx.relocate(("search", "params", p.key), exc) from None
+    except SpecError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the promise: a message, never a traceback
+        raise SpecError(ctx.file, None, f"cannot validate the sweep file: {type(exc).__name__}: "
+                        f"{exc}") from exc
+    return SweepSpec(
+        path=resolved, name=checked["name"], data=freeze(checked["data"]),
+        model=freeze(checked["model"]), train=freeze(checked["train"]),
+        search=checked["search"], resources=checked["resources"], results=checked["results"],
+        distill=freeze(checked["distill"]) if checked["distill"] is not None else None,
+    )
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sweep file and its overrides (`space`, --trials, --epochs, --set), for run and plan."""
+    parser.add_argument("space", help="sweep file, e.g. search_spaces/transformer.yaml")
+    parser.add_argument("--trials", type=int, default=None, help="override search.trials")
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override any value by dotted key, e.g. --set train.lr=1e-3 (repeatable)",
+    )
+
+
+def load_spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    """`load_spec` with what `add_spec_arguments` parsed."""
+    return load_spec(args.space, overrides=args.overrides, trials=args.trials, epochs=args.epochs)

@@ -1,0 +1,175 @@
+"""search.params: validation against the sections they address, and the dependency order of
+their conditions. Validation only: sampling them is orchestrator/search.py's business."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from orchestrator.spec import checks as sc
+from orchestrator.spec import distill as sd
+from orchestrator.spec import sections as ss
+from orchestrator.spec.checks import Ctx, Expect, check_value
+from orchestrator.spec.distributions import ParamSpec, freeze_value, parse_param
+from orchestrator.spec.errors import SpecError
+from trainables.config import DATA_DEFAULTS, TRAIN_DEFAULTS
+
+PARAMS = ("search", "params")
+
+
+class _Base:
+    """The validated base sections, for resolving what a dotted key addresses."""
+
+    def __init__(self, data: dict[str, Any], model: dict[str, Any], train: dict[str, Any],
+                 distill: dict[str, Any] | None = None):
+        self.data, self.model, self.train, self.distill = data, model, train, distill
+
+    def valid_keys(self, families: Sequence[str]) -> list[str]:
+        keys = [f"data.{k}" for k in DATA_DEFAULTS] + [f"train.{k}" for k in TRAIN_DEFAULTS]
+        if self.distill is not None:
+            keys += [f"distill.{k}" for k in sd.SEARCHABLE]
+        keys.append("model.name")
+        for fam in families:
+            keys += [f"model.{k}" for k in sc.model_signature(fam).defaults]
+        return sorted(set(keys))
+
+
+def _families_for(p: ParamSpec, base: _Base, names: list[str]) -> list[str]:
+    allowed = dict(p.condition).get("model.name")
+    return [n for n in names if freeze_value(n) in allowed] if allowed else names
+
+
+def _check_target(ctx: Ctx, p: ParamSpec, base: _Base, names: list[str]) -> list[Expect] | None:
+    """Resolve what `p.key` addresses; the expectations of its value (None = model.name)."""
+    path = (*PARAMS, p.key)
+    section, _, sub = p.key.partition(".")
+    if p.key == "model.name":
+        return None
+    if section in ("data", "train"):
+        if sub not in (DATA_DEFAULTS if section == "data" else TRAIN_DEFAULTS):
+            raise ctx.err(path, f"{p.key} addresses nothing: {sub!r} is not a key of the {section}"
+                          f" section{sc.suggest(p.key, base.valid_keys(names))}")
+        return [ss.expect_for(section, sub)]
+    if section == "distill":
+        if base.distill is None:
+            raise ctx.err(path, f"{p.key} is searched, but the sweep has no distill section "
+                          f"(add distill: {{teacher: {{results: ..., pick: best}}}})")
+        if sub not in sd.SEARCHABLE:
+            raise ctx.err(path, f"{p.key} addresses nothing: the searchable distill keys are "
+                          f"{', '.join(sd.SEARCHABLE)}{sc.suggest(p.key, base.valid_keys(names))}")
+        return [sd.EXPECT[sub]]
+    if section != "model":
+        hint = sc.suggest(p.key, base.valid_keys(names))
+        raise ctx.err(path, f"a searched key starts with data., model. or train. (or distill. "
+                      f"with a distill section), but got {p.key!r}{hint}")
+    expects = []
+    for fam in _families_for(p, base, names):
+        sig = sc.model_signature(fam)
+        if sub not in sig.defaults:
+            others = [n for n in sc.model_families() if sub in sc.model_signature(n).defaults]
+            hint = (f"; it is a parameter of {', '.join(others)}: add `when: {{model.name: "
+                    f"[{', '.join(others)}]}}`" if others else "")
+            raise ctx.err(path, f"{p.key} addresses nothing: model {fam!r} has no parameter "
+                          f"{sub!r}{sc.suggest(p.key, base.valid_keys([fam]))}{hint}")
+        expects.append(sig.expect(sub))
+    return expects
+
+
+def _check_values(ctx: Ctx, p: ParamSpec, base: _Base, expects: list[Expect] | None) -> None:
+    path = (*PARAMS, p.key)
+    section, _, sub = p.key.partition(".")
+    if expects is None:  # model.name
+        if p.kind != "choice":
+            raise ctx.err(path, "model.name is searched with {choice: [family, ...]}")
+        for i, name in enumerate(p.real_choices()):
+            check_value(ctx, (*path, "choice", str(i)), name,
+                        Expect((str,), values=tuple(sc.model_families())))
+            inputs, kind = sc.model_signature(name).inputs, base.data["features"]
+            if inputs and kind not in inputs:
+                raise ctx.err((*path, "choice", str(i)), f"model {name!r} takes features "
+                              f"{', '.join(inputs)}, but data.features is {kind!r}")
+        return
+    for expect in expects:
+        if p.kind == "choice":
+            for i, value in enumerate(p.real_choices()):
+                vpath = (*path, "choice", str(i))
+                if section == "model":
+                    check_value(ctx, vpath, value, expect)
+                elif section == "distill":
+                    sd.check_entry(ctx, vpath, sub, value)
+                else:
+                    ss.check_entry(ctx, vpath, section, sub, value)
+            continue
+        numeric = expect.types is None or expect.types in ((int,), (float,))
+        if expect.values is not None or not numeric:
+            raise ctx.err(path, f"{p.key} takes {expect.name()}; search it with {{choice: [...]}}"
+                          f", not {p.kind}")
+        if expect.types == (int,) and p.kind != "int":
+            raise ctx.err(path, f"{p.key} is an integer; search it with {{int: [low, high]}}, not "
+                          f"{p.kind}")
+        for bound in (p.low, p.high):
+            if section in ("data", "train"):
+                ss.check_minimum(ctx, path, p.key, bound)
+            elif section == "distill":
+                sd.check_range(ctx, path, sub, bound)
+    if p.key == "data.features" and p.kind == "choice":
+        inputs = sc.model_signature(base.model["name"]).inputs
+        for i, kind in enumerate(p.real_choices()):
+            if inputs and kind not in inputs:
+                raise ctx.err((*path, "choice", str(i)), f"model {base.model['name']!r} takes "
+                              f"features {', '.join(inputs)}, but the choice is {kind!r}")
+
+
+def _order(ctx: Ctx, params: dict[str, ParamSpec]) -> tuple[ParamSpec, ...]:
+    """Params sorted so that every param comes after the params its `when` names."""
+    done: list[str] = []
+    visiting: list[str] = []
+
+    def visit(key: str) -> None:
+        if key in done:
+            return
+        if key in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(key):], key])
+            raise ctx.err((*PARAMS, key, "when"), f"conditions form a cycle: {cycle}")
+        visiting.append(key)
+        for cond_key, _ in params[key].condition:
+            if cond_key in params:
+                visit(cond_key)
+        visiting.pop()
+        done.append(key)
+
+    for key in params:
+        visit(key)
+    return tuple(params[k] for k in done)
+
+
+def validate_params(ctx: Ctx, raw: Any, data: dict[str, Any], model: dict[str, Any],
+                    train: dict[str, Any],
+                    distill: dict[str, Any] | None = None) -> tuple[ParamSpec, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise ctx.err(PARAMS, f"search.params is a mapping {{dotted.key: distribution}}, but got "
+                      f"{sc.describe(raw)}")
+    base = _Base(data, model, train, distill)
+    params: dict[str, ParamSpec] = {}
+    for key, spec in raw.items():
+        if not isinstance(key, str):
+            raise ctx.err((*PARAMS, str(key)), f"keys must be dotted strings, got {key!r}")
+        try:
+            params[key] = parse_param(key, spec)
+        except SpecError as exc:
+            raise ctx.relocate((*PARAMS, key), exc) from None
+    names = [model["name"]]
+    if "model.name" in params:
+        names = [n for n in params["model.name"].real_choices() if isinstance(n, str)] or names
+        names = [n for n in names if n in sc.model_families()] or [model["name"]]
+    for p in params.values():
+        _check_values(ctx, p, base, _check_target(ctx, p, base, names))
+    valid = base.valid_keys(names)
+    for p in params.values():
+        for cond_key, _ in p.condition:
+            if cond_key not in params and cond_key not in valid:
+                raise ctx.err((*PARAMS, p.key, "when", cond_key), f"the condition key {cond_key}"
+                              f" addresses nothing{sc.suggest(cond_key, valid)}")
+    return _order(ctx, params)

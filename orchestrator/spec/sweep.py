@@ -1,0 +1,164 @@
+"""SweepSpec: a validated sweep file, frozen; and the trial config for sampled values.
+
+`load_spec` (load.py) builds it; `config_for(native)` turns the values a sampler drew (in Optuna's
+native form, orchestrator/search.py) into the nested trial config: decode, then apply.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.spec import checks as sc
+from orchestrator.spec.distributions import ParamSpec
+from orchestrator.spec.sections import RESOURCE_KEYS
+
+
+class FrozenDict(dict):
+    """A dict that refuses changes (values frozen too: lists -> tuples); picklable."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a SweepSpec is frozen; use base_config() for a mutable copy")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
+        return (FrozenDict, (dict(self),))
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
+
+
+def freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return FrozenDict({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw(v) for v in value]
+    return copy.deepcopy(value)
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    type: str  # asha | none
+    grace_period: int  # capped at max_t
+    reduction_factor: float
+    max_t: int  # default: train.epochs
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    metric: str  # val_<acc|uar|f1_macro|f1_weighted|loss>
+    mode: str  # max (min for val_loss)
+    sampler: str  # tpe | random | grid | cmaes | qmc
+    trials: int
+    seed: int | None
+    max_concurrent: int | None  # None = as many as the resources allow
+    scheduler: SchedulerSpec
+    params: tuple[ParamSpec, ...]  # in dependency order (a param after those its `when` names)
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """Per-trial resources. gpus_per_trial "auto" (the default): 0 on a machine/cluster without a
+    GPU, else the planner's memory-based share of one GPU. `dict(spec.resources)` works."""
+
+    cpus_per_trial: float = 1
+    gpus_per_trial: float | str = "auto"
+    gpu_memory_fraction: float = 0.9
+    memory_budget: int | None = None  # bytes; None = gpu_memory_fraction of the GPU
+    max_failures: int = 1  # Ray retries of a crashed trial; -1 = forever
+
+    def keys(self) -> list[str]:
+        return list(RESOURCE_KEYS)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in RESOURCE_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    path: Path
+    name: str
+    data: Mapping[str, Any]
+    model: Mapping[str, Any]
+    train: Mapping[str, Any]
+    search: SearchSpec
+    resources: ResourceSpec
+    results: str | None = "results"
+    distill: Mapping[str, Any] | None = None
+
+    def base_config(self) -> dict[str, Any]:
+        """{"data", "model", "train"}: a fresh mutable copy (lists, not tuples)."""
+        return {"data": thaw(self.data), "model": thaw(self.model), "train": thaw(self.train)}
+
+    def param_keys(self) -> list[str]:
+        return [p.key for p in self.search.params]
+
+    def config_for(self, native: Mapping[str, Any]) -> dict[str, Any]:
+        """The trial config for Optuna-native sampled values (decode + apply)."""
+        return apply_params(self.base_config(), decode_params(self.search.params, native))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The sweep as run, defaults resolved (results/<name>/spec.yaml; load_spec reads it)."""
+        s = self.search
+        return {
+            "name": self.name,
+            **self.base_config(),
+            "search": {
+                "metric": s.metric, "mode": s.mode, "sampler": s.sampler, "trials": s.trials,
+                "seed": s.seed, "max_concurrent": s.max_concurrent,
+                "scheduler": dict(vars(s.scheduler)),
+                "params": {p.key: p.to_yaml() for p in s.params},
+            },
+            "resources": dict(self.resources),
+            "results": self.results,
+            "distill": thaw(self.distill) if self.distill is not None else None,
+        }
+
+
+def decode_params(params: Sequence[ParamSpec] | SweepSpec,
+                  flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Optuna-native values -> the real values (e.g. "[128, 128]" -> [128, 128])."""
+    if isinstance(params, SweepSpec):
+        params = params.search.params
+    by_key = {p.key: p for p in params}
+    return {k: by_key[k].decode(v) if k in by_key else v for k, v in flat.items()}
+
+
+def apply_params(base_config: Mapping[str, Any], flat_params: Mapping[str, Any]) -> dict[str, Any]:
+    """A new nested config: `base_config` with each dotted key of `flat_params` set (real values,
+    i.e. decoded). When model.name changes family, the model section keeps only the keys the new
+    family accepts and takes that family's defaults for the rest."""
+    config = copy.deepcopy(dict(base_config))
+    name = flat_params.get("model.name")
+    model = config.get("model")
+    if name is not None and isinstance(model, dict) and model.get("name") != name:
+        families = sc.model_families()
+        if name in families:
+            sig = sc.model_signature(name)
+            kept = {k: v for k, v in model.items() if k in sig.defaults}
+            defaults = {k: copy.deepcopy(v) for k, v in sig.defaults.items()
+                        if v is not inspect.Parameter.empty}
+            config["model"] = {"name": name, **defaults, **kept}
+    for key, value in flat_params.items():
+        parts = key.split(".")
+        node = config
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = copy.deepcopy(value)
+    return config

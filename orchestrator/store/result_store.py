@@ -1,0 +1,128 @@
+"""The store of one sweep: write a trial's three files, read its tables, repair what a killed
+driver left.
+
+Layout (docs/design.md): <root>/<sweep>/spec.yaml, trials/<trial_id>.parquet,
+epochs/<trial_id>.parquet, members/<trial_id>.parquet; every column is typed and documented in
+schema.py. Only the driver writes (store/callback.py), one trial at a time, when it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from orchestrator.store import schema
+from orchestrator.store.files import (
+    DataFile,
+    is_complete_name,
+    join,
+    list_files,
+    read_dir,
+    resolve,
+    write_table,
+)
+
+log = logging.getLogger(__name__)
+CORRUPT_DIR = "corrupt"  # <sweep>/corrupt/<table>/: files ResultStore.repair moved aside
+
+
+class ResultStore:
+    """The store of one sweep under `root` (a local path or a pyarrow.fs URI)."""
+
+    def __init__(self, root: str, sweep: str) -> None:
+        self.root = root
+        self.sweep = sweep
+        self.sweep_dir = join(root, sweep) if "://" in root else os.path.join(root, sweep)
+        self.fs, self._path = resolve(self.sweep_dir)
+
+    def _file(self, table: str, trial_id: str) -> str:
+        return join(self._path, table, f"{trial_id}.parquet")
+
+    def write_trial(
+        self, trial_row: dict, epoch_rows: list[dict], member_rows: list[dict]
+    ) -> None:
+        """Write (or replace) one trial's three files. Epoch rows are deduplicated on
+        (trial_id, member, epoch) keeping the last. The trials file is written last, so a trial
+        listed by `completed_trial_ids` always has its epochs and members."""
+        trial_id = str(trial_row[schema.TRIAL_ID])
+        base = {"trial_id": trial_id, schema.SWEEP: self.sweep}
+        trial_row = {**trial_row, **base}
+        unique: dict[tuple, dict] = {}
+        for row in epoch_rows:
+            row = {**row, **base}
+            unique[tuple(row.get(k) for k in schema.EPOCH_KEY)] = row
+        epochs = sorted(unique.values(), key=lambda r: (r.get("member"), r.get("epoch")))
+        members = [{**row, **base} for row in member_rows]
+        for table, rows in (("epochs", epochs), ("members", members), ("trials", [trial_row])):
+            write_table(self.fs, self._file(table, trial_id), schema.to_table(table, rows))
+
+    def files(self, table: str) -> list[DataFile]:
+        return list_files(self.fs, join(self._path, table))
+
+    def read_table(self, table: str) -> pd.DataFrame:
+        return read_dir(self.fs, join(self._path, table))
+
+    def read_trials(self) -> pd.DataFrame:
+        """Every recorded trial (one row each); unreadable files skipped with a warning."""
+        frame = self.read_table("trials")
+        if frame.empty:
+            return pd.DataFrame(columns=schema.TRIALS_SCHEMA.names)
+        return frame
+
+    def repair(self) -> list[tuple[str, str]]:
+        """Move aside what a crashed or killed writer left, so the store holds complete trials
+        only; returns (from, to) of every file moved, each also logged as a warning.
+
+        Moved to <sweep>/corrupt/<table>/ (never deleted, so nothing is lost for good):
+        unreadable files (a truncated file has no Parquet footer; only footers are read, so this
+        stays cheap on big stores), stale temporary files of an interrupted write, and per-trial
+        epochs/members files of a trial with no trials row (write_trial writes the trials file
+        last: a driver killed in between left them). Such a trial is not recorded, so a resumed
+        run replaces it. Call only while no driver writes this sweep (the runner, at start)."""
+        moved: list[tuple[str, str]] = []
+
+        def move_aside(table: str, file_path: str, why: str) -> None:
+            name = file_path.rsplit("/", 1)[-1]
+            target = join(self._path, CORRUPT_DIR, table, name)
+            if self.fs.get_file_info(target).type != pafs.FileType.NotFound:
+                target = f"{target}.{time.time_ns()}"
+            self.fs.create_dir(join(self._path, CORRUPT_DIR, table), recursive=True)
+            self.fs.move(file_path, target)
+            log.warning("moved %s result file %s to %s", why, file_path, target)
+            moved.append((file_path, target))
+
+        for table in schema.TABLES:
+            folder = join(self._path, table)
+            selector = pafs.FileSelector(folder, allow_not_found=True)
+            for info in self.fs.get_file_info(selector):
+                if not info.is_file:
+                    continue
+                if info.base_name.startswith(".") and ".tmp-" in info.base_name:
+                    move_aside(table, info.path, "the temporary (interrupted write)")
+                    continue
+                if not is_complete_name(info.base_name):
+                    continue
+                try:
+                    with self.fs.open_input_file(info.path) as handle:
+                        pq.read_metadata(handle)
+                except (OSError, pa.ArrowException):
+                    move_aside(table, info.path, "unreadable")
+        recorded = self.completed_trial_ids()
+        for table in ("epochs", schema.MEMBERS):
+            for file in self.files(table):
+                if not file.compact and file.name.removesuffix(".parquet") not in recorded:
+                    move_aside(table, file.path, "the orphaned (no trials row)")
+        return moved
+
+    def completed_trial_ids(self) -> set[str]:
+        """Ids of every trial with a row (any status: the trial ended and was recorded)."""
+        files = self.files("trials")
+        if not any(f.compact for f in files):
+            return {f.name.removesuffix(".parquet") for f in files}
+        return set(self.read_trials()[schema.TRIAL_ID].astype(str))

@@ -1,0 +1,207 @@
+"""Turn a trial's buffered tune.report dicts into the store's rows (columns: schema.py):
+`trial_rows` builds the trial row, one row per member x epoch, one row per member.
+
+Pure functions of the reports and the trial config, so they are tested without Ray.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.dotted import get_dotted
+from orchestrator.store import schema
+from trainables import names
+from trainables.stats import mean_std
+
+_KEYS = (schema.TRIAL_ID, schema.SWEEP)  # ResultStore.write_trial adds them
+_EPOCH_COLUMNS = [n for n in schema.EPOCHS_SCHEMA.names if n not in _KEYS]
+_MEMBER_COLUMNS = [n for n in schema.MEMBERS_SCHEMA.names if n not in _KEYS]
+
+
+@dataclass
+class TrialBuffer:
+    """What the driver has seen of one trial: its last report and its epoch rows."""
+
+    started_at: float
+    last: dict[str, Any] = field(default_factory=dict)
+    epochs: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, result: dict[str, Any]) -> None:
+        self.last = dict(result)
+        for row in schema.report_json(result, names.MEMBER_ROWS_JSON, []):
+            epoch = row.get("epoch", result.get(names.EPOCH))
+            self.epochs[(int(row.get("member", 0)), int(epoch or 0))] = row  # re-report: last wins
+
+
+def param_value(value: Any) -> Any:
+    """Typed scalars stay; lists, tuples and dicts become JSON strings."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=str)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:  # numpy scalars
+        return value.item()
+    except AttributeError:
+        return str(value)
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+@functools.cache
+def code_version() -> str:
+    """`git describe --always --dirty` of the repository, else the installed package version."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=repo, capture_output=True, text=True, timeout=5, check=True,
+        )
+        if out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"sersweep-{version('sersweep')}"
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _ts(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _null(value: float) -> float | None:
+    """NaN -> None: a missing number is a null in the store (DuckDB tells NaN from NULL)."""
+    return None if _isnan(value) else value
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None or _isnan(value) else int(value)
+
+
+def trial_rows(
+    *,
+    trial_id: str,
+    config: dict,
+    buffer: TrialBuffer,
+    param_keys: list[str],
+    metric: str,
+    mode: str,
+    status: str | None,
+    error: str | None,
+    trial_gpus: float,
+    ended_at: float | None = None,
+    checkpoint_path: str | None = None,
+) -> tuple[dict, list[dict], list[dict]]:
+    """(trial row, epoch rows, member rows). `status` None: decided from the last report."""
+    last = buffer.last
+    members = schema.report_json(last, names.MEMBER_RESULTS_JSON, [])
+    runtime = schema.report_json(last, names.RUNTIME_JSON, {})
+    collapsed, _ = schema.collapsed_members(last)
+    if status is None:
+        status = schema.trial_status(last, error)
+    ended = ended_at if ended_at is not None else datetime.now(UTC).timestamp()
+    wall = last.get("time_total_s")
+    wall = float(wall) if wall is not None else max(0.0, ended - buffer.started_at)
+    gpu_ids = runtime.get("gpu_ids")
+    gpus = trial_gpus or runtime.get("gpu_fraction") or (len(gpu_ids) if gpu_ids else 0.0)
+    objective = last.get(names.OBJECTIVE)
+    native = {
+        k.removeprefix(schema.OPTUNA_PARAMS_PREFIX): v
+        for k, v in config.items()
+        if isinstance(k, str) and k.startswith(schema.OPTUNA_PARAMS_PREFIX)
+    }
+    row: dict[str, Any] = {
+        schema.TRIAL_ID: trial_id,
+        schema.STATUS: status,
+        schema.ERROR: error,
+        schema.OBJECTIVE: None if objective is None or _isnan(objective) else float(objective),
+        schema.METRIC: metric,
+        schema.MODE: mode,
+        schema.EPOCHS_RUN: int(last.get(names.EPOCH) or 0),
+        schema.OPTUNA_PARAMS_JSON: json.dumps(native, default=str) if native else None,
+        schema.CONFIG_JSON: json.dumps(
+            {k: config[k] for k in ("data", "model", "train", "distill") if k in config},
+            default=str,
+        ),
+        schema.CHECKPOINT_PATH: checkpoint_path,
+        schema.MEMBERS: len(members) or None,
+        schema.MEMBERS_COLLAPSED: collapsed,
+        "micro_batch": _int(runtime.get("micro_batch")),
+        "accumulation": _int(runtime.get("accumulation")),
+        "gpu_fraction": runtime.get("gpu_fraction", trial_gpus or None),
+        "estimated_peak_bytes": _int(runtime.get("estimated_peak_bytes")),
+        "measured_peak_bytes": _int(runtime.get("measured_peak_bytes")),
+        "oom_retries": _int(runtime.get("oom_retries")),
+        "wall_seconds": wall,
+        "gpu_hours": wall / 3600.0 * float(gpus or 0.0),
+        "host": runtime.get("host") or last.get("hostname"),
+        "node_id": runtime.get("node_id"),
+        "device": runtime.get("device"),
+        "gpu_ids": json.dumps(gpu_ids) if gpu_ids is not None else None,
+        "code_version": code_version(),
+        "started_at": _ts(buffer.started_at),
+        "ended_at": _ts(ended),
+    }
+    for name in schema.BEST_METRICS + schema.TEST_METRICS:
+        mean, std = mean_std(m.get(name) for m in members)
+        row[names.mean_key(name)], row[names.std_key(name)] = _null(mean), _null(std)
+    for key in param_keys:
+        row[schema.param_column(key)] = param_value(get_dotted(config, key))
+    epochs = [
+        {**{c: r.get(c) for c in _EPOCH_COLUMNS}, "member": m, "epoch": e}
+        for (m, e), r in buffer.epochs.items()
+    ]
+    member_rows = []
+    for m in members:
+        out = {c: m.get(c) for c in _MEMBER_COLUMNS}
+        for column in (schema.TEST_CONFUSION, "agreement_confusion", "test_uar_by_corpus"):
+            if not isinstance(out[column], (str, type(None))):
+                out[column] = json.dumps(out[column])
+        member_rows.append(out)
+    return row, epochs, member_rows
+
+
+def error_text(trial) -> str:
+    """The error Ray recorded for the trial: its error.txt (local), else get_error()."""
+    path = getattr(trial, "error_file", None)
+    try:
+        if path and os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                return handle.read().strip()
+        text = trial.get_error()
+        if text:
+            return str(text).strip()
+    except Exception as exc:  # the row matters more than the text
+        return f"error text unavailable: {exc}"
+    return "trial failed (no error text recorded)"
+
+
+def checkpoint_path(trial) -> str | None:
+    """Where the trial's latest checkpoint lives (a path or URI), or None."""
+    checkpoint = getattr(trial, "checkpoint", None)
+    if checkpoint is None:
+        return None
+    fs = checkpoint.filesystem
+    if fs is not None and fs.type_name != "local":
+        return f"{fs.type_name}://{checkpoint.path}"
+    return checkpoint.path
+
+
+def trial_gpus(trial) -> float:
+    try:
+        return float(trial.placement_group_factory.required_resources.get("GPU", 0.0))
+    except AttributeError:  # a trial without a placement group (e.g. not started)
+        return 0.0

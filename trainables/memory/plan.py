@@ -1,0 +1,84 @@
+"""The micro-batch of a trial: the largest that fits its memory budget, plus the gradient
+accumulation that keeps the logical batch (`plan_micro_batch`, on the driver: runner.py puts the
+plan in every trial's config; trainable.py re-plans only when a config arrives without one)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from trainables.config import member_count, train_section
+from trainables.data.base import PreparedData
+from trainables.errors import DoesNotFitError
+from trainables.memory.estimate import MemoryEstimate, estimate_trial_memory
+
+
+def choose_micro_batch(
+    estimate: MemoryEstimate, budget_bytes: int, logical_batch: int
+) -> tuple[int, int]:
+    """(micro_batch, accumulation): the largest micro-batch <= logical_batch whose peak fits the
+    budget, and accumulation = ceil(logical_batch / micro_batch), the fewest micro-batches that
+    reach the logical batch. (0, 0) when even 1 does not fit. The peak is increasing in b, so a
+    binary search is exact."""
+    if estimate.peak(1) > budget_bytes:
+        return 0, 0
+    lo, hi = 1, max(1, logical_batch)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if estimate.peak(mid) <= budget_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo, math.ceil(logical_batch / lo)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    micro_batch: int
+    accumulation: int
+    estimated_peak: int  # bytes at micro_batch
+    budget_bytes: int
+    estimate: MemoryEstimate
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def plan_micro_batch(config: dict[str, Any], data: PreparedData, budget_bytes: int) -> MemoryPlan:
+    """The micro-batch and accumulation of a trial (config = {"model", "train", "data", ...})."""
+    return plan_for_shape(config, input_shape=tuple(data.features.shape[1:]),
+                          n_features=data.n_features, n_classes=data.n_classes,
+                          n_folds=len(data.folds), budget_bytes=budget_bytes)
+
+
+def plan_for_shape(
+    config: Mapping[str, Any],
+    *,
+    input_shape: tuple[int, ...],
+    n_features: int,
+    n_classes: int,
+    n_folds: int,
+    budget_bytes: int,
+) -> MemoryPlan:
+    """`plan_micro_batch` from the data's shape alone (the driver plans without the tensors).
+    DoesNotFitError when even a micro-batch of 1 does not fit."""
+    train = train_section(config)
+    n_members = member_count(n_folds, train)
+    est = estimate_trial_memory(
+        dict(config), n_features=n_features, n_classes=n_classes,
+        input_shape=tuple(input_shape), n_members=n_members,
+    )
+    logical = int(train["batch_size"])
+    micro, accumulation = choose_micro_batch(est, int(budget_bytes), logical)
+    if micro == 0:
+        raise DoesNotFitError(
+            f"model {config['model']} does not fit the memory budget even at micro-batch 1: "
+            f"estimated peak {_gib(est.peak(1))} ({n_members} members: params "
+            f"{_gib(est.params_bytes)}, optimizer {_gib(est.optimizer_bytes)} each, activations "
+            f"{_gib(est.per_sample_bytes)}/sample) > budget {_gib(budget_bytes)} "
+            f"for input {tuple(input_shape)}"
+        )
+    return MemoryPlan(micro, accumulation, est.peak(micro), int(budget_bytes), est)
