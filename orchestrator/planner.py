@@ -27,9 +27,13 @@ from typing import Any
 from orchestrator.dotted import get_dotted
 from trainables.config import member_count, train_section
 from trainables.errors import DoesNotFitError
-from trainables.memory import choose_micro_batch, estimate_trial_memory, plan_for_shape
 
-DESCRIPTION = "Show the memory plan of sampled configs, no training."
+# trainables.memory (torch) is imported where it is used: the CLI imports this module to build
+# the `plan` parser, and a bad sweep file must be reported before torch is imported.
+
+DESCRIPTION = ("Show the memory plan of sampled configs, no training. Exit status 1 when some "
+               "config does not fit even at micro-batch 1.")
+EXIT_DOES_NOT_FIT = 1  # `plan`'s exit status when some config cannot fit (a CI gate)
 
 GPU_GRID = 8  # GPU fractions are multiples of 1/8
 DEFAULT_GPU_MEMORY_FRACTION = 0.9
@@ -80,6 +84,8 @@ class TrialPlanner:
     def __call__(self, config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """{"train": {"micro_batch"}, "runtime": {...}} to merge into the config; {} when there
         is no budget, the sweep file fixed train.micro_batch, or a batch of 1 does not fit."""
+        from trainables.memory import plan_for_shape
+
         if self.budget_bytes is None or train_section(config)["micro_batch"] is not None:
             return {}
         try:
@@ -140,6 +146,8 @@ def plan_configs(
 ) -> list[PlanRow]:
     """One PlanRow per config (plain {"model", "train", "data", ...} dicts). Without a GPU and
     without resources.memory_budget there is no budget: the logical batch is planned as is."""
+    from trainables.memory import choose_micro_batch, estimate_trial_memory
+
     budget = trial_budget_bytes(resources, gpu_total_bytes)
     fraction = float(_get(resources, "gpu_memory_fraction") or DEFAULT_GPU_MEMORY_FRACTION)
     rows = []
@@ -197,21 +205,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser)
     parser.add_argument("--samples", type=int, default=8, help="configs to sample")
     parser.add_argument(
-        "--gpu-memory", default=None,
-        help="plan for a GPU of this size (e.g. 80GiB) instead of this machine's",
+        "--gpu-memory", default=None, metavar="SIZE",
+        help="plan for a GPU of this size, with a unit (e.g. 80GiB), instead of this machine's",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    """`sweep.py plan SPACE.yaml`: the memory plan of sampled configs, before anything trains."""
+    """`sweep.py plan SPACE.yaml`: the memory plan of sampled configs, before anything trains.
+    Exit 1 when some config does not fit even at micro-batch 1 (a CI check), else 0."""
+    from orchestrator.quiet import quiet_logs
+
+    quiet_logs(verbose=False)  # torch's profiler (the LSTM estimate) prints USDT / ERROR lines
     from orchestrator.cluster import gpu_total_bytes
-    from orchestrator.search import sample_configs
     from orchestrator.spec import load_spec_from_args, parse_size
+
+    gpu_total = parse_size(args.gpu_memory, "--gpu-memory") if args.gpu_memory else None
+    spec = load_spec_from_args(args)
+    from orchestrator.search import sample_configs
     from trainables.data import prepare_data
 
-    spec = load_spec_from_args(args)
-    gpu_total = parse_size(args.gpu_memory, "--gpu-memory") if args.gpu_memory else (
-        gpu_total_bytes())
+    gpu_total = gpu_total or gpu_total_bytes()
     data = prepare_data(spec.base_config()["data"], progress=lambda msg: print(f"data: {msg}"))
     rows = plan_configs(
         sample_configs(spec, args.samples) if spec.search.params else [spec.base_config()],
@@ -226,4 +239,4 @@ def run(args: argparse.Namespace) -> int:
     where = "no GPU: CPU" if gpu_total is None else f"GPU of {gpu_total / 2**30:.1f} GiB"
     print(f"memory plan of {len(rows)} sampled configs of {spec.name} ({where}):")
     print(format_plan(rows))
-    return 0
+    return EXIT_DOES_NOT_FIT if any(not r.fits for r in rows) else 0

@@ -26,17 +26,20 @@ from orchestrator.spec.load import (
 )
 from orchestrator.spec.sections import parse_size
 from orchestrator.spec.sweep import (
+    SAME_ON_RESUME,
     ResourceSpec,
     SchedulerSpec,
     SearchSpec,
     SweepSpec,
     apply_params,
     decode_params,
+    spec_diff,
     thaw,
 )
 
 __all__ = [
-    "SEARCH_SPACES", "ParamSpec", "ResourceSpec", "SchedulerSpec", "SearchSpec", "SpecError",
-    "SweepSpec", "add_spec_arguments", "apply_params", "decode_params", "load_spec",
-    "load_spec_from_args", "parse_param", "parse_size", "resolve_spec_path", "thaw",
+    "SAME_ON_RESUME", "SEARCH_SPACES", "ParamSpec", "ResourceSpec", "SchedulerSpec", "SearchSpec",
+    "SpecError", "SweepSpec", "add_spec_arguments", "apply_params", "decode_params",
+    "load_spec", "load_spec_from_args", "parse_param", "parse_size", "resolve_spec_path",
+    "spec_diff", "thaw",
 ]

@@ -21,6 +21,7 @@ from orchestrator.spec import checks as sc
 from orchestrator.spec import distill as sd
 from orchestrator.spec import sections as ss
 from orchestrator.spec.checks import Ctx, unknown_key
+from orchestrator.spec.constraints import check_constraints
 from orchestrator.spec.errors import SpecError
 from orchestrator.spec.params import validate_params
 from orchestrator.spec.sweep import (
@@ -115,26 +116,32 @@ def _validate(ctx: Ctx, raw: dict[str, Any], default_name: str) -> dict[str, Any
     if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
         raise ctx.err(("name",), f"name is a folder name of letters, digits, _ . - "
                       f"([A-Za-z0-9_.-]+), but got {name!r}")
-    data = ss.data_or_train(ctx, raw, "data")
-    model = ss.model(ctx, raw, data)
+    # Cheap sections first: they need neither torch nor the registries (which import torch,
+    # scipy), so the common typo (a key of train/search/resources, a section name) is reported
+    # in a fraction of a second. data, model and params need the registries.
+    ss.check_known_keys(ctx, raw, "data")
     train = ss.data_or_train(ctx, raw, "train")
     search = ss.search(ctx, raw, train["epochs"])
-    distill = sd.distill(ctx, raw)
-    search["params"] = validate_params(ctx, search["params"], data, model, train, distill)
-    search["scheduler"] = SchedulerSpec(**search["scheduler"])
     resources = ss.resources(ctx, raw)
     results = raw.get("results", "results")
     if results is not None and (not isinstance(results, str) or not results.strip()):
         raise ctx.err(("results",), f"results is a directory or URI (a non-empty string), but "
                       f"got {results!r}")
+    data = ss.data_or_train(ctx, raw, "data")
+    model = ss.model(ctx, raw, data)
+    distill = sd.distill(ctx, raw)
+    search["params"] = validate_params(ctx, search["params"], data, model, train, distill)
+    search["scheduler"] = SchedulerSpec(**search["scheduler"])
     ss.check_data_root(ctx, data)
     _build_model(ctx, data, model)
-    if search["params"] and "model.name" in {p.key for p in search["params"]}:
-        for p in search["params"]:
-            for fam in p.real_choices() if p.key == "model.name" else ():
-                if fam != model["name"]:
-                    base = {"data": data, "model": model, "train": train}
-                    _build_model(ctx, data, apply_params(base, {"model.name": fam})["model"])
+    models = {model["name"]: model}  # every family the search can draw, with its base values
+    for p in search["params"]:
+        for fam in p.real_choices() if p.key == "model.name" else ():
+            if fam not in models:
+                base = {"data": data, "model": model, "train": train}
+                models[fam] = apply_params(base, {"model.name": fam})["model"]
+                _build_model(ctx, data, models[fam])
+    check_constraints(ctx, search["params"], models)
     return {"name": name, "data": data, "model": model, "train": train,
             "search": SearchSpec(**search), "resources": ResourceSpec(**resources),
             "results": results, "distill": distill}
@@ -190,5 +197,19 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_spec_from_args(args: argparse.Namespace) -> SweepSpec:
-    """`load_spec` with what `add_spec_arguments` parsed."""
-    return load_spec(args.space, overrides=args.overrides, trials=args.trials, epochs=args.epochs)
+    """`load_spec` with what `add_spec_arguments` parsed; says which file a short name meant."""
+    spec = load_spec(args.space, overrides=args.overrides, trials=args.trials, epochs=args.epochs)
+    if not Path(args.space).expanduser().is_file():
+        print(f"sweep file: {_shown(spec.path)} (from name {args.space!r})")
+    points = spec.grid_points()
+    if points is not None and points > spec.search.trials:
+        print(f"grid has {points} points; running {spec.search.trials} (search.trials)")
+    return spec
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is below it (shorter to read)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

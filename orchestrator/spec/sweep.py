@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ class SearchSpec:
     max_concurrent: int | None  # None = as many as the resources allow
     scheduler: SchedulerSpec
     params: tuple[ParamSpec, ...]  # in dependency order (a param after those its `when` names)
+    baseline: bool = True  # compute the reference baseline at the start (orchestrator/baseline)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,13 @@ class SweepSpec:
     def param_keys(self) -> list[str]:
         return [p.key for p in self.search.params]
 
+    def grid_points(self) -> int | None:
+        """Points of the full grid (the product of every param's values) under `sampler:
+        grid`, else None. load_spec already checked that every param is finite."""
+        if self.search.sampler != "grid":
+            return None
+        return math.prod(len(p.grid_values()) for p in self.search.params)
+
     def config_for(self, native: Mapping[str, Any]) -> dict[str, Any]:
         """The trial config for Optuna-native sampled values (decode + apply)."""
         return apply_params(self.base_config(), decode_params(self.search.params, native))
@@ -124,8 +133,12 @@ class SweepSpec:
                 "seed": s.seed, "max_concurrent": s.max_concurrent,
                 "scheduler": dict(vars(s.scheduler)),
                 "params": {p.key: p.to_yaml() for p in s.params},
+                "baseline": s.baseline,
             },
-            "resources": dict(self.resources),
+            # a size is written with its unit: load_spec refuses a bare number
+            "resources": {**dict(self.resources), "memory_budget": (
+                None if self.resources.memory_budget is None
+                else f"{self.resources.memory_budget}B")},
             "results": self.results,
             "distill": thaw(self.distill) if self.distill is not None else None,
         }
@@ -162,3 +175,50 @@ def apply_params(base_config: Mapping[str, Any], flat_params: Mapping[str, Any])
             node = node.setdefault(part, {})
         node[parts[-1]] = copy.deepcopy(value)
     return config
+
+
+# The parts of a sweep file that must not change between a sweep's runs (trials may grow):
+# with another value the recorded trials and the new ones would answer different questions.
+SAME_ON_RESUME = ("data", "model", "train", "search.params", "search.metric", "search.mode")
+_MISSING = object()
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    """Leaves of nested mappings by dotted key; a searched param (`search.params.train.lr`) is
+    one leaf holding its whole distribution; an empty mapping has no leaves."""
+    if not isinstance(value, Mapping) or prefix.startswith("search.params."):
+        out[prefix] = value
+        return
+    for key, child in value.items():
+        _flatten(child, f"{prefix}.{key}" if prefix else str(key), out)
+
+
+def _at(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _show(value: Any) -> str:
+    return "(absent)" if value is _MISSING else repr(value)
+
+
+def spec_diff(old: Mapping[str, Any], new: Mapping[str, Any],
+              keys: Sequence[str] = SAME_ON_RESUME) -> list[str]:
+    """The changed leaves under `keys` of two sweep dicts (`as_dict()` form), one line each:
+    `train.epochs: 1 -> 6`, `search.params.model.layers: {'int': [1, 4]} -> (absent)`."""
+    lines = []
+    for key in keys:
+        before, after = {}, {}
+        for tree, flat in ((old, before), (new, after)):
+            value = _at(tree, key)
+            if value is not _MISSING:
+                _flatten(value, key, flat)
+        for leaf in dict.fromkeys([*before, *after]):
+            a, b = before.get(leaf, _MISSING), after.get(leaf, _MISSING)
+            if a != b:
+                lines.append(f"{leaf}: {_show(a)} -> {_show(b)}")
+    return lines

@@ -270,3 +270,33 @@ def test_ray_job_submit_runs_the_sweep_on_the_cluster(cluster: RayCluster, tmp_p
     assert "sweep tiny_cluster: 4 trials run, 4 recorded, 0 failed" in job.stdout
     trials = _check_store(results / "tiny_cluster", cluster)
     assert trials.node_id.nunique() == 2, trials[["trial_id", "node_id", "started_at"]]
+
+
+_JOIN = ("import sys\nfrom orchestrator.cluster import ClusterError, ray_init\ntry:\n"
+         "    ray_init(sys.argv[1], verbose=False)\nexcept ClusterError as exc:\n"
+         "    sys.exit(f'error: {exc}')\n")
+
+
+def _join(cluster: RayCluster, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _JOIN, cluster.address], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=300, start_new_session=True,
+    )  # fmt: skip
+
+
+def test_joining_uses_the_token_ray_uses_without_ray_auth_mode(cluster: RayCluster) -> None:
+    # a user's shell: no RAY_AUTH_MODE, the cluster's token in ~/.ray/auth_token
+    env = {k: v for k, v in ENV.items() if k != "RAY_AUTH_MODE"}
+    run = _join(cluster, env)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert f"joined the Ray cluster at {cluster.address}" in run.stdout
+
+
+def test_a_wrong_token_is_reported_as_an_authentication_failure(cluster: RayCluster) -> None:
+    env = {**ENV, "RAY_AUTH_TOKEN": "0" * 32}  # RAY_AUTH_TOKEN wins over ~/.ray/auth_token
+    run = _join(cluster, env)
+    assert run.returncode != 0, run.stdout[-2000:]
+    error = run.stderr[run.stderr.index("error: "):]
+    assert "usually authentication (token sent from RAY_AUTH_TOKEN" in error, error
+    assert "ray get-auth-token" in error
+    assert "ray stop" not in run.stderr and "cannot reach" not in run.stderr

@@ -101,7 +101,7 @@ def test_memory_budget_shrinks_the_micro_batch_and_accumulates(
         tmp_path,
         cache_dir,
         "--trials", "1",
-        "--set", f"resources.memory_budget={budget}",
+        "--set", f"resources.memory_budget={budget}B",
         "--set", "search.params={}",
     )  # fmt: skip
     assert code == cli.EXIT_OK

@@ -6,7 +6,8 @@ that states the rule and the offending value, so `sweep.py` can print it as-is b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from trainables.errors import ConfigError
@@ -51,3 +52,16 @@ def check_int_list(
             key, f"{name} must have {length} entries, but got {len(value)}: {value!r}"
         )
     return list(value)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A constructor rule over several hyper-parameters of one family, declared beside the
+    family (its class attribute `CONSTRAINTS`) so that the sweep-file loader can check every
+    combination a search may draw before anything trains (orchestrator/spec/constraints.py).
+    `holds(**{key: value for key in keys})` is True when the combination is valid; the
+    constructor keeps raising its own ConfigError for the same rule."""
+
+    keys: tuple[str, ...]  # constructor keyword names, e.g. ("d_model", "heads")
+    rule: str  # as a reader writes it, e.g. "d_model % heads == 0"
+    holds: Callable[..., bool]
