@@ -7,6 +7,9 @@ the store.
 - `study_from_trials`: THE function that rebuilds a study from stored trial rows; resume
   (`study_with_history`) and the report's parameter importance both use it.
 - `TrialSpace`: what OptunaSearch calls to get a trial's whole config (and its memory plan).
+- `SweepSearch`: Ray's OptunaSearch telling each ended trial the state the store records
+  (`live_trial_state`), so the running study and the one rebuilt on resume hold the same history
+  (Ray's own tells an ASHA-stopped trial COMPLETE; the store, and so a rebuild, says PRUNED).
 
 Resume design (why no Tuner.restore): the Parquet store is the single source of truth. Each run
 reads the trials already recorded, re-adds them to a fresh in-memory Optuna study (so the sampler
@@ -135,13 +138,23 @@ def make_sampler(spec: SweepSpec, recorded: int = 0) -> optuna.samplers.BaseSamp
 
 
 def trial_state(row: Mapping[str, Any]) -> optuna.trial.TrialState:
-    """The Optuna state of a stored trial: COMPLETE (scored status with an objective), PRUNED,
-    or FAIL (raised, or ended without an objective)."""
+    """THE Optuna state of a trial (stored row, or `live_trial_state` while running): COMPLETE
+    (scored status with an objective), PRUNED, or FAIL (raised, or ended without an objective)."""
     if row[schema.STATUS] == schema.PRUNED:
         return optuna.trial.TrialState.PRUNED
-    if row[schema.STATUS] in schema.SCORED_STATUSES and pd.notna(row[schema.OBJECTIVE]):
+    objective = row.get(schema.OBJECTIVE)
+    if row[schema.STATUS] in schema.SCORED_STATUSES and objective is not None and pd.notna(
+            objective):
         return optuna.trial.TrialState.COMPLETE
     return optuna.trial.TrialState.FAIL
+
+
+def live_trial_state(result: Mapping[str, Any] | None, error: bool) -> optuna.trial.TrialState:
+    """The state of a trial that just ended, from its last report, decided as the store decides
+    it (schema.trial_status -> trial_state), so a rebuild from the store matches."""
+    last = dict(result or {})
+    status = schema.trial_status(last, "trial raised" if error else None)
+    return trial_state({schema.STATUS: status, schema.OBJECTIVE: last.get(schema.OBJECTIVE)})
 
 
 def study_from_trials(
@@ -156,7 +169,9 @@ def study_from_trials(
     """A study holding one Optuna trial per stored trial row (THE rebuild; see the module
     docstring). `direction`: max | min (the sweep's mode). `params_of(row)` -> (params,
     distributions); a row without params is skipped. State from `trial_state`, value = the
-    row's objective when COMPLETE."""
+    row's objective when COMPLETE or PRUNED, and the objective as the intermediate value at its
+    last epoch (what the running study holds last: Ray reports the objective every epoch, and
+    Optuna gives a PRUNED trial its last intermediate value; TPE reads only that one)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the console shows what matters
     study = optuna.create_study(
         storage=storage, study_name=study_name, sampler=sampler,
@@ -167,10 +182,15 @@ def study_from_trials(
         if not params:
             continue
         state = trial_state(row)
-        complete = state == optuna.trial.TrialState.COMPLETE
+        objective = row.get(schema.OBJECTIVE)
+        scored = objective is not None and pd.notna(objective) and (
+            state != optuna.trial.TrialState.FAIL)
+        epoch = row.get(schema.EPOCHS_RUN)
+        last = int(epoch) if epoch is not None and pd.notna(epoch) and epoch > 0 else None
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions=distributions, state=state,
-            value=float(row[schema.OBJECTIVE]) if complete else None,
+            value=float(objective) if scored else None,
+            intermediate_values={last: float(objective)} if scored and last else None,
         ))
     return study
 
@@ -231,3 +251,42 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+# --- the searcher Ray Tune drives ----------------------------------------------------------------
+def _sweep_search_class() -> type:
+    """Define SweepSearch on first use: it subclasses Ray's OptunaSearch, and importing Ray here
+    would slow every reader of this module (the report, `plan`) by seconds."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from trainables.names import ERROR_REASON
+
+    class SweepSearch(OptunaSearch):
+        """OptunaSearch that tells Optuna `live_trial_state` of an ended trial: PRUNED for a
+        trial the scheduler stopped (Ray's tells it COMPLETE, since its result has the metric),
+        FAIL for one that raised or has no objective, COMPLETE otherwise (with the objective)."""
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if not result.get(ERROR_REASON):  # a failure report's NaN is no intermediate value
+                super().on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                              error: bool = False) -> None:
+            state = live_trial_state(result, error)
+            if (state == optuna.trial.TrialState.COMPLETE or trial_id in self._completed_trials
+                    or trial_id not in self._ot_trials):
+                super().on_trial_complete(trial_id, result=result, error=error)
+                return
+            # PRUNED: Optuna takes the last intermediate value (the last objective reported).
+            self._ot_study.tell(self._ot_trials[trial_id], None, state=state)
+            self._completed_trials.add(trial_id)
+
+    SweepSearch.__module__, SweepSearch.__qualname__ = __name__, "SweepSearch"
+    globals()["SweepSearch"] = SweepSearch  # pickled by reference, as a module-level class
+    return SweepSearch
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SweepSearch":
+        return _sweep_search_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,9 @@
 """Reading a result store: DataFrames, leaderboard, group-by, SQL, learning curves, compaction.
 
 - results.py     load(path) -> Results (trials / epochs / members, read lazily); QueryError
-- frames.py      leaderboard, group_by, curves, summary, format_frame
+- frames.py      leaderboard, best_trial, group_by, curves, summary, format_frame
+- paired.py      paired_difference: fold-paired difference, t-interval, Wilcoxon, THE tie rule
+- reference.py   read_baselines (results/<sweep>/baseline.parquet), confusion with class names
 - sql.py         sql (read-only SELECT over DuckDB views), filter_where (--where)
 - compaction.py  compact: merge per-trial files so big sweeps query fast
 - cli.py         `sweep.py results`
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from orchestrator.query.compaction import compact
 from orchestrator.query.frames import (
+    best_trial,
     curves,
     format_frame,
     group_by,
@@ -19,11 +22,21 @@ from orchestrator.query.frames import (
     status_counts,
     summary,
 )
-from orchestrator.query.results import QueryError, Results, check_column, load
+from orchestrator.query.paired import TIE_RULE, Paired, member_values, paired_difference
+from orchestrator.query.reference import confusion, confusion_record, read_baselines
+from orchestrator.query.results import (
+    QueryError,
+    Results,
+    check_column,
+    column_names,
+    display_name,
+    load,
+)
 from orchestrator.query.sql import check_select, filter_where, sql
 
 __all__ = [
-    "QueryError", "Results", "check_column", "check_select", "compact", "curves", "filter_where",
-    "format_frame", "group_by", "leaderboard", "load", "param_columns", "sql", "status_counts",
-    "summary",
+    "TIE_RULE", "Paired", "QueryError", "Results", "best_trial", "check_column", "check_select",
+    "column_names", "compact", "confusion", "confusion_record", "curves", "display_name",
+    "filter_where", "format_frame", "group_by", "leaderboard", "load", "member_values",
+    "paired_difference", "param_columns", "read_baselines", "sql", "status_counts", "summary",
 ]

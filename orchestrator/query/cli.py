@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a sweep dir, a results root, a URI, or a sweep name (= results/<name>)",
     )
     parser.add_argument("--where", default=None,
-                        help='SQL boolean over trials columns, e.g. "param.model.layers = 2"')
+                        help='SQL boolean over trials columns, by the names the leaderboard '
+                             'shows, e.g. "model.layers = 2 AND val_uar > 0.5"')
     parser.add_argument("--top", type=int, default=10, help="rows of the leaderboard")
     parser.add_argument("--by", default=None, help="rank by this column (default: objective)")
     parser.add_argument("--group-by", default=None, metavar="PARAM",
@@ -32,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one read-only SELECT over views trials, epochs, members")
     parser.add_argument("--curves", default=None, metavar="ID[,ID...]",
                         help="learning curves (mean/std over members) of these trials")
-    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument("--format", choices=FORMATS, default="table",
+                        help="output format (default: table)")
     parser.add_argument("--output", default=None, help="write to FILE instead of stdout")
     parser.add_argument("--compact", action="store_true",
                         help="merge per-trial files into one file per table first")
@@ -44,6 +46,7 @@ def resolve_target(target: str) -> str:
         return target
     named = Path("results") / target
     if named.is_dir():
+        print(f"{named} (from name {target!r})", file=sys.stderr)  # which folder a name meant
         return str(named)
     raise QueryError(
         f"no results at {target!r}: not a directory, and no sweep {target!r} under results/"
@@ -69,8 +72,14 @@ def run(args: argparse.Namespace) -> int:
         frame = curves(results, [t.strip() for t in args.curves.split(",") if t.strip()])
     else:
         frame = leaderboard(results, top=args.top, by=args.by, where=args.where)
-        if args.format == "table" and not args.output:
+        if args.format == "table" and not args.output and len(frame):
             print(frame.attrs.get("summary", ""), file=sys.stderr)
+    if not len(frame):  # say so, instead of pandas' "Empty DataFrame / Columns: []"
+        why = f"match --where {args.where!r}" if args.where and not args.sql else (
+            "match" if args.sql else "are recorded")
+        print(f"no {'rows' if args.sql else 'trials'} {why}", file=sys.stderr)
+        if args.format == "table" and not args.output:
+            return 0
     out = format_frame(frame, args.format)
     if args.output:
         mode = "wb" if isinstance(out, bytes) else "w"

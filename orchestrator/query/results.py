@@ -9,6 +9,7 @@ naming the file. Nothing is ever unpickled. Column names: orchestrator/store/sch
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -75,12 +76,45 @@ def load(results_dir: str) -> Results:
     return Results(str(results_dir), fs, sweeps)
 
 
-def check_column(frame: pd.DataFrame, column: str) -> str:
-    """`column`, or `param.<column>` when that is the one meant; else a QueryError."""
-    if column in frame.columns:
-        return column
-    if schema.param_column(column) in frame.columns:
-        return schema.param_column(column)
-    close = difflib.get_close_matches(column, [str(c) for c in frame.columns], n=3)
+def display_name(column: str, columns: Iterable[str] = ()) -> str:
+    """THE name a table shows for a stored column (format_frame prints it; every query accepts
+    it): `param.model.layers` -> `model.layers`; `val_uar_mean` -> `val_uar` when `val_uar_std`
+    is among `columns` (the table shows them as one `mean±std` cell); anything else as stored."""
+    column = str(column)
+    if column.startswith(schema.PARAM_PREFIX):
+        return column.removeprefix(schema.PARAM_PREFIX)
+    base = column.removesuffix("_mean")
+    if base != column and f"{base}_std" in columns:
+        return base
+    return column
+
+
+def column_names(frame: pd.DataFrame) -> dict[str, str]:
+    """Every name a query accepts for `frame`'s columns -> the stored column: the stored names
+    themselves and their display names (`display_name`); a stored name wins a clash."""
+    columns = [str(c) for c in frame.columns]
+    out = {c: c for c in columns}
+    for c in columns:
+        out.setdefault(display_name(c, columns), c)
+    return out
+
+
+def unknown_name(name: str, names: Iterable[str], table: str = "trials") -> QueryError:
+    """The error for a name no column has, with up to 3 close names (difflib)."""
+    shown = sorted(set(names))
+    close = difflib.get_close_matches(name, shown, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise QueryError(f"no column {column!r} in the trials table{hint}")
+    return QueryError(f"no column {name!r} in the {table} table{hint}")
+
+
+def check_column(frame: pd.DataFrame, column: str) -> str:
+    """The stored column `column` names: a stored name, a display name (`val_uar`,
+    `model.layers`), or a param key (`model.layers` = `param.model.layers`); else QueryError
+    with did-you-mean."""
+    names = column_names(frame)
+    if column in names:
+        return names[column]
+    if schema.param_column(column) in names:
+        return names[schema.param_column(column)]
+    columns = [str(c) for c in frame.columns]
+    raise unknown_name(column, [display_name(c, columns) for c in columns] + columns)

@@ -12,11 +12,13 @@ from typing import Any
 
 from orchestrator.spec import checks as sc
 from orchestrator.spec.checks import Ctx, Expect, check_value, unknown_key
-from trainables.config import DATA_DEFAULTS, MAX_SECONDS, TRAIN_DEFAULTS
+from orchestrator.spec.errors import SpecError
+from trainables.config import DATA_DEFAULTS, MAX_SECONDS, TRAIN_DEFAULTS, VAL_PROTOCOLS
 from trainables.names import SELECTABLE_METRICS, VAL_LOSS, VAL_UAR
 
 # Closed sets and lower bounds of data/train values (config.py spells the keys and defaults).
 ENUMS: dict[str, tuple[str, ...]] = {
+    "data.val": VAL_PROTOCOLS,
     "data.normalize": ("none", "utterance", "train"),
     "data.folds": ("by_session", "by_speaker", "official"),
     "train.optimizer": ("adamw", "sgd"),
@@ -33,9 +35,12 @@ MINIMA: dict[str, tuple[float, bool]] = {
     "train.lr": (0, False), "train.weight_decay": (0, True), "train.momentum": (0, True),
     "train.warmup_epochs": (0, True), "train.grad_clip": (0, True),
     "train.collapse_patience": (1, True),
+    "train.collapse_margin": (0, True), "train.collapse_top_share": (0, False),
+    "data.val_fraction": (0, False),
 }
 # key -> inclusive upper bound
-MAXIMA: dict[str, float] = {"data.max_seconds": MAX_SECONDS}
+MAXIMA: dict[str, float] = {"data.max_seconds": MAX_SECONDS, "train.collapse_margin": 1.0,
+                            "train.collapse_top_share": 1.0, "data.val_fraction": 1.0}
 # Types of keys whose default is None (anything else with a None default accepts any value).
 NULLABLE: dict[str, Expect] = {
     "data.root": Expect((str,), True),
@@ -45,14 +50,15 @@ NULLABLE: dict[str, Expect] = {
 }
 CORPORA_WITH_ROOT = ("iemocap", "meld", "manifest")
 SEARCH_KEYS = ("metric", "mode", "sampler", "trials", "seed", "max_concurrent", "scheduler",
-               "params")
+               "params", "baseline")
 SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor", "max_t")
 RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial", "gpu_memory_fraction", "memory_budget",
                  "max_failures")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 SCHEDULERS = ("asha", "none")
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+SIZE_UNITS = "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB"
 
 
 def section(ctx: Ctx, raw: dict[str, Any], name: str) -> dict[str, Any]:
@@ -109,14 +115,25 @@ def check_entry(ctx: Ctx, path: tuple[str, ...], section_name: str, key: str, va
     return value
 
 
-def data_or_train(ctx: Ctx, raw: dict[str, Any], name: str) -> dict[str, Any]:
+def check_known_keys(ctx: Ctx, raw: dict[str, Any], name: str) -> None:
+    """Every key of the data or train section is one of its defaults' keys (no registry
+    needed: a misspelt key is reported before the corpus/feature registries are imported)."""
     defaults = DATA_DEFAULTS if name == "data" else TRAIN_DEFAULTS
-    given = section(ctx, raw, name)
-    out = dict(defaults)
-    for key, value in given.items():
+    for key in section(ctx, raw, name):
         if key not in defaults:
             raise unknown_key(ctx, (name,), key, defaults, f"the {name} section")
+
+
+def data_or_train(ctx: Ctx, raw: dict[str, Any], name: str) -> dict[str, Any]:
+    check_known_keys(ctx, raw, name)
+    out = dict(DATA_DEFAULTS if name == "data" else TRAIN_DEFAULTS)
+    for key, value in section(ctx, raw, name).items():
         out[key] = check_entry(ctx, (name, key), name, key, value)
+    if name == "train" and out["reweight"] is True and out["rebalance"] is True:
+        # either one corrects the class imbalance; both would correct it twice
+        raise ctx.err((name, "rebalance"), "train.reweight and train.rebalance are both true: "
+                      "each corrects the class imbalance on its own (class-weighted loss / "
+                      "class-balanced sampling), together they correct it twice; set one")
     return out
 
 
@@ -180,28 +197,42 @@ def model(ctx: Ctx, raw: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def _size_hint(number: str) -> str:
+    return (f"a size needs a unit: {number} alone would be {number} bytes; write e.g. "
+            f"{number}GiB or {number}MB ({number}B for bytes; units: {SIZE_UNITS})")
+
+
 def parse_bytes(ctx: Ctx, path: tuple[str, ...], value: Any) -> int | None:
+    """A size with a unit (`2GiB`, `512MB`, `4096B`) -> bytes; None stays None.
+
+    A bare number is refused (`--gpu-memory 80` meant 80 GiB, not 80 bytes): the unit is
+    required everywhere, in the sweep file and on the command line."""
     if value is None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str) and (m := re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", value)):
-        unit = m.group(2).lower()
-        if unit not in _UNITS or m.group(1).count(".") > 1:
-            raise ctx.err(path, f"expected a size such as 2GiB, 512MB or 1073741824, but got "
-                          f"{value!r} (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
-        number = float(m.group(1)) * _UNITS[unit]
-    else:
-        raise ctx.err(path, f"expected a size in bytes or a string such as 2GiB, but got "
+        raise ctx.err(path, _size_hint(f"{value:g}" if isinstance(value, float) else str(value)))
+    if not (isinstance(value, str) and (
+            m := re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", value))):
+        raise ctx.err(path, f"expected a size such as 2GiB or 512MB, but got "
                       f"{sc.describe(value)}")
+    unit = m.group(2).lower()
+    if not unit:
+        raise ctx.err(path, _size_hint(m.group(1)))
+    if unit not in _UNITS or m.group(1).count(".") > 1:
+        raise ctx.err(path, f"expected a size such as 2GiB, 512MB or 4096B, but got "
+                      f"{value!r} (units: {SIZE_UNITS})")
+    number = float(m.group(1)) * _UNITS[unit]
     if number <= 0:
-        raise ctx.err(path, f"memory_budget > 0 must hold, but got {value!r}")
+        raise ctx.err(path, f"{path[-1]} > 0 must hold, but got {value!r}")
     return int(number)
 
 
 def parse_size(value: str, what: str) -> int | None:
     """A size given on the command line (e.g. `--gpu-memory 80GiB`), SpecError naming `what`."""
-    return parse_bytes(Ctx(what), (what,), value)
+    try:
+        return parse_bytes(Ctx(what), (what,), value)
+    except SpecError as exc:  # the flag is the place: `--gpu-memory: a size needs a unit: ...`
+        raise SpecError(what, None, exc.message) from None
 
 
 def resources(ctx: Ctx, raw: dict[str, Any]) -> dict[str, Any]:
@@ -295,4 +326,7 @@ def search(ctx: Ctx, raw: dict[str, Any], epochs: int) -> dict[str, Any]:
                                         given.get("max_concurrent"), 1, nullable=True),
         "scheduler": scheduler(ctx, given.get("scheduler", {"type": "asha"}), epochs),
         "params": given.get("params"),
+        # the reference baseline at the sweep's start (orchestrator/baseline.py; cached)
+        "baseline": check_value(ctx, ("search", "baseline"), given.get("baseline", True),
+                                Expect((bool,))),
     }

@@ -13,7 +13,8 @@ from orchestrator.store.result_store import ResultStore
 from orchestrator.store.rows import (
     TrialBuffer,
     checkpoint_path,
-    error_text,
+    reported_error,
+    trial_error,
     trial_gpus,
     trial_rows,
 )
@@ -26,7 +27,8 @@ class StoreCallback(Callback):
 
     The status is schema.trial_status (the console shows the same). `extra` is merged into every
     trial row
-    (e.g. {"teacher_sweep": ..., "teacher_trial": ...})."""
+    (e.g. {"teacher_sweep": ..., "teacher_trial": ...}); `classes`, the class names, go with
+    each member's confusion matrix."""
 
     def __init__(
         self,
@@ -35,12 +37,14 @@ class StoreCallback(Callback):
         metric: str,
         mode: str,
         extra: dict | None = None,
+        classes: list[str] | None = None,
     ) -> None:
         self.store = store
         self.param_keys = list(param_keys)
         self.metric = metric
         self.mode = mode
         self.extra = dict(extra or {})
+        self.classes = None if classes is None else [str(c) for c in classes]
         self.buffers: dict[str, TrialBuffer] = {}
 
     def _buffer(self, trial) -> TrialBuffer:
@@ -55,12 +59,13 @@ class StoreCallback(Callback):
         self._buffer(trial).add(result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        self._write(trial, error=None)
+        # a trial that reported its own failure (names.ERROR_REASON) ended "complete" for Tune
+        self._write(trial, *reported_error(self._buffer(trial).last))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._write(trial, error=error_text(trial))
+        self._write(trial, *trial_error(trial))
 
-    def _write(self, trial, error: str | None) -> None:
+    def _write(self, trial, error: str | None, error_traceback: str | None) -> None:
         buffer = self.buffers.pop(trial.trial_id, None) or TrialBuffer(started_at=time.time())
         row, epochs, members = trial_rows(
             trial_id=trial.trial_id,
@@ -71,8 +76,10 @@ class StoreCallback(Callback):
             mode=self.mode,
             status=None,
             error=error,
+            error_traceback=error_traceback,
             trial_gpus=trial_gpus(trial),
             checkpoint_path=checkpoint_path(trial),
+            classes=self.classes,
         )
         row.update(self.extra)
         try:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
+import pickle
+import re
 import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +24,7 @@ from orchestrator.store import schema
 from trainables import names
 from trainables.stats import mean_std
 
+log = logging.getLogger(__name__)
 _KEYS = (schema.TRIAL_ID, schema.SWEEP)  # ResultStore.write_trial adds them
 _EPOCH_COLUMNS = [n for n in schema.EPOCHS_SCHEMA.names if n not in _KEYS]
 _MEMBER_COLUMNS = [n for n in schema.MEMBERS_SCHEMA.names if n not in _KEYS]
@@ -104,8 +108,12 @@ def trial_rows(
     trial_gpus: float,
     ended_at: float | None = None,
     checkpoint_path: str | None = None,
+    classes: list[str] | None = None,
+    error_traceback: str | None = None,
 ) -> tuple[dict, list[dict], list[dict]]:
-    """(trial row, epoch rows, member rows). `status` None: decided from the last report."""
+    """(trial row, epoch rows, member rows). `status` None: decided from the last report.
+    `classes`: the class names (PreparedData.classes), stored with each member's confusion
+    unless the member result carries its own."""
     last = buffer.last
     members = schema.report_json(last, names.MEMBER_RESULTS_JSON, [])
     runtime = schema.report_json(last, names.RUNTIME_JSON, {})
@@ -127,6 +135,7 @@ def trial_rows(
         schema.TRIAL_ID: trial_id,
         schema.STATUS: status,
         schema.ERROR: error,
+        schema.ERROR_TRACEBACK: error_traceback,
         schema.OBJECTIVE: None if objective is None or _isnan(objective) else float(objective),
         schema.METRIC: metric,
         schema.MODE: mode,
@@ -150,6 +159,8 @@ def trial_rows(
         "host": runtime.get("host") or last.get("hostname"),
         "node_id": runtime.get("node_id"),
         "device": runtime.get("device"),
+        "precision": runtime.get("precision"),
+        names.DATA_SKIPPED_CLIPS: _int(runtime.get(names.DATA_SKIPPED_CLIPS)),
         "gpu_ids": json.dumps(gpu_ids) if gpu_ids is not None else None,
         "code_version": code_version(),
         "started_at": _ts(buffer.started_at),
@@ -158,6 +169,12 @@ def trial_rows(
     for name in schema.BEST_METRICS + schema.TEST_METRICS:
         mean, std = mean_std(m.get(name) for m in members)
         row[names.mean_key(name)], row[names.std_key(name)] = _null(mean), _null(std)
+    # The objective is the mean of each member's best `metric`: its spread is that of the same
+    # per-member values (the trainer's own objective_std when it reports one).
+    reported_std = last.get(schema.OBJECTIVE_STD)
+    if reported_std is None:
+        reported_std = mean_std(m.get(metric) for m in members)[1]
+    row[schema.OBJECTIVE_STD] = _null(float(reported_std))
     for key in param_keys:
         row[schema.param_column(key)] = param_value(get_dotted(config, key))
     epochs = [
@@ -167,11 +184,73 @@ def trial_rows(
     member_rows = []
     for m in members:
         out = {c: m.get(c) for c in _MEMBER_COLUMNS}
-        for column in (schema.TEST_CONFUSION, "agreement_confusion", "test_uar_by_corpus"):
+        for column in ("agreement_confusion", "test_uar_by_corpus"):
             if not isinstance(out[column], (str, type(None))):
                 out[column] = json.dumps(out[column])
+        if out[schema.TEST_CONFUSION] is not None:  # integer counts; JSON text also read
+            out[schema.TEST_CONFUSION] = [[int(v) for v in r]
+                                          for r in schema.as_list(out[schema.TEST_CONFUSION])]
+            if out[schema.CLASSES] is None and classes is not None:
+                out[schema.CLASSES] = [str(c) for c in classes]
         member_rows.append(out)
     return row, epochs, member_rows
+
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")  # colour / cursor sequences (Ray colours errors)
+REASON_CHARS = 300
+
+
+def plain(text: str) -> str:
+    """`text` without ANSI escape sequences."""
+    return _ANSI.sub("", text)
+
+
+def one_line(text: str) -> str:
+    """`text` as one plain line (whitespace runs -> one space), at most REASON_CHARS long."""
+    line = " ".join(plain(text).split())
+    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 3] + "..."
+
+
+def reported_error(report: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(reason, traceback) of a trial that reported its own failure (trainables/trainable.py:
+    failure_report), else (None, None)."""
+    reason = report.get(names.ERROR_REASON)
+    if not reason:
+        return None, None
+    traceback_text = report.get(names.ERROR_TRACEBACK)
+    return one_line(str(reason)), plain(str(traceback_text)) if traceback_text else None
+
+
+def trial_error(trial) -> tuple[str, str]:
+    """(reason, traceback) of a trial Tune ended with an error once its retries were spent, or
+    is retrying (a worker or node lost, an unexpected exception): `Type: first line` of the
+    latest exception, and Ray's error text (every attempt) without colour codes."""
+    text = plain(error_text(trial))
+    exc = _latest_exception(trial)
+    if exc is None:
+        lines = [line for line in text.splitlines() if line.strip()]
+        return one_line(lines[-1] if lines else text), text
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return one_line(f"{type(exc).__name__}: {first}"), text
+
+
+def _latest_exception(trial) -> BaseException | None:
+    """The exception Tune pickled for the trial's latest failure (its local error.pkl, written
+    before the callbacks run; get_pickled_error() reads the storage copy, synced later)."""
+    path = getattr(trial, "pickled_error_file", None)
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            exc = pickle.load(handle)
+    except (OSError, EOFError, ImportError, AttributeError, pickle.UnpicklingError) as unreadable:
+        log.debug("pickled error of trial %s unreadable: %s", trial.trial_id, unreadable)
+        return None
+    from ray.exceptions import RayTaskError  # Ray only here: rows.py is tested without it
+
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, BaseException):
+        return exc.cause  # the trainable's own exception
+    return exc if isinstance(exc, BaseException) else None
 
 
 def error_text(trial) -> str:

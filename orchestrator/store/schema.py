@@ -34,6 +34,11 @@ PARAM_PREFIX = "param."
 OPTUNA_PARAMS_PREFIX = "optuna:"  # top-level config keys with Optuna-native values (runner.py)
 COMPACT_PREFIX = "compact-"  # merged files; no "." / "_" prefix so pyarrow datasets read them
 TABLES = ("trials", "epochs", "members")
+# results/<sweep>/baseline.parquet, written by trainables/baseline.py (its BASELINE_FILE; spelled
+# again here so readers of the store do not import torch; tests/orchestrator/query checks both).
+BASELINE_FILE = "baseline.parquet"
+BASELINE_ID = "baseline"  # its row's trial_id in the leaderboard
+REFERENCE = "reference"  # its row's status: shown, never ranked
 
 COMPLETED, PRUNED, FAILED = "completed", "pruned", "failed"
 COLLAPSED, DOES_NOT_FIT = "collapsed", "does_not_fit"
@@ -42,16 +47,22 @@ STATUSES = (COMPLETED, PRUNED, FAILED, COLLAPSED, DOES_NOT_FIT)
 failed: raised; collapsed: every member collapsed to one class; does_not_fit: a batch of 1 does
 not fit the memory budget (trainables.errors.DoesNotFitError)."""
 SCORED_STATUSES = (COMPLETED, COLLAPSED)  # their objective is final (Optuna: COMPLETE)
+# May rank as best (leaderboard #1, the console's "best", query.best_trial): a collapsed trial's
+# objective is real but says the configuration failed, so it is listed after these, never best.
+RANKED_STATUSES = (COMPLETED, PRUNED)
 FAILED_STATUSES = (FAILED, DOES_NOT_FIT)  # raised: the `error` column says why
 
 # Columns every reader names (the full list, typed and documented, is TRIAL_FIELDS etc. below).
 TRIAL_ID, SWEEP, STATUS, ERROR = "trial_id", "sweep", "status", "error"
+ERROR_TRACEBACK = names.ERROR_TRACEBACK  # "error_traceback"
 OBJECTIVE = names.OBJECTIVE
+OBJECTIVE_STD = names.OBJECTIVE_STD
 MODE, METRIC, EPOCHS_RUN = "mode", "metric", "epochs_run"
 MEMBERS, MEMBERS_COLLAPSED = "members", names.MEMBERS_COLLAPSED
 CONFIG_JSON, CHECKPOINT_PATH = "config_json", "checkpoint_path"
 OPTUNA_PARAMS_JSON = "optuna_params_json"
 TEST_CONFUSION = "test_confusion"
+CLASSES = "classes"  # members: the class names, in the order of the confusion's rows/columns
 
 BEST_METRICS = tuple(names.split_metric("val", m) for m in names.SCALAR_METRICS)
 TEST_METRICS = names.TEST_METRICS
@@ -59,6 +70,8 @@ EPOCH_METRICS = (names.TRAIN_LOSS, names.VAL_LOSS) + BEST_METRICS
 
 _F, _I, _S, _B = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 _TS = pa.timestamp("us", tz="UTC")
+_MATRIX = pa.list_(pa.list_(pa.int64()))  # a confusion matrix, rows = true class
+_NAMES = pa.list_(pa.string())
 
 
 def _agg_fields() -> list[tuple[str, pa.DataType, str]]:
@@ -76,8 +89,12 @@ TRIAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("trial_id", _S, "Ray Tune trial id; the key of the row"),
     ("sweep", _S, "sweep name (results/<sweep>/)"),
     ("status", _S, "one of STATUSES"),
-    ("error", _S, "error text of a failed / does_not_fit trial, else null"),
+    ("error", _S, "why a failed / does_not_fit trial failed, one line `Type: message` (no "
+                  "traceback, no colour codes), else null"),
+    ("error_traceback", _S, "plain-text traceback of that failure (null when none was kept)"),
     ("objective", _F, "last reported objective: mean over members of each member's best metric"),
+    ("objective_std", _F, "sample std (ddof 1) over members of each member's best metric; "
+                          "null for one member"),
     ("metric", _S, "the sweep's search.metric, e.g. val_uar"),
     ("mode", _S, "max | min"),
     ("epochs_run", _I, "last reported epoch (0 if none)"),
@@ -98,6 +115,9 @@ TRIAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("host", _S, "host name the trial ran on"),
     ("node_id", _S, "Ray node id"),
     ("device", _S, "torch device, e.g. cuda:0 or cpu"),
+    ("precision", _S, "autocast the trial trained with: fp32 | bfloat16 | float16 (train.amp)"),
+    (names.DATA_SKIPPED_CLIPS, _I, "clips the corpus listed but skipped as missing or "
+                                   "unreadable (MELD); 0 when none"),
     ("gpu_ids", _S, "JSON list of the GPU ids Ray gave the trial"),
     ("code_version", _S, "git describe of the repository, else the package version"),
     ("teacher_sweep", _S, "distillation: the teacher's sweep (nullable)"),
@@ -134,7 +154,9 @@ MEMBER_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("best_epoch", _I, "epoch of the best validation metric"),
     *[(m, _F, f"{m} at the best epoch") for m in BEST_METRICS + ("val_loss",)],
     *[(m, _F, f"{m} of the model at the best epoch") for m in TEST_METRICS],
-    ("test_confusion", _S, "JSON list of lists: confusion matrix on test (rows = true class)"),
+    ("test_confusion", _MATRIX, "confusion matrix on test, integer counts (rows = true class, "
+                                "columns = predicted; order of `classes`)"),
+    ("classes", _NAMES, "class names: the order of test_confusion's rows and columns"),
     ("n_test", _I, "test examples"),
     ("collapsed", _B, "member collapsed to one class"),
     ("stopped_epoch", _I, "epoch the member stopped (null: ran all epochs)"),
@@ -181,6 +203,21 @@ def _utc(value: object) -> datetime:
     return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).to_pydatetime()
 
 
+def as_list(value: object) -> list | None:
+    """A list column's value: lists (numpy arrays too) as plain lists; a JSON text (the store's
+    format before confusions became integer lists) decoded."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = json.loads(value)
+    if hasattr(value, "tolist"):  # numpy arrays (pyarrow's to_pandas) and numpy scalars
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [as_list(v) if isinstance(v, (list, tuple)) or hasattr(v, "tolist") else v
+                for v in value]
+    return value
+
+
 def to_table(table: str, rows: list[dict]) -> pa.Table:
     """Rows -> an Arrow table with the fixed schema of `table` (+ typed extra columns)."""
     schema = SCHEMAS[table]
@@ -206,6 +243,8 @@ def to_table(table: str, rows: list[dict]) -> pa.Table:
             values = [None if v is None else bool(v) for v in values]
         elif field.type == _TS:
             values = [None if v is None else _utc(v) for v in values]
+        elif field.type in (_MATRIX, _NAMES):
+            values = [as_list(v) for v in values]
         columns[field.name] = pa.array(values, type=field.type)
     return pa.table(columns, schema=pa.schema(fields))
 
@@ -235,7 +274,10 @@ def collapsed_members(report: Mapping[str, Any]) -> tuple[int, int]:
 
 def trial_status(last_report: Mapping[str, Any], error: str | None = None) -> str:
     """THE status of an ended trial, from its last report and the error it raised (None: it
-    did not raise). Used by the store's row (store/rows.py) and the console (console.py)."""
+    did not raise; a trial that reported its own failure, names.ERROR_REASON, failed too). Used
+    by the store's row (store/rows.py), the console (console.py) and search.live_trial_state."""
+    if error is None:
+        error = last_report.get(names.ERROR_REASON) or None
     if error is not None:
         return DOES_NOT_FIT if "DoesNotFitError" in error else FAILED
     collapsed, members = collapsed_members(last_report)

@@ -135,7 +135,7 @@ def test_curves_match_pandas(sweep_dir: str) -> None:
     expected = epochs.groupby(["trial_id", "epoch"])["val_uar"]
     assert len(got) == 6 and set(got["members"]) == {2}
     np.testing.assert_allclose(got["val_uar_mean"], expected.mean().to_numpy())
-    np.testing.assert_allclose(got["val_uar_std"], expected.std(ddof=0).to_numpy())
+    np.testing.assert_allclose(got["val_uar_std"], expected.std(ddof=1).to_numpy())  # sample
 
 
 def _answers(path: str) -> list[pd.DataFrame]:

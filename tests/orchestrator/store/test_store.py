@@ -81,7 +81,7 @@ def test_rows_from_reports_aggregate_members_and_keep_param_types() -> None:
     assert row["wall_seconds"] == pytest.approx(100.0)
     assert row["gpu_hours"] == pytest.approx(100.0 / 3600 * 0.5)
     assert len(epochs) == 8 and len(members) == 4
-    assert json.loads(members[0]["test_confusion"]) == [[3, 1], [0, 4]]
+    assert members[0]["test_confusion"] == [[3, 1], [0, 4]]  # integer lists, not JSON text
     pruned, _, _ = _rows("t2", [_report(1, uars, False)])
     assert pruned["status"] == "pruned"
     collapsed, _, _ = _rows("t3", [_report(1, uars, True, collapsed=True)])
@@ -214,6 +214,6 @@ def test_console_and_store_agree_on_a_collapsed_trial() -> None:
     for report in reports:
         console.on_trial_result(0, [], trial, report)
     console.on_trial_complete(0, [], trial)
-    first = stream.getvalue().splitlines()[0]
-    assert f"t-collapsed {schema.COLLAPSED}" in first, first
+    end = [line for line in stream.getvalue().splitlines() if line.startswith("end ")]
+    assert len(end) == 1 and f"t-collapsed {schema.COLLAPSED}" in end[0], end
     assert console.pruned == 0 and console.failed == 0

@@ -1,0 +1,79 @@
+"""The sweep's reference baseline (trainables/baseline.py: eGeMAPS functionals + standardized
+logistic regression, on the sweep's own members) written to results/<sweep>/baseline.parquet, and
+the `baseline` subcommand (`sweep.py baseline SPACE.yaml`: add_arguments + run).
+
+A sweep also computes it at its start when `search.baseline` is true (the default): the result
+is cached per data config and fold protocol (under `<data.cache_dir>/baseline/`), so after the
+first run of a corpus it costs a file read; the first run pays openSMILE once per utterance
+(about 15 s for the 80-utterance test corpus on a loaded 2-core machine). The leaderboard
+(query.leaderboard) shows it as a reference row and every trial's fold-paired difference to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch, via trainables.baseline: imported in the functions that need it
+    import pandas as pd
+
+    from orchestrator.spec import SweepSpec
+    from trainables.data import PreparedData
+
+DESCRIPTION = ("Compute the sweep's reference baseline (eGeMAPS functionals + standardized "
+               "logistic regression) on the sweep's own folds and seeds; writes "
+               "results/<sweep>/baseline.parquet, which `sweep.py results` then shows.")
+
+
+def write_sweep_baseline(
+    spec: SweepSpec,
+    sweep_dir: str,
+    data: PreparedData | None = None,
+    progress: Callable[[str], None] | None = print,
+) -> tuple[str, pd.DataFrame]:
+    """Run (or read from the cache) the baseline of `spec`'s data and members and write it to
+    `sweep_dir`/baseline.parquet. Returns (path written, the per-member frame)."""
+    from trainables.baseline import run_baseline, write_baseline
+
+    base = spec.base_config()
+    frame = run_baseline(base["data"], base["train"], data=data, progress=progress)
+    path = write_baseline(frame, sweep_dir)
+    if progress is not None:
+        progress(f"baseline: {summary_line(frame, spec.search.metric)} -> {path}")
+    return path, frame
+
+
+def summary_line(frame: pd.DataFrame, metric: str) -> str:
+    """`val_uar 0.612±0.031, test_uar 0.598±0.040 over 10 members (cached)`."""
+    from trainables.stats import mean_std
+
+    parts = []
+    for column in dict.fromkeys((metric, "test_uar")):
+        if column not in frame:
+            continue
+        mean, std = mean_std(frame[column])
+        parts.append(f"{column} {mean:.3f}" + ("" if std != std else f"±{std:.3f}"))
+    cached = " (cached)" if frame.attrs.get("cache") == "hit" else ""
+    return f"{', '.join(parts)} over {len(frame)} members{cached}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from orchestrator.spec import add_spec_arguments
+
+    add_spec_arguments(parser)
+    parser.add_argument("--results", default=None,
+                        help="results root (path or URI); default: the sweep file's `results:` "
+                             "or results/")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`sweep.py baseline SPACE.yaml`: compute and write the baseline; 0 when written."""
+    from orchestrator.cluster import results_root_for
+    from orchestrator.spec import load_spec_from_args
+    from orchestrator.store import ResultStore
+
+    spec = load_spec_from_args(args)
+    root = results_root_for(args.results or spec.results or "results")
+    write_sweep_baseline(spec, ResultStore(root, spec.name).sweep_dir)
+    return 0

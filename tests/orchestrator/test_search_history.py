@@ -1,0 +1,89 @@
+"""The Optuna history a sweep builds while running equals the one a resume rebuilds from the
+store (issue 13: pruned trials were told COMPLETE live but re-added PRUNED on resume).
+
+Real Ray OptunaSearch (our SweepSearch), real Optuna, real Parquet: the searcher is driven
+through the calls Tune makes (suggest, on_trial_result per epoch, on_trial_complete), the same
+reports become store rows (store/rows.py), and study_with_history rebuilds from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+
+from orchestrator.search import TrialSpace, study_with_history
+from orchestrator.spec import load_spec
+from orchestrator.store import ResultStore
+from orchestrator.store.rows import TrialBuffer, trial_rows
+from trainables import names
+
+SPEC = Path(__file__).parent / "tiny_sweep.yaml"
+
+
+def _report(epoch: int, objective: float, done: bool, collapsed: bool = False) -> dict:
+    members = [{"member": m, "fold": "f0", "seed": m, "val_uar": objective,
+                "test_uar": objective, "collapsed": collapsed} for m in range(2)]
+    return {names.EPOCH: epoch, "training_iteration": epoch, names.OBJECTIVE: objective,
+            names.VAL_UAR_MEAN: objective, names.DONE: done,
+            names.MEMBER_RESULTS_JSON: json.dumps(members), names.MEMBER_ROWS_JSON: "[]"}
+
+
+# trial id -> (objectives per epoch, finished, collapsed, raised)
+TRIALS = {
+    "completed": ([0.30, 0.45, 0.50], True, False, False),
+    "pruned": ([0.28], False, False, False),  # ASHA stopped it after epoch 1
+    "collapsed": ([0.25, 0.25], True, True, False),
+    "failed": ([0.31], False, False, True),
+}
+
+
+def _history(study: optuna.Study) -> list[tuple]:
+    """(state, value, last step, its intermediate value) per trial: what the samplers read (a
+    FAIL trial's intermediate values are read by none, and are not stored)."""
+    out = []
+    for t in study.trials:
+        scored = t.state != optuna.trial.TrialState.FAIL and t.last_step is not None
+        out.append((json.dumps(t.params, sort_keys=True), t.state, t.value,
+                     t.last_step if scored else None,
+                     t.intermediate_values[t.last_step] if scored else None))
+    return sorted(out, key=lambda h: h[0])  # the store lists trials in its own order
+
+
+def test_study_after_a_run_equals_the_resume_rebuild(tmp_path: Path) -> None:
+    from orchestrator.search import SweepSearch
+
+    spec = load_spec(SPEC)
+    store = ResultStore(str(tmp_path), spec.name)
+    storage, sampler, recorded = study_with_history(spec, store)
+    assert recorded == 0
+    searcher = SweepSearch(space=TrialSpace(spec), metric=names.OBJECTIVE, mode="max",
+                           sampler=sampler, storage=storage, study_name=spec.name)
+    for tid, (objectives, finished, collapsed, raised) in TRIALS.items():
+        config = searcher.suggest(tid)
+        buffer = TrialBuffer(started_at=0.0)
+        for epoch, objective in enumerate(objectives, start=1):
+            report = _report(epoch, objective, finished and epoch == len(objectives), collapsed)
+            searcher.on_trial_result(tid, report)
+            buffer.add(report)
+        if raised:  # what Tune's controller calls for a trial that raised
+            searcher.on_trial_complete(tid, error=True)
+        else:
+            searcher.on_trial_complete(tid, result=buffer.last)
+        row, epochs, members = trial_rows(
+            trial_id=tid, config=config, buffer=buffer, param_keys=spec.param_keys(),
+            metric="val_uar", mode="max", status=None,
+            error="RuntimeError: boom" if raised else None, trial_gpus=0.0)
+        store.write_trial(row, epochs, members)
+    live = _history(searcher._ot_study)
+    assert [t.state for t in searcher._ot_study.trials] == [
+        optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+    storage, _, recorded = study_with_history(spec, store)
+    rebuilt = optuna.load_study(study_name=spec.name, storage=storage)
+    assert recorded == len(TRIALS)
+    order = {tid: i for i, tid in enumerate(TRIALS)}
+    stored = store.read_trials().assign(_o=lambda f: f["trial_id"].map(order)).sort_values("_o")
+    assert list(stored["status"]) == ["completed", "pruned", "collapsed", "failed"]
+    assert len({h[0] for h in live}) == len(TRIALS)  # distinct params: the match is 1:1
+    assert _history(rebuilt) == live
