@@ -1,104 +1,265 @@
-"""A compact live view of a sweep: one line per finished trial plus a status line. A trial's
-status is store/schema.py's trial_status, so the console shows what the store records.
+"""The live view of a sweep on the driver: a Ray Tune callback printing one compact line per event.
 
-Replaces Ray Tune's default wall of logs (`--verbose` brings those back).
+    start  #2/4 4fd5b1ae  lr=0.000443 pooling=mean
+    epoch  4fd5b1ae 1/3  val_uar 0.333 ± 0.041 (n=3) | best 0.417 | ETA ~1m20s
+    end    [2/4] 4fd5b1ae completed  objective 0.417  3 epochs  micro_batch 16  41s
+    FAIL   [3/4] 9c0e1a2b failed  ConfigError: d_model must be divisible by heads at model.heads
+    retry  1ade187a  ActorDiedError: The actor died unexpectedly ...; from its last checkpoint
+           running 1 | completed 1 pruned 0 failed 1 | best 0.417 (4fd5b1ae) | 2m05s | ETA ~1m20s
+
+Epoch lines come from `on_trial_result` (mean ± sample std over the members that reported, n of
+them; `pruned` when the scheduler stopped the trial at that epoch, `collapsed k/m`). The ETA is
+the epoch rate of this run (epochs reported / time since the first trial started) applied to the
+epochs left: those of the running trials plus `train.epochs` for each trial not started; a pruned
+trial leaves nothing, so pruning only shortens it ("~": an estimate). A trial's status is
+store/schema.py's trial_status, so the console shows what the store records.
+
+On a terminal the status line stays at the bottom (rich's live status); on anything else (a CI
+log, a pipe) every line is plain text, no control codes. A failure is one line; `--verbose` adds
+its traceback (always kept in the store's `error_traceback`).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any, TextIO
 
 from ray.tune import Callback
+from rich.console import Console
 
 from orchestrator.store import schema
-from orchestrator.store.rows import error_text
+from orchestrator.store.rows import reported_error, trial_error
 from trainables import names
 
 
 class ConsoleCallback(Callback):
-    """Counts running / done / pruned / failed trials, tracks the best, prints an ETA."""
+    """Counts running / completed / pruned / failed trials, tracks the best, prints an ETA."""
 
     def __init__(
-        self, *, total: int, already: int, mode: str = "max", stream: TextIO | None = None
+        self,
+        *,
+        total: int,
+        already: int,
+        mode: str = "max",
+        metric: str = names.VAL_UAR,
+        epochs: int = 1,
+        verbose: bool = False,
+        stream: TextIO | None = None,
     ) -> None:
         self.total = total
         self.already = already
         self.sign = 1.0 if mode == "max" else -1.0
-        self.stream = stream  # None: sys.stdout at print time (Tune pickles callbacks)
+        self.metric = metric
+        self.epochs = int(epochs)  # per trial, for the trials not started yet
+        self.verbose = verbose
+        self.stream = stream  # None: sys.stdout when first printing
         self.started = time.monotonic()
-        self.running: set[str] = set()
+        self.first_start: float | None = None  # the epoch rate counts from here
+        self.epochs_done = 0
+        self.running: dict[str, tuple[int, int]] = {}  # trial id -> (epochs reported, of n)
         self.last: dict[str, dict[str, Any]] = {}
+        self.trials_started = 0
+        self.seen: set[str] = set()
         self.finished = 0
         self.failed = 0
         self.pruned = 0
+        self.collapsed = 0
         self.best: tuple[float, str, dict[str, Any]] | None = None
+        self._console: Console | None = None
+        self._status: Any = None  # rich Status (terminal only)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state: a console holds a stream
+        state = self.__dict__.copy()
+        state["_console"] = state["_status"] = None
+        state["stream"] = None
+        return state
+
+    # --- output ------------------------------------------------------------------------------
+    def _out(self) -> Console:
+        if self._console is None:
+            # markup off: "[2/4]" is text; soft_wrap: a CI log gets whole lines, never wrapped
+            self._console = Console(file=self.stream or sys.stdout, markup=False,
+                                    highlight=False, emoji=False, soft_wrap=True)
+            if self._console.is_terminal:
+                self._status = self._console.status(self._status_text())
+                self._status.start()
+        return self._console
 
     def _say(self, text: str) -> None:
-        print(text, file=self.stream or sys.stdout, flush=True)
+        self._out().print(text)
 
-    def _params(self, config: dict[str, Any]) -> dict[str, Any]:
-        return {
-            key.removeprefix(schema.OPTUNA_PARAMS_PREFIX): value
-            for key, value in config.items()
-            if key.startswith(schema.OPTUNA_PARAMS_PREFIX)
-        }
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running.add(trial.trial_id)
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
-        self.last[trial.trial_id] = result
-
-    def _finish(self, trial: Any, status: str) -> None:
-        self.running.discard(trial.trial_id)
-        self.finished += 1
-        result = self.last.pop(trial.trial_id, {})
-        objective = result.get(names.OBJECTIVE)
-        params = self._params(trial.config)
-        if objective is not None and status not in schema.FAILED_STATUSES:
-            if self.best is None or self.sign * objective > self.sign * self.best[0]:
-                self.best = (float(objective), trial.trial_id, params)
-        shown = "-" if objective is None else f"{objective:.3f}"
-        done = self.already + self.finished
-        runtime = schema.report_json(result, names.RUNTIME_JSON, {})
-        micro = runtime.get("micro_batch")
-        self._say(
-            f"[{done}/{self.total}] {trial.trial_id} {status:<9} objective={shown} "
-            f"epochs={result.get(names.EPOCH, 0)} micro_batch={micro} {_short(params)}"
-        )
-        self._status()
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        status = schema.trial_status(self.last.get(trial.trial_id, {}))  # as the store records
-        self.pruned += status == schema.PRUNED
-        self._finish(trial, status)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.failed += 1
-        self._finish(trial, schema.trial_status(self.last.get(trial.trial_id, {}),
-                                                error_text(trial)))
-
-    def _status(self) -> None:
-        elapsed = time.monotonic() - self.started
-        todo = self.total - self.already - self.finished
-        eta = elapsed / self.finished * todo if self.finished else float("nan")
-        best = "-" if self.best is None else f"{self.best[0]:.3f} ({self.best[1]})"
-        self._say(
-            f"    running={len(self.running)} done={self.finished - self.failed - self.pruned} "
-            f"pruned={self.pruned} failed={self.failed} best={best} "
-            f"elapsed={elapsed:.0f}s eta={eta:.0f}s"
-        )
+    def _refresh(self) -> None:
+        """The status line: live at the bottom of a terminal; elsewhere printed after a trial
+        ends (not after every epoch: a CI log stays one line per event)."""
+        self._out()
+        if self._status is not None:
+            self._status.update(self._status_text())
 
     def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
         if self.best is not None:
-            self._say(f"best objective {self.best[0]:.4f}: trial {self.best[1]} {self.best[2]}")
+            self._say(f"best objective {self.best[0]:.4f}: trial {self.best[1]} "
+                      f"{_short(self.best[2])}")
+
+    # --- Tune callback hooks -------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.first_start is None:
+            self.first_start = time.monotonic()
+        if trial.trial_id in self.seen:  # restarted after a failure: its retry line said so
+            self.running.setdefault(trial.trial_id, (0, _epochs_of(trial.config, self.epochs)))
+            return
+        self.seen.add(trial.trial_id)
+        self.trials_started += 1
+        self.running[trial.trial_id] = (0, _epochs_of(trial.config, self.epochs))
+        number = self.already + self.trials_started
+        self._say(f"start  #{number}/{self.total} {trial.trial_id}  "
+                  f"{_short(_params(trial.config))}")
+        self._refresh()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        self.last[trial.trial_id] = result
+        if result.get(names.ERROR_REASON):
+            return  # a failure report: the trial's end line says it
+        epoch = int(result.get(names.EPOCH) or 0)
+        _, of = self.running.get(trial.trial_id, (0, self.epochs))
+        self.running[trial.trial_id] = (epoch, of)
+        self.epochs_done += 1
+        n = len(schema.report_json(result, names.MEMBER_ROWS_JSON, []))
+        value = _number(result.get(names.mean_key(self.metric)))
+        spread = _number(result.get(names.std_key(self.metric)))
+        shown = "-" if value is None else f"{value:.3f}"
+        if spread is not None:
+            shown += f" ± {spread:.3f}"
+        flags = []
+        collapsed = int(result.get(names.MEMBERS_COLLAPSED) or 0)
+        if collapsed:
+            flags.append(f"collapsed {collapsed}/{schema.collapsed_members(result)[1] or n}")
+        if result.get("done") and not result.get(names.DONE):  # Tune's done: the scheduler
+            flags.append("pruned")
+        self._say(f"epoch  {trial.trial_id} {epoch}/{of}  {self.metric} {shown} (n={n})"
+                  + "".join(f"  {flag}" for flag in flags)
+                  + f" | best {self._best_text(short=True)} | {self._eta_text()}")
+        self._refresh()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = self.last.get(trial.trial_id, {})
+        reason, traceback_text = reported_error(last)
+        self._finish(trial, schema.trial_status(last, reason), reason, traceback_text)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        reason, traceback_text = trial_error(trial)
+        status = schema.trial_status(self.last.get(trial.trial_id, {}), reason)
+        self._finish(trial, status, reason, traceback_text)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        reason, traceback_text = trial_error(trial)
+        self._say(f"retry  {trial.trial_id}  {reason}; from its last checkpoint")
+        if self.verbose:
+            self._say(traceback_text)
+
+    # --- state ---------------------------------------------------------------------------------
+    def _finish(self, trial: Any, status: str, reason: str | None,
+                traceback_text: str | None) -> None:
+        self.running.pop(trial.trial_id, None)
+        self.finished += 1
+        self.pruned += status == schema.PRUNED
+        self.collapsed += status == schema.COLLAPSED
+        self.failed += status in schema.FAILED_STATUSES
+        result = self.last.pop(trial.trial_id, {})
+        done = self.already + self.finished
+        if status in schema.FAILED_STATUSES:
+            self._say(f"FAIL   [{done}/{self.total}] {trial.trial_id} {status}  {reason}")
+            if self.verbose and traceback_text:
+                self._say(traceback_text)
+        else:
+            objective = _number(result.get(names.OBJECTIVE))
+            params = _params(trial.config)
+            if objective is not None and status in schema.RANKED_STATUSES:  # never collapsed
+                if self.best is None or self.sign * objective > self.sign * self.best[0]:
+                    self.best = (objective, trial.trial_id, params)
+            runtime = schema.report_json(result, names.RUNTIME_JSON, {})
+            shown = "-" if objective is None else f"{objective:.3f}"
+            seconds = _number(result.get("time_total_s"))
+            self._say(
+                f"end    [{done}/{self.total}] {trial.trial_id} {status}  objective {shown}  "
+                f"{int(result.get(names.EPOCH) or 0)} epochs  "
+                f"micro_batch {runtime.get('micro_batch', '-')}"
+                + ("" if seconds is None else f"  {_duration(seconds)}")
+            )
+        if self._status is None:
+            self._say(f"       {self._status_text()}")
+        self._refresh()
+
+    def _best_text(self, short: bool = False) -> str:
+        if self.best is None:
+            return "-"
+        return f"{self.best[0]:.3f}" if short else f"{self.best[0]:.3f} ({self.best[1]})"
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left at this run's epoch rate; None before the first epoch."""
+        if not self.epochs_done or self.first_start is None:
+            return None
+        rate = self.epochs_done / max(time.monotonic() - self.first_start, 1e-9)
+        not_started = max(0, self.total - self.already - self.trials_started)
+        left = sum(max(0, of - done) for done, of in self.running.values())
+        return (left + not_started * self.epochs) / rate
+
+    def _eta_text(self) -> str:
+        eta = self.eta_seconds()
+        return "ETA ~?" if eta is None else f"ETA ~{_duration(eta)}"
+
+    def _status_text(self) -> str:
+        completed = self.finished - self.failed - self.pruned - self.collapsed
+        collapsed = f" collapsed {self.collapsed}" if self.collapsed else ""
+        return (f"running {len(self.running)} | completed {completed} pruned {self.pruned}"
+                f"{collapsed} failed {self.failed} | best {self._best_text()} | "
+                f"{_duration(time.monotonic() - self.started)} | {self._eta_text()}")
+
+
+def _params(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's sampled values (Optuna-native; search.TrialSpace keeps them prefixed)."""
+    return {
+        key.removeprefix(schema.OPTUNA_PARAMS_PREFIX): value
+        for key, value in config.items()
+        if key.startswith(schema.OPTUNA_PARAMS_PREFIX)
+    }
+
+
+def _epochs_of(config: dict[str, Any], default: int) -> int:
+    train = config.get("train")
+    return int(train.get("epochs", default)) if isinstance(train, dict) else default
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, else None (NaN std of a one-member trial, a missing key)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _short(params: dict[str, Any]) -> str:
+    """`lr=0.000443 pooling=mean`: the last part of each key (the whole key where two share
+    it), floats to 3 significant digits."""
+    tails = [key.split(".")[-1] for key in params]
     parts = []
-    for key, value in params.items():
+    for (key, value), tail in zip(params.items(), tails, strict=True):
         shown = f"{value:.3g}" if isinstance(value, float) else str(value)
-        parts.append(f"{key.split('.')[-1]}={shown}")
+        parts.append(f"{tail if tails.count(tail) == 1 else key}={shown}")
     return " ".join(parts)

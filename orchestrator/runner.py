@@ -7,7 +7,14 @@ reads the trials already recorded, re-adds the finished ones to a fresh in-memor
 experiment. A trial that was running when the driver died left no row (rows are written once, when
 a trial ends) and is simply replaced. This sidesteps both known hazards of restoring: an RDB-backed
 OptunaSearch re-reporting a finished trial (UpdateFinishedTrialError), and an in-memory one
-re-running finished trials under new ids.
+re-running finished trials under new ids. The study is also written to
+results/<sweep>/optuna.journal for optuna-dashboard, rebuilt from the store on every run
+(journal.py), so it never holds a trial twice.
+
+Failures: FailureConfig(max_failures) retries what raises in a trial, from its last checkpoint: a
+worker or node lost, an unexpected exception. A deterministic failure (trainables.errors'
+SersweepError: bad config, non-finite loss, does not fit) is not raised but reported as the
+trial's last result (trainables/trainable.py: failure_report), so it is recorded once, unretried.
 """
 
 from __future__ import annotations
@@ -15,25 +22,32 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow.fs as pafs
-import yaml
-
-from orchestrator.cluster import cluster_cpus, gpu_total_bytes, ray_init, tune_storage_path
-from orchestrator.console import ConsoleCallback
-from orchestrator.dotted import get_dotted
-from orchestrator.planner import TrialPlanner, resources_for_config, trial_budget_bytes
-from orchestrator.search import TrialSpace, study_with_history
-from orchestrator.spec import SpecError, SweepSpec
-from orchestrator.store import ResultStore, resolve, write_spec
-from orchestrator.store.callback import StoreCallback
+from orchestrator.cluster import (
+    cluster_cpus,
+    gpu_total_bytes,
+    ray_init,
+    results_root_for,
+    tune_storage_path,
+)
+from orchestrator.spec import SpecError, SweepSpec, spec_diff
 from trainables import names
-from trainables.data import PreparedData, prepare_data
+from trainables.errors import SersweepError
+
+if TYPE_CHECKING:
+    from orchestrator.store import ResultStore
+    from trainables.data import PreparedData
+
+# Ray, Tune, torch, Optuna and pyarrow are imported where they are used (run_sweep, run): the
+# CLI imports this module to build the parser, and a bad sweep file must be reported before any
+# of them is imported (tests/orchestrator/test_cli.py).
 
 DESCRIPTION = ("Run (or continue) a hyper-parameter sweep from one YAML file. Other commands: "
                "`sweep.py plan SPACE.yaml`, `sweep.py results DIR`, `sweep.py report DIR`.")
@@ -46,14 +60,16 @@ class SweepOutcome:
     trials_run: int
     failed: int
     wall_seconds: float
-
-
-# The parts of a sweep file that must not change between a sweep's runs (trials may grow).
-_SAME_ON_RESUME = ("data", "model", "train", "search.params", "search.metric", "search.mode")
+    interrupted: int | None = None  # the signal that stopped the run (interrupt.py), else None
 
 
 def check_same_sweep(store: ResultStore, spec: SweepSpec) -> None:
     """Refuse to continue a recorded sweep with a different sweep file: its trials would mix."""
+    import pyarrow.fs as pafs
+    import yaml
+
+    from orchestrator.store import resolve
+
     fs, path = resolve(store.sweep_dir)
     info = fs.get_file_info(f"{path}/spec.yaml")
     if info.type == pafs.FileType.NotFound:
@@ -61,16 +77,14 @@ def check_same_sweep(store: ResultStore, spec: SweepSpec) -> None:
     with fs.open_input_stream(info.path) as stream:
         recorded = yaml.safe_load(stream.read()) or {}
     current = yaml.safe_load(yaml.safe_dump(spec.as_dict(), sort_keys=False))
-    for dotted in _SAME_ON_RESUME:
-        before, now = get_dotted(recorded, dotted), get_dotted(current, dotted)
-        if before != now:
-            raise SpecError(
-                str(spec.path),
-                dotted,
-                f"{store.sweep_dir} holds a sweep recorded with a different {dotted} "
-                f"(recorded: {before!r}, now: {now!r}); to start a new sweep use --results DIR "
-                "or another `name:`",
-            )
+    changed = spec_diff(recorded, current)
+    if changed:
+        raise SpecError(
+            str(spec.path),
+            changed[0].partition(":")[0],
+            f"{store.sweep_dir} holds a sweep recorded with other values ({'; '.join(changed)}); "
+            "to start a new sweep use --results DIR or another `name:`",
+        )
 
 
 def run_sweep(
@@ -81,12 +95,24 @@ def run_sweep(
     verbose: bool = False,
     data: PreparedData | None = None,
 ) -> SweepOutcome:
-    """Run (or continue) the sweep `spec`; every finished trial lands in the store."""
+    """Run (or continue) the sweep `spec`; every finished trial lands in the store. SIGINT /
+    SIGTERM during the trials stop them cleanly (outcome.interrupted; see interrupt.py)."""
+    from orchestrator.quiet import quiet_logs
+
+    quiet_logs(verbose)  # before Ray is imported: it reads some of these at import
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.stopper import CombinedStopper
 
+    from orchestrator.console import ConsoleCallback
+    from orchestrator.interrupt import SignalStop, stop_on_signals
+    from orchestrator.journal import journal_storage
+    from orchestrator.planner import TrialPlanner, trial_budget_bytes
+    from orchestrator.search import SweepSearch, TrialSpace, study_with_history
+    from orchestrator.store import ResultStore, write_spec
+    from orchestrator.store.callback import StoreCallback, WriteFailureStop
+    from trainables.data import prepare_data
     from trainables.trainable import train_trial
 
     started = time.monotonic()
@@ -111,13 +137,23 @@ def run_sweep(
         teacher = {key: base["distill"][key] for key in ("teacher_sweep", "teacher_trial")}
     store.repair()  # what a killed driver left: truncated, temporary, half-written trials
     write_spec(store.sweep_dir, spec.as_dict())
+    if spec.search.baseline:  # cached per data config: cheap after a corpus' first sweep
+        from orchestrator.baseline import write_sweep_baseline
+
+        try:
+            write_sweep_baseline(spec, store.sweep_dir, data)
+        except SersweepError as exc:  # the reference must never stop the sweep itself
+            print(f"baseline: not computed ({exc}); `sweep.py baseline` retries it")
+    # the study so far, also as results/<sweep>/optuna.journal for optuna-dashboard (journal.py)
+    storage = journal_storage(store.sweep_dir, spec.name, storage)
     ray_init(address, verbose)
+    quiet_logs(verbose)  # ray.init set the `ray` logger's level again
 
     metric_key = names.mean_key(spec.search.metric)  # what ASHA prunes on, each epoch
     budget = trial_budget_bytes(dict(spec.resources), gpu_total_bytes())
     planner = TrialPlanner(tuple(data.features.shape[1:]), data.n_features, data.n_classes,
                            len(data.folds), budget)
-    searcher = OptunaSearch(
+    searcher = SweepSearch(  # OptunaSearch telling Optuna the state the store records
         space=TrialSpace(spec, plan=planner),
         metric=names.OBJECTIVE,
         mode=spec.search.mode,
@@ -149,13 +185,17 @@ def run_sweep(
     trainable = tune.with_parameters(train_trial, data=data)
     trainable = tune.with_resources(trainable, _resources(spec))
 
-    console = ConsoleCallback(total=spec.search.trials, already=recorded, mode=spec.search.mode)
+    console = ConsoleCallback(total=spec.search.trials, already=recorded, mode=spec.search.mode,
+                              metric=spec.search.metric, epochs=int(spec.train["epochs"]),
+                              verbose=verbose)
+    stop = SignalStop()
     store_cb = StoreCallback(
         store,
         param_keys=spec.param_keys(),
         metric=spec.search.metric,
         mode=spec.search.mode,
         extra=teacher,
+        classes=list(data.classes),
     )
     tuner = build_tuner(
         trainable,
@@ -167,16 +207,20 @@ def run_sweep(
         max_failures=spec.resources.max_failures,
         callbacks=[store_cb, console],
         verbose=verbose,
+        stop=CombinedStopper(stop, WriteFailureStop(store_cb)),
     )
-    with _stable_cwd():
+    with _stable_cwd(), stop_on_signals(stop):
         tuner.fit()
     console.close()
+    if store_cb.write_error is not None:  # disk full / read-only: the run stopped (exit 2)
+        raise store_cb.write_error
     return SweepOutcome(
         sweep_dir=store.sweep_dir,
         trials_recorded=recorded + console.finished,
         trials_run=console.finished,
         failed=console.failed,
         wall_seconds=time.monotonic() - started,
+        interrupted=stop.signum,
     )
 
 
@@ -191,6 +235,7 @@ def build_tuner(
     max_failures: int,
     callbacks: list[Any],
     verbose: bool = False,
+    stop: Any = None,
 ) -> Any:
     """The sweep's tune.Tuner: actor reuse, short trial dirs, one checkpoint kept per trial
     (also used by bench/overhead.py, so the benchmark measures this exact configuration)."""
@@ -209,9 +254,11 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
             storage_path=storage_path,
+            # retries what raises (worker / node lost); deterministic failures are reported
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=callbacks,
+            stop=stop,  # interrupt.SignalStop: Ctrl-C / SIGTERM end the run cleanly
             verbose=1 if verbose else 0,
         ),
     )
@@ -245,6 +292,8 @@ def _trial_dirname(trial: Any) -> str:
 def _resources(spec: SweepSpec) -> dict[str, float] | Any:
     """Per-trial resources: fixed numbers, or a callable that sizes the GPU share from the
     planned peak (gpus_per_trial: auto)."""
+    from orchestrator.planner import resources_for_config
+
     gpus = spec.resources.gpus_per_trial
     if gpus == "auto":
         gpu_total = gpu_total_bytes()
@@ -269,24 +318,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--address", default=None, help="Ray cluster address (or RAY_ADDRESS)")
     parser.add_argument("--verbose", action="store_true", help="show Ray Tune's own logs")
+    parser.add_argument(
+        "--break-lock", action="store_true",  # = store.lock.BREAK_LOCK_FLAG (named in refusals)
+        help="take the sweep's driver lock even though its holder looks alive (only when you "
+             "are sure no other driver runs this sweep)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    """`sweep.py SPACE.yaml`: run the sweep, print the leaderboard; 1 when trials failed."""
-    from orchestrator import query
+    """`sweep.py SPACE.yaml`: run the sweep, print the leaderboard; 1 when trials failed,
+    130 / 143 when SIGINT / SIGTERM stopped it (one line: the same command continues)."""
     from orchestrator.spec import load_spec_from_args
 
     spec = load_spec_from_args(args)
-    results_root = args.results or spec.results or "results"
+    from orchestrator.quiet import quiet_logs
+
+    quiet_logs(args.verbose)  # before anything imports Ray
+    # absolute (or a URI): the console prints the real place; a relative path under a Ray job
+    # is refused (see cluster.results_root_for)
+    results_root = results_root_for(args.results or spec.results or "results")
+    from orchestrator.store import ResultStore, SweepLock
+
     store = ResultStore(results_root, spec.name)
+    # One driver per sweep (store/lock.py): taken before anything is written (repair, spec.yaml)
+    # and before Ray or Tune is imported, so a second driver is refused within about a second;
+    # held until this run ends. SweepLockedError names the holder (exit 2).
+    lock = SweepLock(store.sweep_dir, break_lock=args.break_lock).acquire()
+    try:
+        code = _run_holding_lock(args, spec, store, results_root)
+    except SersweepError:  # refused input writes nothing: no lease left behind either
+        lock.release(forget=True)
+        raise
+    finally:
+        lock.release()
+    lock.check()  # taken over meanwhile (--break-lock elsewhere): say so (exit 2)
+    return code
+
+
+def _run_holding_lock(
+    args: argparse.Namespace, spec: SweepSpec, store: ResultStore, results_root: str
+) -> int:
+    from orchestrator import query
+    from orchestrator.interrupt import EXIT_CODES, Interrupted, interrupted_line, sigterm_raises
+
+    if args.resume and not store.completed_trial_ids():
+        raise SersweepError(
+            f"--resume: nothing to resume: no recorded trials of sweep {spec.name!r} in "
+            f"{store.sweep_dir}; run without --resume to start it, or pass the --results root "
+            "it was recorded under"
+        )
     if not args.resume and store.completed_trial_ids():
         print(
             f"{store.sweep_dir} already holds results of sweep {spec.name!r}: continuing it "
             "(as --resume would). Use --results or another `name:` for a fresh sweep."
         )
-    outcome = run_sweep(
-        spec, results_root=results_root, address=args.address, verbose=args.verbose
-    )
+    try:
+        with sigterm_raises():
+            outcome = run_sweep(
+                spec, results_root=results_root, address=args.address, verbose=args.verbose
+            )
+    except (KeyboardInterrupt, Interrupted) as exc:  # before or after Tune's loop
+        signum = getattr(exc, "signum", signal.SIGINT)
+        recorded = len(store.completed_trial_ids())
+        print(interrupted_line(signum, recorded, spec.search.trials, store.sweep_dir),
+              file=sys.stderr)
+        return EXIT_CODES[signum]
+    if outcome.interrupted is not None:
+        print(interrupted_line(outcome.interrupted, outcome.trials_recorded, spec.search.trials,
+                               outcome.sweep_dir), file=sys.stderr)
+        return EXIT_CODES[outcome.interrupted]
     print(
         f"\nsweep {spec.name}: {outcome.trials_run} trials run, "
         f"{outcome.trials_recorded} recorded, {outcome.failed} failed, "

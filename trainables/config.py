@@ -26,6 +26,11 @@ DATA_DEFAULTS: dict[str, Any] = {
     "max_seconds": 4.0,  # crop/pad every utterance to this length, in (0, MAX_SECONDS]
     "normalize": "train",  # none | utterance | speaker | train (training split's mean/std)
     "folds": "by_session",  # by_session | by_speaker | official
+    # which speakers validate (VAL_PROTOCOLS, trainables/data/folds.py): next_session (a speaker
+    # of the next session) | test_session_other (the test session's other speaker: leave two
+    # speakers out) | train_fraction (val_fraction of the training speakers)
+    "val": "next_session",
+    "val_fraction": 0.2,  # val: train_fraction -> this share of the training speakers (> 0, < 1)
     "n_folds": 5,  # by_speaker: k speaker-disjoint folds
     "use_folds": None,  # train only the first N folds (None = all)
     "seed": 0,  # synthetic corpus generation seed
@@ -36,7 +41,7 @@ DATA_DEFAULTS: dict[str, Any] = {
         # wavlm_base_plus | wavlm_base | wavlm_large | hubert_base | hubert_large |
         # wav2vec2_base | wav2vec2_large | wav2vec2_large_lv60k
         "model": "wavlm_base_plus",
-        "checkpoint": "torchaudio",  # torchaudio (download once) | random (tests) | state dict PATH
+        "checkpoint": "torchaudio",  # torchaudio (download once) | random (tests) | a state dict
         "layers": "all",  # all | [i, ...] hidden states kept (0 = transformer input, i = layer i)
         "arch": None,  # tests/dev only: tiny | small | {torchaudio builder argument: value}
         "batch_seconds": None,  # padded audio per extraction batch; None = auto (CPU 16, GPU fit)
@@ -44,6 +49,9 @@ DATA_DEFAULTS: dict[str, Any] = {
         "device": "auto",  # auto | cpu | cuda: where the encoder runs
     },
 }
+
+# data.val: how each fold's validation speakers are chosen (trainables/data/folds.py)
+VAL_PROTOCOLS = ("next_session", "test_session_other", "train_fraction")
 
 MAX_SECONDS = 600.0  # the longest data.max_seconds (the spec and prepare_data check it)
 
@@ -62,7 +70,11 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "seeds": [0],  # members = folds x seeds
     "reweight": False,  # class-weighted cross-entropy
     "rebalance": False,  # class-balanced sampling
-    "collapse_patience": 3,  # epochs of single-class validation predictions before `collapsed`
+    # A member collapses after `collapse_patience` consecutive epochs whose validation
+    # predictions are near chance or degenerate (trainables/collapse.py: epoch_collapse):
+    "collapse_patience": 3,
+    "collapse_margin": 0.05,  # val UAR <= 1/n_classes + margin counts (near chance)
+    "collapse_top_share": 0.95,  # the most predicted class >= this share counts (degenerate)
     "device": "auto",  # auto | cpu | cuda
 }
 
@@ -72,7 +84,9 @@ DISTILL_DEFAULTS: dict[str, Any] = {
     "temperature": 2.0,  # T of the soft labels (the KD term is scaled by T^2)
     "kd_weight": 1.0,  # weight of KL(teacher/T || student/T); 0 = no soft-label loss
     "mse_weight": 1.0,  # weight of the hidden-state MSE (summed over the matched layers)
-    "mse_layers": 2,  # 0-4 hidden layers matched from the end of both models
+    # hidden layers matched, counted from the INPUT side (0 = the first hidden of both models):
+    # N = the first N ([0, ..., N-1]), or an explicit list of indices (-1 = the last, the head's)
+    "mse_layers": 2,
     "experiment": None,  # one of trainables.distill.EXPERIMENTS: overrides kd_weight/mse_layers
 }
 TEACHER_DEFAULTS: dict[str, Any] = {"results": None, "pick": "best"}

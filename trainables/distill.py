@@ -6,10 +6,14 @@ member's `best_state`). Each student member distils from the teacher member of t
 seed (else the same fold's first seed). The student's loss is
 
     CE + kd_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))
-       + mse_weight * sum_k MSE(proj_k(student_hidden[-k]), teacher_hidden[-k]),  k = 1..mse_layers
+       + mse_weight * sum_{i in layers} MSE(proj_i(student_hidden[i]), teacher_hidden[i])
 
-Hiddens are paired from the end (the layers nearest the output, whose widths models share most
-often); where widths differ a learned linear projection maps the student's width to the teacher's.
+`distill.mse_layers` names the matched hiddens explicitly, counted from the INPUT side (index 0 is
+each model's first hidden: its input projection / first block; a model's `return_hidden` list is
+ordered input -> head): an integer N means the first N (`[0, ..., N-1]`, the research's "N mse"),
+a list gives the indices (negative ones count from the output end: -1 is the head's last hidden).
+The named experiments map to those lists (EXPERIMENTS: 1mse = [0], ..., 4mse = [0, 1, 2, 3]).
+Where widths differ a learned linear projection maps the student's width to the teacher's.
 The projections belong to the member: its optimizer trains them, its checkpoint saves them.
 """
 
@@ -30,16 +34,23 @@ from trainables.errors import ConfigError, DataError, TrainingError
 from trainables.metrics import confusion_matrix
 from trainables.models import build_model
 
-MAX_MSE_LAYERS = 4
-# The six settings of the research: (kd on?, hidden layers matched with MSE).
-EXPERIMENTS: dict[str, tuple[bool, int]] = {
-    "kd": (True, 0),
-    "1mse": (True, 1),
-    "2mse": (True, 2),
-    "3mse": (True, 3),
-    "4mse": (True, 4),
-    "nokd_4mse": (False, 4),
+MAX_MSE_LAYERS = 4  # the largest integer `mse_layers` (a list may name any existing hiddens)
+# The six settings of the research: (kd on?, hidden layers matched with MSE, from the input side).
+EXPERIMENTS: dict[str, tuple[bool, list[int]]] = {
+    "kd": (True, []),
+    "1mse": (True, [0]),
+    "2mse": (True, [0, 1]),
+    "3mse": (True, [0, 1, 2]),
+    "4mse": (True, [0, 1, 2, 3]),
+    "nokd_4mse": (False, [0, 1, 2, 3]),
 }
+
+
+def layer_indices(mse_layers: int | list[int]) -> list[int]:
+    """`distill.mse_layers` as explicit hidden indices: N -> [0, ..., N-1]; a list as given."""
+    if isinstance(mse_layers, list | tuple):  # a frozen spec hands tuples
+        return [int(i) for i in mse_layers]
+    return list(range(int(mse_layers)))
 AGREEMENT_ACC = "agreement_acc"  # keys of a member's results (MEMBER_RESULTS_JSON)
 AGREEMENT_CONFUSION = "agreement_confusion"
 
@@ -55,7 +66,7 @@ def effective(distill_cfg: Mapping[str, Any]) -> dict[str, Any]:
                               f"{', '.join(EXPERIMENTS)}")
         kd_on, layers = EXPERIMENTS[exp]
         cfg["kd_weight"] = (float(cfg["kd_weight"]) or 1.0) if kd_on else 0.0
-        cfg["mse_layers"] = layers
+        cfg["mse_layers"] = list(layers)
     for key in ("temperature", "kd_weight", "mse_weight"):
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -63,9 +74,14 @@ def effective(distill_cfg: Mapping[str, Any]) -> dict[str, Any]:
     if cfg["temperature"] <= 0:
         raise ConfigError("distill.temperature", f"expected > 0, found {cfg['temperature']!r}")
     layers = cfg["mse_layers"]
-    if isinstance(layers, bool) or not isinstance(layers, int) or not 0 <= layers <= 4:
-        raise ConfigError("distill.mse_layers", f"expected an integer in [0, {MAX_MSE_LAYERS}], "
-                          f"found {layers!r}")
+    is_int = isinstance(layers, int) and not isinstance(layers, bool)
+    is_list = isinstance(layers, list | tuple) and all(
+        isinstance(i, int) and not isinstance(i, bool) for i in layers)
+    if not ((is_int and 0 <= layers <= MAX_MSE_LAYERS)
+            or (is_list and len(set(layers)) == len(layers))):
+        raise ConfigError("distill.mse_layers", f"expected an integer in [0, {MAX_MSE_LAYERS}] "
+                          f"(the first N hiddens) or a list of distinct hidden indices counted "
+                          f"from the input side, e.g. [0, 2], found {layers!r}")
     return cfg
 
 
@@ -80,13 +96,17 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
 
 
 def pair_hiddens(
-    student: list[torch.Tensor], teacher: list[torch.Tensor], n: int
+    student: list[torch.Tensor], teacher: list[torch.Tensor], layers: int | list[int]
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The last `n` hiddens of both models, paired from the end: [(s[-1], t[-1]), ...]."""
-    if n > min(len(student), len(teacher)):
-        raise ConfigError("distill.mse_layers", f"mse_layers={n} but the student has "
-                          f"{len(student)} hidden layers and the teacher {len(teacher)}")
-    return [(student[-k], teacher[-k]) for k in range(1, n + 1)]
+    """The hiddens `layers` (layer_indices: counted from the input side) of both models, paired
+    by index: [(s[i], t[i]) for i in layers]."""
+    indices = layer_indices(layers)
+    available = min(len(student), len(teacher))
+    if any(not -available <= i < available for i in indices):
+        raise ConfigError("distill.mse_layers", f"mse_layers={layers} but the student has "
+                          f"{len(student)} hidden layers and the teacher {len(teacher)} "
+                          f"(valid indices: 0..{available - 1}, or negative from the end)")
+    return [(student[i], teacher[i]) for i in indices]
 
 
 def make_projections(student_widths: list[int], teacher_widths: list[int]) -> nn.ModuleList:
@@ -154,7 +174,8 @@ class Distiller(nn.Module):
         self.temperature = float(self.cfg["temperature"])
         self.kd_weight = float(self.cfg["kd_weight"])
         self.mse_weight = float(self.cfg["mse_weight"])
-        self.n_layers = int(self.cfg["mse_layers"]) if self.mse_weight > 0 else 0
+        self.layers = layer_indices(self.cfg["mse_layers"]) if self.mse_weight > 0 else []
+        self.n_layers = len(self.layers)
         self.__dict__["teacher"] = teacher.eval().requires_grad_(False)  # not a submodule
         # the widths of the hiddens come from one real forward of both models (eval, no grad)
         was_training = student.training
@@ -166,7 +187,7 @@ class Distiller(nn.Module):
         if s_logits.shape[1] != t_logits.shape[1]:
             raise ConfigError("distill.teacher", f"the teacher predicts {t_logits.shape[1]} "
                               f"classes, the student {s_logits.shape[1]}")
-        pairs = pair_hiddens(s_hid, t_hid, self.n_layers)
+        pairs = pair_hiddens(s_hid, t_hid, self.layers)
         self.widths = [(int(s.shape[1]), int(t.shape[1])) for s, t in pairs]
         self.projections = make_projections([s for s, _ in self.widths],
                                             [t for _, t in self.widths])
@@ -187,20 +208,21 @@ class Distiller(nn.Module):
         if self.kd_weight > 0:
             total = total + self.kd_weight * kd_loss(logits, t_logits, self.temperature)
         if self.n_layers > 0:
-            pairs = pair_hiddens(hiddens or [], t_hid, self.n_layers)
+            pairs = pair_hiddens(hiddens or [], t_hid, self.layers)
             total = total + self.mse_weight * hidden_mse(pairs, self.projections)
         return total
 
     @torch.no_grad()
     def hidden_gap(self, student: nn.Module, x: torch.Tensor, lengths: torch.Tensor,
-                   n_layers: int) -> float:
-        """Mean over samples of the summed per-layer MSE between the last `n_layers` hiddens
-        (projected where widths differ) of the student and the teacher: how close they are."""
+                   layers: int | list[int]) -> float:
+        """Mean over samples of the summed per-layer MSE between the hiddens `layers`
+        (layer_indices; projected where widths differ) of the student and the teacher."""
         _, s_hid = student(x, lengths, return_hidden=True)
         _, t_hid = self.teacher_forward(x, lengths)
-        pairs = pair_hiddens(s_hid, t_hid, n_layers)
-        maps = [self.projections[k] if k < len(self.projections) else nn.Identity()
-                for k in range(n_layers)]
+        indices = layer_indices(layers)
+        pairs = pair_hiddens(s_hid, t_hid, indices)
+        trained = dict(zip(self.layers, self.projections, strict=True))
+        maps = [trained.get(i, nn.Identity()) for i in indices]
         return float(hidden_mse(pairs, nn.ModuleList(maps)).mean())
 
 

@@ -21,6 +21,7 @@ from trainables.batching import (
     micro_chunks,
     steps_per_epoch,
 )
+from trainables.collapse import collapse_rule, epoch_collapse
 from trainables.data.base import Fold, PreparedData
 from trainables.distill import AGREEMENT_ACC, AGREEMENT_CONFUSION, Distiller, agreement
 from trainables.errors import TrainingError
@@ -94,6 +95,7 @@ class Member(MemberEvaluation):
         self.test: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.collapse_run = 0
+        self.collapse_reason: str | None = None  # trainables/collapse.py, of the last epoch
         self.collapsed = False
         self.active = True
         self.stopped_epoch: int | None = None
@@ -190,6 +192,9 @@ class Member(MemberEvaluation):
             # sync point: the one host read of the training loss per member and epoch
             train_loss = float(total) / max(1, seen)
         val = self.evaluate("val", mb, epoch)
+        # decided on the validation predictions now: _new_best's test pass replaces last_pred
+        reason = epoch_collapse(self.inputs.data.labels[self.val_idx].numpy(), self.last_pred,
+                                self.n_classes, **collapse_rule(self.train_cfg))
         for name, value in (("train", train_loss), ("val", val[split_metric("val", LOSS)])):
             if not math.isfinite(value):
                 raise TrainingError(
@@ -200,7 +205,8 @@ class Member(MemberEvaluation):
         if self.best_metric is None or (value > self.best_metric if mode == "max"
                                         else value < self.best_metric):
             self._new_best(epoch, value, val, mb)
-        self.collapse_run = self.collapse_run + 1 if val["n_predicted_classes"] <= 1 else 0
+        self.collapse_run = self.collapse_run + 1 if reason is not None else 0
+        self.collapse_reason = reason
         if patience > 0 and self.collapse_run >= patience:
             self.collapsed = True
             self.stop(epoch)
@@ -210,7 +216,7 @@ class Member(MemberEvaluation):
                TRAIN_LOSS: train_loss, **{k: val[k] for k in VAL_KEYS},
                "lr": float(self.optimizer.param_groups[0]["lr"]),
                "seconds": time.perf_counter() - start, "collapsed": self.collapsed,
-               "active": self.active}
+               "collapse_reason": reason, "active": self.active}
         self.history.append(row)
         return row
 
@@ -251,13 +257,14 @@ class Member(MemberEvaluation):
         if self.distiller is not None:
             out.update({k: self.test.get(k) for k in (AGREEMENT_ACC, AGREEMENT_CONFUSION)})
         out.update(n_test=int(self.test_idx.numel()), collapsed=self.collapsed,
+                   collapse_reason=self.collapse_reason if self.collapsed else None,
                    stopped_epoch=self.stopped_epoch)
         return out
 
     # -- checkpointing ------------------------------------------------------------------------
     _PLAIN = ("best_metric", "best_epoch", "best_val", "test", "history", "collapse_run",
-              "collapsed", "active", "stopped_epoch", "samples_seen", "rng_state",
-              "cuda_rng_state", "best_state")
+              "collapse_reason", "collapsed", "active", "stopped_epoch", "samples_seen",
+              "rng_state", "cuda_rng_state", "best_state")
 
     def state_dict(self) -> dict[str, Any]:
         state = {k: getattr(self, k) for k in self._PLAIN}
@@ -284,6 +291,7 @@ class Member(MemberEvaluation):
         self.generator.set_state(state["generator"])
         own_cuda_rng = self.cuda_rng_state
         for k in self._PLAIN:
-            setattr(self, k, state[k])
+            # collapse_reason is newer than some checkpoints: absent = none recorded
+            setattr(self, k, state.get(k) if k == "collapse_reason" else state[k])
         if not self._cuda or self.cuda_rng_state is None:  # restored on another device type
             self.cuda_rng_state = own_cuda_rng

@@ -35,14 +35,23 @@ def std_key(name: str) -> str:
 # Keys of the per-epoch report of a trial (trainable.py -> tune.report -> store.py).
 EPOCH = "epoch"
 OBJECTIVE = "objective"  # mean over members of each member's best validation metric so far
+OBJECTIVE_STD = "objective_std"  # sample std (ddof 1) over members of the same; NaN for one
 MEMBERS_ACTIVE = "members_active"
 MEMBERS_COLLAPSED = "members_collapsed"
 MEMBER_ROWS_JSON = "member_rows_json"  # JSON list: one dict per member for this epoch
 MEMBER_RESULTS_JSON = "member_results_json"  # JSON list: best epoch + test metrics per member
 RUNTIME_JSON = "runtime_json"  # JSON dict: micro_batch, accumulation, peaks, oom_retries, ...
+# PreparedData.info key and runtime key (the trials column): clips listed by the corpus but
+# skipped as missing or unreadable (MELD), kept in the feature cache; 0 when none
+DATA_SKIPPED_CLIPS = "data_skipped_clips"
 CHECKPOINT_FILE = "trainer.pt"  # in each Tune checkpoint dir: torch.save(trainer.state_dict())
 # Not "done": Ray sets its own `done` when the scheduler stops a trial.
 DONE = "trial_finished"  # the trial trained all its epochs (or every member stopped)
+# The last report of a trial that failed for a reason retrying cannot fix (a SersweepError: bad
+# config, non-finite loss, does not fit): trainable.py reports it instead of raising, so Tune's
+# FailureConfig retries only what kills the worker. One line `Type: message`; plain traceback.
+ERROR_REASON = "error_reason"
+ERROR_TRACEBACK = "error_traceback"
 
 VAL_UAR = split_metric("val", UAR)
 VAL_UAR_MEAN = mean_key(VAL_UAR)

@@ -24,6 +24,7 @@ from trainables.distill import build_teacher, load_teacher_states, teacher_state
 from trainables.errors import ConfigError, TrainingError
 from trainables.members import VAL_KEYS, Member
 from trainables.names import (
+    DATA_SKIPPED_CLIPS,
     DONE,
     EPOCH,
     MEMBER_RESULTS_JSON,
@@ -31,6 +32,7 @@ from trainables.names import (
     MEMBERS_ACTIVE,
     MEMBERS_COLLAPSED,
     OBJECTIVE,
+    OBJECTIVE_STD,
     SELECTABLE_METRICS,
     TRAIN_LOSS,
     VAL_UAR,
@@ -70,6 +72,10 @@ class LockstepTrainer:
                                                 f"valid: {', '.join(SELECTABLE_METRICS)}")
         if self.mode not in ("max", "min"):
             raise ConfigError("runtime.mode", f"mode must be max or min, not {self.mode!r}")
+        if self.train["reweight"] and self.train["rebalance"]:  # e.g. both drawn by a search
+            raise ConfigError("train.rebalance", "train.reweight and train.rebalance are both "
+                                                 "on: the class imbalance would be corrected "
+                                                 "twice; set one")
         if not data.folds or not self.train["seeds"]:
             raise ConfigError("train.seeds", "a trial needs at least one fold and one seed")
         self.data = data
@@ -128,11 +134,17 @@ class LockstepTrainer:
         return report
 
     def _report(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """The epoch's report. Means and stds are over EVERY member (the whole trial): a member
+        that stopped (collapsed) carries its last epoch's values forward. Why: averaging only the
+        members still active would drop a collapsed fold from `<metric>_mean` and make its trial
+        look better to ASHA than it is. `rows` (this epoch's trained members) go to the store."""
         report: dict[str, Any] = {EPOCH: self.epoch}
+        latest = [m.history[-1] for m in self.members if m.history]  # this epoch's or carried
         for key in (*VAL_KEYS, TRAIN_LOSS):
-            report[mean_key(key)], report[std_key(key)] = mean_std(r[key] for r in rows)
+            report[mean_key(key)], report[std_key(key)] = mean_std(r[key] for r in latest)
         bests = [m.best_metric for m in self.members if m.best_metric is not None]
         report[OBJECTIVE] = float(np.mean(bests)) if bests else float("nan")
+        report[OBJECTIVE_STD] = mean_std(bests)[1]  # sample std; NaN for one member
         report[MEMBERS_ACTIVE] = sum(m.active for m in self.members)
         report[MEMBERS_COLLAPSED] = sum(m.collapsed for m in self.members)
         report[MEMBER_ROWS_JSON] = json.dumps(rows)
@@ -156,6 +168,7 @@ class LockstepTrainer:
             "oom_events": list(self.micro.events),
             "device": str(self.device),
             "precision": self.precision.name,
+            DATA_SKIPPED_CLIPS: int(self.data.info.get(DATA_SKIPPED_CLIPS, 0)),
             "members": len(self.members),
             "measured_peak_bytes": measured,
             "estimated_peak_bytes": self.estimated_peak_bytes,

@@ -3,6 +3,7 @@
 Used as `tune.with_parameters(train_trial, data=prepared)` so the PreparedData travels through the
 object store once. Every epoch reports the trainer's report (trainables.names) plus RUNTIME_JSON,
 with a checkpoint: a directory holding `trainer.pt` (torch.save of LockstepTrainer.state_dict()).
+A trial that fails deterministically reports `failure_report` (names.ERROR_REASON) and returns.
 The only module of trainables/ that imports Ray.
 """
 
@@ -14,6 +15,8 @@ import logging
 import os
 import socket
 import tempfile
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +27,23 @@ from ray import tune
 from trainables.config import DATA_DEFAULTS, train_section, with_defaults
 from trainables.data import prepare_data
 from trainables.data.base import PreparedData
+from trainables.errors import SersweepError
 from trainables.memory import plan_micro_batch
-from trainables.names import CHECKPOINT_FILE, RUNTIME_JSON
+from trainables.names import (
+    CHECKPOINT_FILE,
+    DONE,
+    EPOCH,
+    ERROR_REASON,
+    ERROR_TRACEBACK,
+    MEMBER_RESULTS_JSON,
+    OBJECTIVE,
+    RUNTIME_JSON,
+    VAL_UAR,
+    mean_key,
+)
 from trainables.train import LockstepTrainer, resolve_device
 
-__all__ = ["CHECKPOINT_FILE", "train_trial"]
+__all__ = ["CHECKPOINT_FILE", "failure_report", "train_trial"]
 log = logging.getLogger(__name__)
 
 
@@ -55,9 +70,62 @@ def _prepare(data: PreparedData | None, config: dict[str, Any]) -> PreparedData:
     return prepare_data(with_defaults(config["data"], DATA_DEFAULTS))
 
 
+def _where() -> dict[str, Any]:
+    """Where the trial runs: host, Ray node, the GPUs Ray assigned (recorded in its row)."""
+    context = ray.get_runtime_context()
+    return {
+        "host": socket.gethostname(),
+        "node_id": context.get_node_id(),
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        "gpu_fraction": float(context.get_assigned_resources().get("GPU", 0.0)),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+
+
+def failure_report(exc: BaseException, last: dict[str, Any], metric: str) -> dict[str, Any]:
+    """The last report of a trial that failed with `exc`: its reason on one line (`Type:
+    message`), the plain-text traceback, the metrics Tune's scheduler and searcher expect set to
+    NaN (no score), and the context of the last epoch reported (`last`: epoch, members, where)."""
+    report = {key: last[key] for key in (EPOCH, MEMBER_RESULTS_JSON, RUNTIME_JSON) if key in last}
+    report.setdefault(EPOCH, 0)
+    if RUNTIME_JSON not in report:  # failed before its first epoch
+        report[RUNTIME_JSON] = json.dumps(_where())
+    report.update({
+        OBJECTIVE: float("nan"),
+        mean_key(metric): float("nan"),
+        DONE: False,
+        ERROR_REASON: f"{type(exc).__name__}: {' '.join(str(exc).split())}",
+        ERROR_TRACEBACK: "".join(traceback.format_exception(exc)),
+    })
+    return report
+
+
 def train_trial(config: dict[str, Any], data: PreparedData | None = None) -> None:
     """Train one trial's members, reporting and checkpointing every epoch; resume from
-    tune.get_checkpoint() at the epoch after the checkpointed one."""
+    tune.get_checkpoint() at the epoch after the checkpointed one.
+
+    A SersweepError (bad config, non-finite loss, does not fit) fails the same way on every
+    retry, so it is not raised: it becomes the trial's last report (failure_report) and Tune
+    sees the trial end, recorded once. Anything else raises, and Tune's FailureConfig retries it
+    from the last checkpoint, like a worker or node lost.
+    """
+    last: dict[str, Any] = {}
+    try:
+        for trainer, report in _epochs(config, data):
+            with tempfile.TemporaryDirectory() as directory:
+                torch.save(trainer.state_dict(), Path(directory) / CHECKPOINT_FILE)
+                # report() persists the checkpoint to the run's storage before returning
+                tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
+            last = report
+    except SersweepError as exc:
+        metric = config.get("runtime", {}).get("metric", VAL_UAR)
+        tune.report(failure_report(exc, last, metric))
+
+
+def _epochs(
+    config: dict[str, Any], data: PreparedData | None
+) -> Iterator[tuple[LockstepTrainer, dict[str, Any]]]:
+    """Build (or restore) the trial's trainer and yield it with each epoch's report."""
     config = copy.deepcopy(config)
     config["train"] = train_section(config)
     config.setdefault("runtime", {})
@@ -75,14 +143,7 @@ def train_trial(config: dict[str, Any], data: PreparedData | None = None) -> Non
         trainer.load_state_dict(state)
         log.info("restored trial at epoch %d", trainer.epoch)
 
-    context = ray.get_runtime_context()
-    where = {
-        "host": socket.gethostname(),
-        "node_id": context.get_node_id(),
-        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-        "gpu_fraction": float(context.get_assigned_resources().get("GPU", 0.0)),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-    }
+    where = _where()
     if where["gpu_ids"] and device.type != "cuda":
         # recorded too: the trial's row holds device "cpu" beside the GPU ids Ray assigned
         log.warning(
@@ -93,7 +154,4 @@ def train_trial(config: dict[str, Any], data: PreparedData | None = None) -> Non
     while not trainer.finished:
         report = trainer.run_epoch()
         report[RUNTIME_JSON] = json.dumps(trainer.runtime_info() | where)
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(trainer.state_dict(), Path(directory) / CHECKPOINT_FILE)
-            # report() persists the checkpoint to the run's storage before returning
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
+        yield trainer, report

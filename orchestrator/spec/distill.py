@@ -5,7 +5,8 @@
       temperature: 2.0
       kd_weight: 1.0
       mse_weight: 1.0
-      mse_layers: 2          # hidden layers matched from the end, 0-4
+      mse_layers: 2          # hidden layers matched, from the INPUT side: the first N (0-4)
+                             # or explicit indices, e.g. [0, 2] (-1 = the last, the head's)
       experiment: null       # kd | 1mse | 2mse | 3mse | 4mse | nokd_4mse (overrides the two above)
 
 Defaults and the experiment table live in trainables (config.DISTILL_DEFAULTS,
@@ -16,34 +17,56 @@ the teacher itself is resolved in the driver by orchestrator/distill.py.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 from orchestrator.spec import checks as sc
 from orchestrator.spec.checks import Ctx, Expect, check_value, unknown_key
 from trainables.config import DISTILL_DEFAULTS, TEACHER_DEFAULTS
-from trainables.distill import EXPERIMENTS, MAX_MSE_LAYERS
 
 SEARCHABLE = ("temperature", "kd_weight", "mse_weight", "mse_layers", "experiment")
-EXPECT: dict[str, Expect] = {
-    "temperature": Expect((float,)),
-    "kd_weight": Expect((float,)),
-    "mse_weight": Expect((float,)),
-    "mse_layers": Expect((int,)),
-    "experiment": Expect((str,), True, values=tuple(EXPERIMENTS)),
-}
-# key -> (low, low inclusive, high): the closed/open ranges of the numeric keys
-RANGES: dict[str, tuple[float, bool, float | None]] = {
-    "temperature": (0, False, None),
-    "kd_weight": (0, True, None),
-    "mse_weight": (0, True, None),
-    "mse_layers": (0, True, MAX_MSE_LAYERS),
-}
+
+
+# trainables.distill imports torch: read its tables on first use, so that a sweep file without a
+# distill section (or with a typo found earlier) is checked without importing torch.
+@cache
+def _tables() -> tuple[dict[str, Expect], dict[str, tuple[float, bool, float | None]]]:
+    from trainables.distill import EXPERIMENTS, MAX_MSE_LAYERS
+
+    expect = {
+        "temperature": Expect((float,)),
+        "kd_weight": Expect((float,)),
+        "mse_weight": Expect((float,)),
+        "mse_layers": Expect((int,)),  # searched as an int; a fixed list is checked apart
+        "experiment": Expect((str,), True, values=tuple(EXPERIMENTS)),
+    }
+    # key -> (low, low inclusive, high): the closed/open ranges of the numeric keys
+    ranges = {
+        "temperature": (0, False, None),
+        "kd_weight": (0, True, None),
+        "mse_weight": (0, True, None),
+        "mse_layers": (0, True, MAX_MSE_LAYERS),
+    }
+    return expect, ranges
+
+
+def expect(key: str) -> Expect:
+    """What the searchable distill key `key` accepts."""
+    return _tables()[0][key]
 
 
 def check_range(ctx: Ctx, path: tuple[str, ...], key: str, value: Any) -> None:
-    if key not in RANGES or value is None or isinstance(value, bool):
+    ranges = _tables()[1]
+    if key == "mse_layers" and isinstance(value, list | tuple):  # explicit indices
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in value) or (
+                len(set(value)) != len(value)):
+            raise ctx.err(path, f"mse_layers is an integer N (the first N hiddens) or a list "
+                          f"of distinct hidden indices counted from the input side, e.g. "
+                          f"[0, 2], but got {value!r}")
         return
-    low, inclusive, high = RANGES[key]
+    if key not in ranges or value is None or isinstance(value, bool):
+        return
+    low, inclusive, high = ranges[key]
     if (value < low) if inclusive else (value <= low):
         raise ctx.err(path, f"{key} {'>=' if inclusive else '>'} {low} must hold, but got "
                       f"{value}")
@@ -53,7 +76,10 @@ def check_range(ctx: Ctx, path: tuple[str, ...], key: str, value: Any) -> None:
 
 def check_entry(ctx: Ctx, path: tuple[str, ...], key: str, value: Any) -> Any:
     """One searchable distill value (also each choice of a searched `distill.<key>`)."""
-    value = check_value(ctx, path, value, EXPECT[key])
+    if key == "mse_layers" and isinstance(value, list | tuple):  # indices: check_range
+        check_range(ctx, path, key, value)
+        return value
+    value = check_value(ctx, path, value, expect(key))
     check_range(ctx, path, key, value)
     return value
 

@@ -57,7 +57,7 @@ def _check_target(ctx: Ctx, p: ParamSpec, base: _Base, names: list[str]) -> list
         if sub not in sd.SEARCHABLE:
             raise ctx.err(path, f"{p.key} addresses nothing: the searchable distill keys are "
                           f"{', '.join(sd.SEARCHABLE)}{sc.suggest(p.key, base.valid_keys(names))}")
-        return [sd.EXPECT[sub]]
+        return [sd.expect(sub)]
     if section != "model":
         hint = sc.suggest(p.key, base.valid_keys(names))
         raise ctx.err(path, f"a searched key starts with data., model. or train. (or distill. "

@@ -5,6 +5,7 @@
 - files.py         paths and URIs, atomic writes, listing, tolerant reads
 - rows.py          a trial's buffered reports -> its rows
 - callback.py      StoreCallback: the driver-side Ray Tune callback that writes them
+- lock.py          SweepLock: one driver per sweep (a lease in <sweep>/driver.lock/)
 `StoreCallback` is imported on first use (it needs Ray; readers of the store do not).
 """
 
@@ -12,12 +13,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.store.files import list_files, read_dir, resolve, write_spec, write_table
+from orchestrator.store.files import (
+    StoreWriteError,
+    list_files,
+    read_dir,
+    resolve,
+    write_spec,
+    write_table,
+)
+from orchestrator.store.lock import (
+    BREAK_LOCK_FLAG,
+    SweepLock,
+    SweepLockedError,
+    SweepLockLostError,
+    SweepLockWriteError,
+    current_lease,
+)
 from orchestrator.store.result_store import CORRUPT_DIR, ResultStore
 
 __all__ = [
-    "CORRUPT_DIR", "ResultStore", "StoreCallback", "list_files", "read_dir", "resolve",
-    "write_spec", "write_table",
+    "BREAK_LOCK_FLAG", "CORRUPT_DIR", "ResultStore", "StoreCallback", "StoreWriteError",
+    "SweepLock", "SweepLockLostError", "SweepLockWriteError", "SweepLockedError",
+    "current_lease", "list_files", "read_dir", "resolve", "write_spec", "write_table",
 ]
 
 

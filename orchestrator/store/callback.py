@@ -1,14 +1,19 @@
 """The driver-side Ray Tune callback that records every trial in the store when it ends: the
 epoch rows are buffered from each tune.report (`on_trial_result`) and written, with the trial and
-member rows, when the trial completes or fails (`_write` -> ResultStore.write_trial)."""
+member rows, when the trial completes or fails (`_write` -> ResultStore.write_trial).
+
+A result file that cannot be written (disk full, read-only: files.StoreWriteError) stops the
+sweep: every later trial would be trained and lost the same way. `write_error` keeps the first
+one, `WriteFailureStop` (a Tune stopper) ends the run, and the runner raises it after fit()."""
 
 from __future__ import annotations
 
 import logging
 import time
 
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
 
+from orchestrator.store.files import StoreWriteError
 from orchestrator.store.result_store import ResultStore
 from orchestrator.store.rows import (
     TrialBuffer,
@@ -46,6 +51,7 @@ class StoreCallback(Callback):
         self.extra = dict(extra or {})
         self.classes = None if classes is None else [str(c) for c in classes]
         self.buffers: dict[str, TrialBuffer] = {}
+        self.write_error: StoreWriteError | None = None  # the first trial not written
 
     def _buffer(self, trial) -> TrialBuffer:
         if trial.trial_id not in self.buffers:
@@ -84,6 +90,21 @@ class StoreCallback(Callback):
         row.update(self.extra)
         try:
             self.store.write_trial(row, epochs, members)
+        except StoreWriteError as exc:  # the disk: WriteFailureStop ends the sweep
+            log.error("trial %s not recorded: %s", trial.trial_id, exc)
+            self.write_error = self.write_error or exc
         except Exception:  # never take the sweep down; the console still shows the trial
             log.exception("could not record trial %s in %s", trial.trial_id, self.store.sweep_dir)
 
+
+class WriteFailureStop(Stopper):
+    """Stops the whole run once `callback` could not write a trial (its `write_error`)."""
+
+    def __init__(self, callback: StoreCallback) -> None:
+        self.callback = callback
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False  # no trial stops on its own result
+
+    def stop_all(self) -> bool:
+        return self.callback.write_error is not None

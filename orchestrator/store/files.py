@@ -6,6 +6,10 @@ Atomicity: on a local filesystem each file is written to a hidden temporary name
 (`.<name>.tmp-<uuid>`: no `.parquet` suffix and a `.` prefix, so neither globs nor pyarrow datasets
 see it) and renamed over the final name. Object stores make a single PUT atomic, so there the
 file is written in place. A rewrite of a trial replaces its files: rows are keyed by trial id.
+
+Disk faults: any OSError while writing (ENOSPC full disk, EROFS read-only, EDQUOT, EACCES, EIO)
+becomes StoreWriteError naming the file; the temporary file is removed, so the final name keeps
+its previous content (or stays absent) and every earlier file stays readable.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from orchestrator.store import schema
+from trainables.errors import SersweepError
 
 log = logging.getLogger(__name__)
 
@@ -41,24 +46,49 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
+class StoreWriteError(SersweepError):
+    """A result file cannot be written (disk full, read-only, no permission). `path` names the
+    file, `errno` the cause (errno.ENOSPC, errno.EROFS, ...; None when the OS gave none)."""
+
+    def __init__(self, path: str, exc: OSError) -> None:
+        self.path = path
+        self.errno = exc.errno
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        super().__init__(
+            f"{path}: cannot write the result file: {reason}; every trial recorded before it is "
+            "intact: free space (or make the folder writable) and rerun the same command to "
+            "continue the sweep"
+        )
+
+    def __reduce__(self) -> tuple:  # keep the real message if it is ever pickled
+        return (type(self), (self.path, OSError(self.errno, str(self))))
+
+
+def _write_file(fs: pafs.FileSystem, path: str, write: Callable[[io.IOBase], None]) -> None:
+    """The one low-level write of the store: open `path`, let `write` fill it, close it."""
+    with fs.open_output_stream(path) as out:
+        write(out)
+
+
 def _atomic_write(fs: pafs.FileSystem, path: str, write: Callable[[io.IOBase], None]) -> None:
     folder, name = path.rsplit("/", 1)
-    fs.create_dir(folder, recursive=True)
-    if fs.type_name != "local":  # object stores: one PUT is atomic
-        with fs.open_output_stream(path) as out:
-            write(out)
-        return
-    tmp = join(folder, f".{name}.tmp-{uuid.uuid4().hex}")
     try:
-        with fs.open_output_stream(tmp) as out:
-            write(out)
-        fs.move(tmp, path)  # rename(2): atomic, replaces
-    except BaseException:
+        fs.create_dir(folder, recursive=True)
+        if fs.type_name != "local":  # object stores: one PUT is atomic
+            _write_file(fs, path, write)
+            return
+        tmp = join(folder, f".{name}.tmp-{uuid.uuid4().hex}")
         try:
-            fs.delete_file(tmp)
-        except OSError:
-            pass
-        raise
+            _write_file(fs, tmp, write)
+            fs.move(tmp, path)  # rename(2): atomic, replaces
+        except BaseException:
+            try:
+                fs.delete_file(tmp)
+            except OSError:  # never opened, or the folder is read-only: repair moves it aside
+                pass
+            raise
+    except OSError as exc:  # pyarrow's IO errors are OSError too
+        raise StoreWriteError(path, exc) from exc
 
 
 def write_table(fs: pafs.FileSystem, path: str, table: pa.Table, **options) -> None:

@@ -8,6 +8,7 @@ schema.py. Only the driver writes (store/callback.py), one trial at a time, when
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 from orchestrator.store import schema
 from orchestrator.store.files import (
     DataFile,
+    StoreWriteError,
     is_complete_name,
     join,
     list_files,
@@ -49,7 +51,8 @@ class ResultStore:
     ) -> None:
         """Write (or replace) one trial's three files. Epoch rows are deduplicated on
         (trial_id, member, epoch) keeping the last. The trials file is written last, so a trial
-        listed by `completed_trial_ids` always has its epochs and members."""
+        listed by `completed_trial_ids` always has its epochs and members. StoreWriteError (disk
+        full, read-only) names the file; a new trial's files written before it are deleted."""
         trial_id = str(trial_row[schema.TRIAL_ID])
         base = {"trial_id": trial_id, schema.SWEEP: self.sweep}
         trial_row = {**trial_row, **base}
@@ -59,8 +62,21 @@ class ResultStore:
             unique[tuple(row.get(k) for k in schema.EPOCH_KEY)] = row
         epochs = sorted(unique.values(), key=lambda r: (r.get("member"), r.get("epoch")))
         members = [{**row, **base} for row in member_rows]
-        for table, rows in (("epochs", epochs), ("members", members), ("trials", [trial_row])):
-            write_table(self.fs, self._file(table, trial_id), schema.to_table(table, rows))
+        recorded = self.fs.get_file_info(self._file("trials", trial_id)).is_file
+        written: list[str] = []
+        try:
+            for table, rows in (("epochs", epochs), ("members", members), ("trials", [trial_row])):
+                write_table(self.fs, self._file(table, trial_id), schema.to_table(table, rows))
+                written.append(self._file(table, trial_id))
+        except StoreWriteError:
+            # A new trial half-written (disk full, read-only) is taken back, so readers see only
+            # complete trials; a rewrite keeps its files (each is the old or the new version).
+            # Where even deleting fails, the next run's repair() moves them aside.
+            if not recorded:
+                for path in written:
+                    with contextlib.suppress(OSError):
+                        self.fs.delete_file(path)
+            raise
 
     def files(self, table: str) -> list[DataFile]:
         return list_files(self.fs, join(self._path, table))

@@ -52,15 +52,35 @@ def test_projections_map_student_width_to_teacher_width() -> None:
     assert torch.allclose(hidden_mse(same, maps[1:]), torch.zeros(3))
 
 
-def test_mse_layers_pairs_from_the_end_and_refuses_too_many() -> None:
+def test_mse_layers_are_counted_from_the_input_side_and_refuse_too_many() -> None:
     student = [torch.full((2, 1), float(i)) for i in range(3)]
     teacher = [torch.full((2, 1), 10.0 + i) for i in range(5)]
-    pairs = pair_hiddens(student, teacher, 2)
-    assert [(float(s[0]), float(t[0])) for s, t in pairs] == [(2.0, 14.0), (1.0, 13.0)]
-    assert pair_hiddens(student, teacher, 0) == []
-    with pytest.raises(ConfigError) as err:
-        pair_hiddens(student, teacher, 4)
-    assert err.value.key == "distill.mse_layers" and "3 hidden layers" in str(err.value)
+    pairs = pair_hiddens(student, teacher, 2)  # the first two: input side
+    assert [(float(s[0]), float(t[0])) for s, t in pairs] == [(0.0, 10.0), (1.0, 11.0)]
+    pairs = pair_hiddens(student, teacher, [2, -1])  # explicit; -1 counts from each one's end
+    assert [(float(s[0]), float(t[0])) for s, t in pairs] == [(2.0, 12.0), (2.0, 14.0)]
+    assert pair_hiddens(student, teacher, 0) == [] == pair_hiddens(student, teacher, [])
+    for bad in (4, [3]):
+        with pytest.raises(ConfigError) as err:
+            pair_hiddens(student, teacher, bad)
+        assert err.value.key == "distill.mse_layers" and "3 hidden layers" in str(err.value)
+
+
+def test_1mse_hits_the_first_input_side_block() -> None:
+    """Issue 13: "1mse" used to match only the last hidden (the head's); it is the first."""
+    teacher, student = _model(TEACHER, 0).eval(), _model(STUDENT, 1)
+    x, lengths = torch.randn(4, 12, 8), torch.full((4,), 12)
+    d = Distiller({"experiment": "1mse"}, teacher, student, (x[:2], lengths[:2]))
+    assert d.layers == [0] and d.widths == [(16, 32)]  # the input projection: d_model 16 -> 32
+    logits, hiddens = student(x, lengths, return_hidden=True)
+    loss = d.extra_loss(x, lengths, logits, hiddens).sum()
+    student.zero_grad()
+    d.projections.zero_grad()
+    (loss - d.kd_weight * kd_loss(logits, d.teacher_forward(x, lengths)[0],
+                                  d.temperature).sum()).backward()
+    # the MSE reaches the input projection, and nothing of the head
+    assert student.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in student.head.parameters())
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
@@ -68,12 +88,15 @@ def test_experiments_override_kd_weight_and_mse_layers(name: str) -> None:
     cfg = effective({"experiment": name, "kd_weight": 0.5, "mse_layers": 1})
     kd_on, layers = EXPERIMENTS[name]
     assert cfg["mse_layers"] == layers and (cfg["kd_weight"] == 0.5) == kd_on
+    assert layers == list(range(len(layers)))  # explicit, from the input side
     assert (cfg["kd_weight"] == 0.0) == (not kd_on)
 
 
 def test_unknown_experiment_and_bad_values_name_the_key() -> None:
     for cfg, key in (({"experiment": "5mse"}, "distill.experiment"),
                      ({"mse_layers": 5}, "distill.mse_layers"),
+                     ({"mse_layers": [0, 0]}, "distill.mse_layers"),
+                     ({"mse_layers": [0.5]}, "distill.mse_layers"),
                      ({"temperature": 0}, "distill.temperature")):
         with pytest.raises(ConfigError) as err:
             effective(cfg)
@@ -98,7 +121,8 @@ def test_distiller_loss_is_zero_for_a_student_identical_to_its_teacher() -> None
     assert d.hidden_gap(student, x, lengths, 3) == pytest.approx(0.0, abs=1e-8)
     assert d.hidden_gap(_model(TEACHER, 5).eval(), x, lengths, 3) > 0
     smaller = Distiller(cfg, teacher, _model(STUDENT, 1), (x[:2], lengths[:2]))
-    assert smaller.widths == [(32, 32), (16, 32), (16, 32)]  # head hidden, encoder 1, input
+    # input, encoder 1 (student 16 wide), then the student's head hidden vs teacher layer 2
+    assert smaller.widths == [(16, 32), (16, 32), (32, 32)]
     assert sum(isinstance(m, nn.Linear) for m in smaller.projections) == 2
 
 

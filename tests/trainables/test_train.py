@@ -78,8 +78,10 @@ def tiny_data(n: int = 96, steps: int = 10, feats: int = 6, normalize: str = "no
 
 
 def make_config(model: dict | None = None, runtime: dict | None = None, **train) -> dict:
+    # collapse_margin -1: no near-chance rule (16 validation clips make it noisy); tests of
+    # collapse set it (tests/trainables/test_whole_trial.py)
     base = {"epochs": 3, "batch_size": 16, "lr": 1e-2, "seeds": [0, 1], "amp": "off",
-            "device": "cpu"}
+            "device": "cpu", "collapse_margin": -1.0}
     return {"data": {}, "model": {"name": "tiny", **(model or {})},
             "train": with_defaults({**base, **train}, TRAIN_DEFAULTS),
             "runtime": {"metric": "val_uar", "mode": "max", **(runtime or {})}}

@@ -1,4 +1,4 @@
-"""Feature extractors (raw, logmel, mfcc, compare), fixed-length crop/pad, normalization.
+"""Feature extractors (raw, logmel, mfcc, compare, egemaps), fixed-length crop/pad, normalization.
 
 Every extractor turns waveforms cropped to `max_seconds` (the first max_seconds are kept) into a
 fixed-size tensor plus the valid length of each row; positions past a row's length are zero.
@@ -32,9 +32,16 @@ class FeatureExtractor(ABC):
 
     kind: ClassVar[str]
     hop: ClassVar[int] = HOP  # input samples per output row
+    # True: featurize() already applied data.downsample and data.normalize (ssl), prepare skips
+    finalizes: ClassVar[bool] = False
 
     def __init__(self, data_cfg: dict[str, Any]) -> None:
         self.cfg = data_cfg
+
+    def fingerprint(self) -> str:
+        """What decides the features besides the data config (ssl: the weights file), for the
+        prepared-data cache key; "" for the built-in kinds."""
+        return ""
 
     def n_rows(self, n_samples: int) -> int:
         """Valid output rows for `n_samples` input samples (centered frames: 1 + n // hop)."""
@@ -125,20 +132,10 @@ class MFCC(FeatureExtractor):
             return self.transform(torch.from_numpy(batch)).transpose(1, 2).numpy()
 
 
-class ComParE(FeatureExtractor):
-    """`compare`: openSMILE ComParE_2016 LLDs (65 dims; 130 with `compare_deltas`)."""
+class OpenSmileLLD(FeatureExtractor):
+    """openSMILE low-level descriptors, one `Smile` per part in `self.smiles` (concatenated)."""
 
-    kind = "compare"
-
-    def __init__(self, data_cfg: dict[str, Any]) -> None:
-        super().__init__(data_cfg)
-        import opensmile
-
-        level = opensmile.FeatureLevel.LowLevelDescriptors
-        self.smiles = [opensmile.Smile(opensmile.FeatureSet.ComParE_2016, level)]
-        if data_cfg.get("compare_deltas", False):
-            self.smiles.append(opensmile.Smile(opensmile.FeatureSet.ComParE_2016,
-                                               opensmile.FeatureLevel.LowLevelDescriptors_Deltas))
+    smiles: list[Any]
 
     def _compute(self, batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         rows = []
@@ -159,8 +156,38 @@ class ComParE(FeatureExtractor):
         return max(1, (n_samples - 800) // HOP + 1)
 
 
+class ComParE(OpenSmileLLD):
+    """`compare`: openSMILE ComParE_2016 LLDs (65 dims; 130 with `compare_deltas`)."""
+
+    kind = "compare"
+
+    def __init__(self, data_cfg: dict[str, Any]) -> None:
+        super().__init__(data_cfg)
+        import opensmile
+
+        level = opensmile.FeatureLevel.LowLevelDescriptors
+        self.smiles = [opensmile.Smile(opensmile.FeatureSet.ComParE_2016, level)]
+        if data_cfg.get("compare_deltas", False):
+            self.smiles.append(opensmile.Smile(opensmile.FeatureSet.ComParE_2016,
+                                               opensmile.FeatureLevel.LowLevelDescriptors_Deltas))
+
+
+class EGeMAPS(OpenSmileLLD):
+    """`egemaps`: openSMILE eGeMAPSv02 LLDs, 25 per 10 ms frame (loudness, spectral slopes,
+    MFCC 1-4, F0 in semitones, jitter, shimmer, HNR, formants F1-F3; zero where unvoiced)."""
+
+    kind = "egemaps"
+
+    def __init__(self, data_cfg: dict[str, Any]) -> None:
+        super().__init__(data_cfg)
+        import opensmile
+
+        self.smiles = [opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02,
+                                       opensmile.FeatureLevel.LowLevelDescriptors)]
+
+
 FEATURES: dict[str, type[FeatureExtractor]] = {
-    c.kind: c for c in (Raw, LogMel, MFCC, ComParE)
+    c.kind: c for c in (Raw, LogMel, MFCC, ComParE, EGeMAPS)
 }
 
 
@@ -252,3 +279,34 @@ def normalize_utterances(features: torch.Tensor, lengths: torch.Tensor) -> torch
         y = ((x3.double() - mean[:, None]) / std[:, None]).float()
         out[start: start + CHUNK] = _zero_padding(y.squeeze(-1) if x.dim() == 2 else y, n)
     return out
+
+
+def normalize_speakers(features: torch.Tensor, lengths: torch.Tensor,
+                       speakers: list[str]) -> torch.Tensor:
+    """`normalize: speaker`: each speaker's rows z-scored with that speaker's own statistics.
+
+    Mean/std per feature dim over every valid position of all of the speaker's utterances (the
+    rule of `train_stats`, applied to the speaker's rows); padding stays 0. Label-free and
+    independent of the folds, so applying it to validation and test speakers with their own
+    statistics leaks nothing about the labels (standard in SER: it removes speaker identity, e.g.
+    base pitch and loudness, that a held-out speaker would otherwise shift).
+    """
+    if len(speakers) != features.shape[0]:
+        raise ValueError(f"{len(speakers)} speakers for {features.shape[0]} feature rows")
+    names = np.asarray(speakers)
+    out = torch.empty_like(features)
+    for speaker in sorted(set(speakers)):
+        idx = np.flatnonzero(names == speaker)
+        mean, std = train_stats(features, lengths, idx)  # (F,) or (1,) for raw
+        for start in range(0, len(idx), CHUNK):
+            rows = torch.as_tensor(idx[start: start + CHUNK], dtype=torch.long)
+            x = features[rows]
+            y = ((x.double() - mean.double()) / std.double()).float()
+            out[rows] = _zero_padding(y, lengths[rows])
+    return out
+
+
+# Registered last: trainables/data/ssl subclasses FeatureExtractor from this module.
+from trainables.data.ssl.feature import SslFeatureExtractor  # noqa: E402
+
+FEATURES[SslFeatureExtractor.kind] = SslFeatureExtractor

@@ -22,6 +22,7 @@ from trainables.data.folds import make_folds
 from trainables.data.multi import corpus_of as multi_corpus_of
 from trainables.data.multi import multi_folds
 from trainables.errors import ConfigError
+from trainables.names import DATA_SKIPPED_CLIPS
 
 # speaker: label-free and fold-independent, so applied here (and cached) like utterance
 NORMALIZE = ("none", "utterance", "speaker", "train")
@@ -109,15 +110,21 @@ def prepare_data(data_cfg: dict[str, Any],
                 progress(f"cached {path}")
     splits = [s or None for s in stored["splits"]]
     corpus_of = multi_corpus_of(stored["ids"]) if multi else []
+    if multi and cfg["val"] != DATA_DEFAULTS["val"]:
+        raise ConfigError("data.val", f"corpus: multi folds each corpus by its own rule with "
+                                      f"the default validation; val: {cfg['val']} is for one "
+                                      f"corpus")
     if multi:  # each corpus folded by its own rule (trainables/data/multi.py)
         folds = multi_folds(cfg, SINGLE_CORPORA, corpus_of, stored["speakers"],
                             stored["sessions"], splits)
     else:
         folds = make_folds(cfg["folds"], stored["speakers"], stored["sessions"], splits,
-                           cfg["n_folds"], cfg["seed"])
+                           cfg["n_folds"], cfg["seed"], cfg["val"], cfg["val_fraction"])
     if cfg["use_folds"] is not None:
         folds = folds[: cfg["use_folds"]]
     info = dict(stored["info"])
+    # the corpus' skipped clips (MELD: missing / unreadable wavs), from the cached info on a hit
+    info[DATA_SKIPPED_CLIPS] = int(info.get("skipped", 0))
     info.update(cache=status, cache_key=key, cache_path=str(path) if path else None)
     return PreparedData(
         features=stored["features"], lengths=stored["lengths"], labels=stored["labels"],

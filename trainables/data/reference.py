@@ -1,18 +1,31 @@
-"""The reference model that calibrates a corpus: logistic regression on utterance statistics.
+"""The reference classifier: a standardized logistic regression on utterance-level vectors.
 
-Each utterance becomes the mean and std of its frame features over its valid frames; a
-multinomial logistic regression (L2, full-batch L-BFGS, standardized with the training split's
-statistics) is trained per fold and scored by test UAR. docs/data.md reports it for the
-synthetic corpus: far from chance (0.25) but far from 1.0, so sweeps have something to find.
+One definition, used twice:
+* the calibration of a corpus (`reference_uar`): each utterance becomes the mean and std of its
+  frame features over its valid frames; docs/data.md reports it for the synthetic corpus: far
+  from chance (0.25) but far from 1.0, so sweeps have something to find;
+* the reference baseline of every sweep (trainables/baseline.py), on eGeMAPS functionals.
+
+The classifier is scikit-learn's `SimpleImputer -> StandardScaler -> LogisticRegression`
+(L2, L-BFGS, multinomial, `class_weight="balanced"`): fit on a fold's training split only (the
+imputer's means and the scaler's statistics included), so nothing of validation or test leaks.
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import Any
 
 import numpy as np
 import torch
 
 from trainables.data.base import Fold, PreparedData
 from trainables.data.features import masked_moments
+from trainables.metrics import compute_metrics
+from trainables.names import UAR
+
+MAX_ITER = 5000  # L-BFGS iterations (converges in far fewer on these problems)
+C = 1.0  # inverse L2 strength (scikit-learn's default): a reference, never tuned on test
 
 
 def utterance_stats(data: PreparedData) -> torch.Tensor:
@@ -22,31 +35,40 @@ def utterance_stats(data: PreparedData) -> torch.Tensor:
 
 
 def uar(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-    """Mean recall over the classes present in y_true."""
-    recalls = [np.mean(y_pred[y_true == c] == c) for c in range(n_classes) if (y_true == c).any()]
-    return float(np.mean(recalls))
+    """Mean recall over the classes present in y_true (trainables.metrics' UAR)."""
+    return float(compute_metrics(y_true, y_pred, n_classes)[UAR])
 
 
-def fit_predict(x: torch.Tensor, y: torch.Tensor, fold: Fold, n_classes: int,
-                l2: float = 1e-2) -> np.ndarray:
+def reference_classifier() -> Any:
+    """A fresh, unfitted scikit-learn pipeline (deterministic: no random state is drawn)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(
+        SimpleImputer(strategy="mean", keep_empty_features=True),  # NaN -> training mean
+        StandardScaler(),
+        LogisticRegression(C=C, class_weight="balanced", max_iter=MAX_ITER, random_state=0))
+
+
+def fit(x: np.ndarray, y: np.ndarray, train: np.ndarray) -> tuple[Any, bool]:
+    """The reference classifier fit on rows `train`; (model, converged before MAX_ITER)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    model = reference_classifier()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported as `converged`
+        model.fit(x[train], y[train])
+    return model, int(np.max(model[-1].n_iter_)) < MAX_ITER
+
+
+def fit_predict(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, fold: Fold,
+                n_classes: int) -> np.ndarray:
     """Train on fold.train, return predicted classes for fold.test."""
-    tr = torch.as_tensor(fold.train)
-    mu, sd = x[tr].mean(0), x[tr].std(0).clamp_min(1e-5)
-    z = (x - mu) / sd
-    torch.manual_seed(0)
-    model = torch.nn.Linear(x.shape[1], n_classes)
-    opt = torch.optim.LBFGS(model.parameters(), max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(z[tr]), y[tr])
-        loss = loss + l2 * model.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return model(z[torch.as_tensor(fold.test)]).argmax(1).numpy()
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64)
+    model, _ = fit(xs, ys, fold.train)
+    return model.predict(xs[fold.test])
 
 
 def reference_uar(data: PreparedData) -> list[float]:

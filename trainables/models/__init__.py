@@ -41,6 +41,7 @@ def build_model(model_cfg: dict[str, Any], *, n_features: int, n_classes: int) -
 from trainables.models.cnn_lstm import CnnLstm  # noqa: E402
 from trainables.models.resnet_lstm import ResNetLstm  # noqa: E402
 from trainables.models.sincnet import SincNet  # noqa: E402
+from trainables.models.ssl_head import SslHead  # noqa: E402
 from trainables.models.transformer import Transformer  # noqa: E402
 from trainables.models.vggish_lstm import VggishLstm  # noqa: E402
 
@@ -51,5 +52,6 @@ MODELS.update(
         "transformer": Transformer,
         "resnet_lstm": ResNetLstm,
         "vggish_lstm": VggishLstm,
+        "ssl_head": SslHead,
     }
 )

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from trainables.models.checks import check_int_list
+from trainables.models.masked_norm import MaskedBatchNorm1d
 from trainables.models.pooling import conv_lengths
 
 
@@ -15,7 +16,7 @@ class ConvStack1d(nn.Module):
     Convolutions are 'valid' (padding 0) on purpose: an output step whose window lies inside the
     valid samples never reads the zero padding, so the valid outputs do not depend on how much
     padding follows, and `lengths` map through with integer arithmetic. (B, 1, S) -> (B, C, T).
-    BatchNorm in training mode still takes its statistics over padded steps too.
+    BatchNorm takes its training statistics over the valid steps only (MaskedBatchNorm1d).
     """
 
     def __init__(
@@ -37,7 +38,7 @@ class ConvStack1d(nn.Module):
             self.blocks.append(
                 nn.Sequential(
                     nn.Conv1d(in_channels, out_channels, k, stride=s, bias=not batch_norm),
-                    nn.BatchNorm1d(out_channels) if batch_norm else nn.Identity(),
+                    MaskedBatchNorm1d(out_channels) if batch_norm else nn.Identity(),
                     nn.ReLU(),
                 )
             )
@@ -60,7 +61,9 @@ class ConvStack1d(nn.Module):
             x = nn.functional.pad(x, (0, short))
         outputs = []
         for block, k, s in zip(self.blocks, self.kernel_sizes, self.strides):
-            x = block(x)  # (B, C_i, T_i)
+            conv, norm, act = block  # a Sequential: the state_dict keys of older checkpoints
             lengths = conv_lengths(lengths, k, s)
+            h = conv(x)  # (B, C_i, T_i)
+            x = act(norm(h, lengths) if isinstance(norm, MaskedBatchNorm1d) else norm(h))
             outputs.append((x, lengths))
         return x, lengths, outputs

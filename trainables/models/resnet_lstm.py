@@ -11,6 +11,7 @@ from torch import nn
 
 from trainables.models.checks import check_choice, check_float, check_int, check_int_list
 from trainables.models.head import DNNHead
+from trainables.models.masked_norm import MaskedBatchNorm2d
 from trainables.models.pooling import POOLINGS, conv_lengths, mask_time, masked_pool
 from trainables.models.sequence import MaskedLSTM
 
@@ -20,29 +21,35 @@ class BasicBlock(nn.Module):
 
     Padded time steps are zeroed after every conv: a 3x3 conv at the last valid step reads one step
     beyond it, which must be zero as it would be without the padding (BN and ReLU make it nonzero).
+    BatchNorm takes its training statistics over the valid steps only (MaskedBatchNorm2d).
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         self.stride = stride
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn1 = MaskedBatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.bn2 = MaskedBatchNorm2d(out_channels)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
+                MaskedBatchNorm2d(out_channels),
             )
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         out_lengths = conv_lengths(lengths, 3, self.stride, padding=1)
-        h = mask_time(torch.relu(self.bn1(self.conv1(x))), out_lengths, dim=2)  # (B, C, T', F')
-        h = self.bn2(self.conv2(h))
-        h = torch.relu(h + self.shortcut(x))
+        h = self.bn1(self.conv1(x), out_lengths)  # (B, C, T', F')
+        h = mask_time(torch.relu(h), out_lengths, dim=2)
+        h = self.bn2(self.conv2(h), out_lengths)
+        if isinstance(self.shortcut, nn.Sequential):  # 1x1 projection conv -> BN
+            short = self.shortcut[1](self.shortcut[0](x), out_lengths)
+        else:
+            short = x
+        h = torch.relu(h + short)
         return mask_time(h, out_lengths, dim=2), out_lengths
 
 
@@ -74,7 +81,8 @@ class ResNetLstm(nn.Module):
         check_float("model.dropout", dropout, 0.0, 1.0)
         self.pooling = check_choice("model.pooling", pooling, POOLINGS)
         self.stem = nn.Sequential(
-            nn.Conv2d(1, channels[0], 3, 1, 1, bias=False), nn.BatchNorm2d(channels[0]), nn.ReLU()
+            nn.Conv2d(1, channels[0], 3, 1, 1, bias=False), MaskedBatchNorm2d(channels[0]),
+            nn.ReLU(),
         )
         self.stages = nn.ModuleList()
         in_channels, mels = channels[0], n_features
@@ -95,7 +103,8 @@ class ResNetLstm(nn.Module):
         self, x: torch.Tensor, lengths: torch.Tensor, return_hidden: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         x = mask_time(x, lengths, dim=1)  # (B, T, F)
-        h = mask_time(self.stem(x[:, None]), lengths, dim=2)  # (B, C0, T, F)
+        conv, norm, act = self.stem  # a Sequential: the state_dict keys of older checkpoints
+        h = mask_time(act(norm(conv(x[:, None]), lengths)), lengths, dim=2)  # (B, C0, T, F)
         maps = [(h, lengths)]
         for stage in self.stages:
             for block in stage:

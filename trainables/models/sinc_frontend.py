@@ -147,10 +147,13 @@ class StepLayerNorm(nn.LayerNorm):
 
 
 class SincFrontend(nn.Module):
-    """(B, S) -> (B, n_frames, D), n_frames = (S - win) // shift + 1, D = C_last * L_last.
+    """(B, S) -> (B, n_frames, D), n_frames = ceil(S / shift), D = C_last * L_last.
 
     Defaults are SincNet's TIMIT configuration: 80 sinc filters of 251 taps, convs 60x5 and 60x5,
-    maxpool 3 after each; 3200-sample (200 ms) frames every 160 samples: (B, 381, 6420) at 4 s.
+    maxpool 3 after each; 3200-sample (200 ms) frames every 160 samples: (B, 400, 6420) at 4 s.
+    Framing as the research's reference: one frame starts every `shift` samples of the clip
+    (4 s / 10 ms = 400 frames) and the end is zero-padded so the last frames are whole
+    (`padded_samples`); taking only the frames that fit wholly gave 381.
     """
 
     def __init__(
@@ -201,21 +204,27 @@ class SincFrontend(nn.Module):
         )
 
     def n_frames(self, samples: int) -> int:
-        return (max(samples, self.win) - self.win) // self.shift + 1
+        """Frames of a clip of `samples`: one starting every `shift` samples (at least 1)."""
+        return max(1, -(-samples // self.shift))
+
+    def padded_samples(self, samples: int) -> int:
+        """The length the end zero-padding gives a clip of `samples`: its last frame is whole."""
+        return (self.n_frames(samples) - 1) * self.shift + self.win
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Frames lying wholly inside the valid samples (at least 1)."""
-        return conv_lengths(lengths, self.win, self.shift).clamp(min=1)
+        """Frames starting inside the valid samples, ceil(lengths / shift) (at least 1)."""
+        frames = torch.div(lengths + self.shift - 1, self.shift, rounding_mode="floor")
+        return frames.clamp(min=1)
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, return_hidden: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """x (B, S) -> (B, n_frames, D); hiddens = each block's output mean-pooled -> (B, C_i)."""
-        if x.shape[1] < self.win:  # static shape check: pad a short batch to one frame
-            x = F.pad(x, (0, self.win - x.shape[1]))
         batch, n = x.shape[0], self.n_frames(x.shape[1])
         if lengths is None:
             lengths = torch.full((batch,), x.shape[1], device=x.device, dtype=torch.long)
+        # the reference's end padding (a static shape: n frames, the last one whole)
+        x = F.pad(x, (0, self.padded_samples(x.shape[1]) - x.shape[1]))
         if self.framing == "shared":
             return self._shared(x, lengths, n, return_hidden)
         frames = self._naive_first(x, n) if self.framing == "naive" else self._cut_first(x, n)

@@ -1,6 +1,6 @@
 """`sincnet`: SincNet front-end per 200 ms frame -> sequence model over frames -> pooling -> head.
 
-(B, S) --SincFrontend--> (B, n_frames, D) (n_frames = 381, D = 6420 at 4 s with the defaults)
+(B, S) --SincFrontend--> (B, n_frames, D) (n_frames = 400, D = 6420 at 4 s with the defaults)
 --LSTM | BiLSTM | Transformer--> (B, n_frames, H) --masked pooling--> (B, H) --head--> logits.
 """
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.models.checks import check_choice, check_float, check_int
+from trainables.models.checks import Constraint, check_choice, check_float, check_int
 from trainables.models.cnn_lstm import require_raw
 from trainables.models.head import DNNHead
 from trainables.models.pooling import POOLINGS, mask_time, masked_pool
@@ -25,6 +25,18 @@ class SincNet(nn.Module):
     "per_frame" (reference layout, lean), "naive" (reference code), "shared" (whole-wave)."""
 
     INPUTS: tuple[str, ...] = ("raw",)
+    CONSTRAINTS: tuple[Constraint, ...] = (
+        Constraint(("sequence", "seq_hidden", "seq_heads"),
+                   "seq_hidden % seq_heads == 0 when sequence is transformer",
+                   lambda sequence, seq_hidden, seq_heads: (
+                       sequence != "transformer" or seq_hidden % seq_heads == 0)),
+        Constraint(("conv_channels", "conv_kernels", "pools"),
+                   "len(conv_kernels) == len(conv_channels) and len(pools) == "
+                   "len(conv_channels) + 1",
+                   lambda conv_channels, conv_kernels, pools: (
+                       len(conv_kernels) == len(conv_channels)
+                       and len(pools) == len(conv_channels) + 1)),
+    )
 
     def __init__(
         self,
@@ -90,7 +102,7 @@ class SincNet(nn.Module):
         x = mask_time(x, lengths, dim=1)  # (B, S)
         out = self.frontend(x, lengths, return_hidden=return_hidden)
         feats, front = out if return_hidden else (out, [])  # (B, n, D), [(B, C_i)]
-        frames = self.frontend.frame_lengths(lengths)  # (B,) frames wholly inside the audio
+        frames = self.frontend.frame_lengths(lengths)  # (B,) frames starting inside the audio
         seq, layers = self.sequence(self.proj(self.dropout(feats)), frames)  # (B, n, H)
         logits, head_hiddens = self.head(masked_pool(seq, frames, self.pooling))
         if not return_hidden:

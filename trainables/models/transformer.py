@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.models.checks import check_choice, check_float, check_int
+from trainables.models.checks import Constraint, check_choice, check_float, check_int
 from trainables.models.conv import ConvStack1d
 from trainables.models.head import DNNHead
 from trainables.models.pooling import POOLINGS, mask_time, masked_pool
@@ -24,7 +24,11 @@ FRONTENDS = ("auto", "none", "cnn")
 class Transformer(nn.Module):
     """`frontend`: "cnn" = raw waveform (n_features=1), "none" = frame features, "auto" picks."""
 
-    INPUTS: tuple[str, ...] = ("logmel", "mfcc", "compare", "raw")
+    INPUTS: tuple[str, ...] = ("logmel", "mfcc", "compare", "egemaps", "raw")
+    CONSTRAINTS: tuple[Constraint, ...] = (
+        Constraint(("d_model", "heads"), "d_model % heads == 0 (each head gets d_model/heads)",
+                   lambda d_model, heads: d_model % heads == 0),
+    )
 
     def __init__(
         self,

@@ -170,7 +170,7 @@ def test_the_model_constructor_rules_are_checked_on_meta(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("512MB", 512 * 10**6), ("2GiB", 2 * 2**30), ("1.5 GB", 1_500_000_000), (4096, 4096),
+    ("512MB", 512 * 10**6), ("2GiB", 2 * 2**30), ("1.5 GB", 1_500_000_000), ("4096B", 4096),
 ])
 def test_memory_budget_sizes(tmp_path: Path, text: object, expected: int) -> None:
     spec = load_spec(write(tmp_path), overrides=[f"resources.memory_budget={text}"])
@@ -217,3 +217,10 @@ def test_classes_is_a_count_or_a_list_of_class_names(tmp_path: Path) -> None:
         load_spec(path, overrides=["data.classes=1"])
     with pytest.raises(SpecError, match=r"data\.classes.*expected int or list"):
         load_spec(path, overrides=["data.classes=four"])
+
+
+@pytest.mark.parametrize("text", ["80", "4096"])
+def test_a_memory_budget_without_unit_is_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(SpecError, match=rf"a size needs a unit: {text} alone would be {text} "
+                       rf"bytes; write e.g. {text}GiB"):
+        load_spec(write(tmp_path), overrides=[f"resources.memory_budget={text}"])

@@ -30,7 +30,7 @@ def featurized(request: pytest.FixtureRequest):
 
 
 def test_registry_has_every_feature_kind() -> None:
-    assert set(FEATURES) == {"raw", "logmel", "mfcc", "compare"}
+    assert set(FEATURES) >= {"raw", "logmel", "mfcc", "compare", "egemaps"}
     with pytest.raises(ConfigError) as err:
         get_feature({"features": "mel"})
     assert err.value.key == "data.features" and "'logmel'" in str(err.value)
@@ -43,7 +43,7 @@ def test_fixed_shape_and_lengths(featurized) -> None:
     if ext.kind == "raw":
         assert feats.shape == (3, 8000)
     else:
-        width = {"logmel": 24, "mfcc": 13, "compare": 130}[ext.kind]
+        width = {"logmel": 24, "mfcc": 13, "compare": 130, "egemaps": 25}[ext.kind]
         assert feats.shape == (3, rows, width)
     assert lengths[0] < lengths[1] == lengths[2] == rows  # short: fewer rows; long: cropped
     assert lengths[0] == ext.n_rows(3000)
