@@ -1,0 +1,301 @@
+"""The reference baseline of a sweep: openSMILE eGeMAPS functionals + a standardized logistic
+regression, trained and scored on the sweep's OWN members (fold x seed).
+
+Every utterance becomes the 88 eGeMAPSv02 functionals of its whole waveform (not cropped to
+`data.max_seconds`: the standard eGeMAPS protocol, and the reference then does not depend on the
+sweep's front-end, so sweeps of one corpus with other features share it). Per fold, a
+`SimpleImputer -> StandardScaler -> LogisticRegression(class_weight="balanced")` pipeline is fit
+on the fold's training split (the scaler sees the training split only: the reference classifier
+of trainables/data/reference.py) and scored on its validation and test splits with
+trainables.metrics. The members are `config.member_pairs`, the trainer's own enumeration, so
+row `member` i pairs with member i of every trial.
+
+L-BFGS on the convex logistic loss has no randomness, so every seed of a fold gets the same row:
+the pairing stays member by member and the seeds add no spurious spread.
+
+Cached under `<data.cache_dir>/baseline/`: the functionals keyed by the corpus part of the data
+config (trainables/data/cache.py's key without the front-end keys), the per-member result keyed
+by the functionals key plus the folds' exact index arrays, labels, seeds and the classifier
+settings, so a changed fold protocol can never return a stale result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from trainables.config import DATA_DEFAULTS, TRAIN_DEFAULTS, member_pairs, with_defaults
+from trainables.data import cache, reference
+from trainables.data.base import SAMPLE_RATE, Fold, PreparedData
+from trainables.data.corpora import get_corpus
+from trainables.errors import ConfigError, DataError
+from trainables.metrics import CONFUSION, compute_metrics
+from trainables.names import SCALAR_METRICS, split_metric
+
+Progress = Callable[[str], None]
+
+BASELINE_FILE = "baseline.parquet"  # results/<sweep>/baseline.parquet
+BASELINE_NAME = "egemaps88_logreg"
+BASELINE_VERSION = 1  # bump when the functionals or the classifier change: old caches unread
+N_FUNCTIONALS = 88
+# Data keys that change only the sweep's front-end, never the utterances, labels or speakers.
+# A key missing here only costs a recomputation (the key stays conservative), never a wrong reuse.
+FRONT_END_KEYS = ("features", "n_mels", "n_mfcc", "compare_deltas", "downsample", "max_seconds",
+                  "normalize", "ssl")
+
+_F, _I, _S, _B = pa.float64(), pa.int64(), pa.string(), pa.bool_()
+_MATRIX = pa.list_(pa.list_(pa.int64()))
+# (column, type, doc) of baseline.parquet: one row per member.
+BASELINE_FIELDS: list[tuple[str, pa.DataType, str]] = [
+    ("member", _I, "member index (config.member_pairs order: folds outer, seeds inner)"),
+    ("fold", _S, "fold name"),
+    ("seed", _I, "seed of the member (the baseline itself is deterministic)"),
+    *[(split_metric(s, m), _F, f"{m} of the baseline on the {s} split")
+      for s in ("val", "test") for m in SCALAR_METRICS],
+    ("val_confusion", _MATRIX, "confusion matrix on validation, rows = true class"),
+    ("test_confusion", _MATRIX, "confusion matrix on test, rows = true class"),
+    ("classes", pa.list_(pa.string()), "class names: the order of the confusion's rows/columns"),
+    ("n_train", _I, "training utterances"),
+    ("n_val", _I, "validation utterances"),
+    ("n_test", _I, "test utterances"),
+    ("converged", _B, "L-BFGS converged before max_iter"),
+    ("fit_seconds", _F, "seconds to fit and score the fold"),
+    ("baseline", _S, f"which reference: {BASELINE_NAME} (v{BASELINE_VERSION})"),
+]
+BASELINE_SCHEMA = pa.schema([pa.field(n, t, metadata={"doc": d}) for n, t, d in BASELINE_FIELDS])
+
+
+# -- eGeMAPS functionals ------------------------------------------------------------------------
+def corpus_config(data_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The data config without the front-end keys: what decides the audio, labels and speakers."""
+    return {k: v for k, v in data_cfg.items() if k not in FRONT_END_KEYS}
+
+
+def _fingerprint(cfg: dict[str, Any]) -> str:
+    # As prepare_data: corpora on disk add their fingerprint (mtime/size) to the key.
+    if cfg.get("root") or cfg["corpus"] == "multi":
+        return get_corpus(cfg["corpus"]).fingerprint(cfg)
+    return ""
+
+
+def functionals_key(data_cfg: dict[str, Any]) -> str:
+    """Cache key of a corpus' eGeMAPS functionals (data/cache.py's key of corpus_config)."""
+    cfg = with_defaults(data_cfg, DATA_DEFAULTS)
+    return cache.cache_key({**corpus_config(cfg), "baseline_version": BASELINE_VERSION},
+                           _fingerprint(cfg))
+
+
+def _cache_folder(cfg: dict[str, Any]) -> Path | None:
+    return Path(cfg["cache_dir"]).expanduser() / "baseline" if cfg["cache_dir"] else None
+
+
+def compute_functionals(waves: list[np.ndarray], progress: Progress | None = None) -> np.ndarray:
+    """(N, 88) float64 eGeMAPSv02 functionals of each whole waveform (NaN where openSMILE found
+    a segment too short; the pipeline imputes those with the training mean)."""
+    import opensmile
+
+    smile = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
+    out = np.full((len(waves), N_FUNCTIONALS), np.nan)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Segment too short")  # NaNs, handled above
+        for i, wave in enumerate(waves):
+            out[i] = smile.process_signal(np.asarray(wave, dtype=np.float32),
+                                          SAMPLE_RATE).to_numpy(np.float64)[0]
+            if progress and (i + 1) % 200 == 0:
+                progress(f"baseline: eGeMAPS functionals {i + 1}/{len(waves)} utterances")
+    return out
+
+
+def egemaps_functionals(data_cfg: dict[str, Any], progress: Progress | None = None
+                        ) -> tuple[list[str], np.ndarray, str]:
+    """(utterance ids, (N, 88) functionals, "hit" | "miss") of the corpus of `data_cfg`, from
+    the cache when there (a cache hit reads no audio)."""
+    cfg = with_defaults(data_cfg, DATA_DEFAULTS)
+    folder = _cache_folder(cfg)
+    path = folder / f"egemaps_functionals_{functionals_key(cfg)}.pt" if folder else None
+    stored = cache.load(path) if path is not None else None
+    if stored is not None:
+        return list(stored["ids"]), stored["features"].numpy(), "hit"
+    content = get_corpus(cfg["corpus"]).load(cfg, progress)
+    if progress:
+        progress(f"baseline: eGeMAPS functionals of {len(content.utterances)} utterances")
+    ids = [u.id for u in content.utterances]
+    x = compute_functionals([u.waveform for u in content.utterances], progress)
+    if path is not None:
+        cache.save_atomic({"features": torch.from_numpy(x), "ids": ids}, path)
+    return ids, x, "miss"
+
+
+def align(ids: list[str], x: np.ndarray, wanted: list[str]) -> np.ndarray:
+    """Rows of `x` (one per `ids`) in the order of `wanted` (PreparedData.ids)."""
+    if ids == wanted:
+        return x
+    row_of = {u: i for i, u in enumerate(ids)}
+    missing = [u for u in wanted if u not in row_of]
+    if missing or len(row_of) != len(ids):
+        raise DataError(f"baseline functionals ({len(ids)} utterances)",
+                        f"do not match the prepared data ({len(wanted)} utterances; "
+                        f"missing e.g. {missing[:3]}); delete <cache_dir>/baseline to rebuild")
+    return x[[row_of[u] for u in wanted]]
+
+
+# -- the classifier ------------------------------------------------------------------------------
+def fit_fold(x: np.ndarray, labels: np.ndarray, fold: Fold, n_classes: int) -> dict[str, Any]:
+    """Fit the reference classifier on fold.train; val_*/test_* metrics, confusions, sizes and
+    convergence of one fold."""
+    start = time.perf_counter()
+    if len(fold.train) == 0 or len(set(labels[fold.train].tolist())) < 2:
+        raise DataError(f"fold {fold.name}", "the baseline needs >= 2 classes in the training "
+                                             "split")
+    model, converged = reference.fit(x, labels, fold.train)
+    row: dict[str, Any] = {}
+    for split, idx in (("val", fold.val), ("test", fold.test)):
+        pred = model.predict(x[idx]) if len(idx) else np.zeros(0, dtype=np.int64)
+        metrics = compute_metrics(labels[idx], pred, n_classes)
+        row.update({split_metric(split, m): float(metrics[m]) for m in SCALAR_METRICS})
+        row[split_metric(split, CONFUSION)] = metrics[CONFUSION]
+    row.update(n_train=len(fold.train), n_val=len(fold.val), n_test=len(fold.test),
+               converged=converged, fit_seconds=time.perf_counter() - start)
+    return row
+
+
+def _result_key(f_key: str, data: PreparedData, seeds: list[int]) -> str:
+    """Functionals key + the exact folds, labels, seeds and classifier: never stale."""
+    h = hashlib.sha256(json.dumps([f_key, BASELINE_VERSION, reference.C, reference.MAX_ITER, seeds,
+                                   data.classes],
+                                  default=str).encode())
+    h.update(data.labels.numpy().astype(np.int64).tobytes())
+    for fold in data.folds:
+        h.update(fold.name.encode())
+        for part in (fold.train, fold.val, fold.test):
+            h.update(np.asarray(part, dtype=np.int64).tobytes() + b"|")
+    return h.hexdigest()[:20]
+
+
+def run_baseline(data_cfg: dict[str, Any], train_cfg: dict[str, Any] | None = None,
+                 data: PreparedData | None = None, progress: Progress | None = None
+                 ) -> pd.DataFrame:
+    """The reference baseline on the sweep's members: one row per member (BASELINE_FIELDS).
+
+    `data_cfg`/`train_cfg`: the sweep's `data` and `train` sections (defaults filled in here);
+    `data`: the sweep's PreparedData when the caller has it (else prepare_data(data_cfg) builds
+    it, or reads it from the cache). `frame.attrs["cache"]` says "hit" when the result came from
+    the cache, `frame.attrs["functionals_cache"]` the same for the functionals.
+    """
+    from trainables.data import prepare_data
+
+    cfg = with_defaults(data_cfg, DATA_DEFAULTS)
+    train = with_defaults(train_cfg or {}, TRAIN_DEFAULTS)
+    if not train["seeds"]:
+        raise ConfigError("train.seeds", "the baseline needs at least one seed (members = "
+                                         "folds x seeds)")
+    if data is None:
+        data = prepare_data(cfg, progress)
+    f_key = functionals_key(cfg)
+    folder = _cache_folder(cfg)
+    seeds = [int(s) for s in train["seeds"]]
+    result_path = folder / f"result_{_result_key(f_key, data, seeds)}.parquet" if folder else None
+    if result_path is not None and result_path.exists():
+        try:
+            frame = read_baseline(result_path)
+        except (OSError, pa.ArrowException):  # unreadable: rebuilt below
+            frame = None
+        if frame is not None:
+            frame.attrs.update(cache="hit", functionals_cache="hit")
+            return frame
+    ids, x, f_status = egemaps_functionals(cfg, progress)
+    x = align(ids, x, data.ids)
+    labels = data.labels.numpy().astype(np.int64)
+    per_fold = {f.name: fit_fold(x, labels, f, data.n_classes) for f in data.folds}
+    rows = [{"member": i, "fold": fold.name, "seed": seed, **per_fold[fold.name],
+             "classes": list(data.classes), "baseline": BASELINE_NAME}
+            for i, (fold, seed) in enumerate(member_pairs(data.folds, {"seeds": seeds}))]
+    frame = pd.DataFrame(rows, columns=[n for n, _, _ in BASELINE_FIELDS])
+    if result_path is not None:
+        write_baseline(frame, result_path.parent, result_path.name)
+    if progress:
+        progress(f"baseline: test UAR {frame['test_uar'].mean():.3f} over {len(frame)} members")
+    frame.attrs.update(cache="miss", functionals_cache=f_status)
+    return frame
+
+
+# -- the file ------------------------------------------------------------------------------------
+def to_table(frame: pd.DataFrame) -> pa.Table:
+    """The frame as a pyarrow table with BASELINE_SCHEMA (missing/extra columns refused)."""
+    names = [n for n, _, _ in BASELINE_FIELDS]
+    if list(frame.columns) != names:
+        raise ValueError(f"baseline frame columns {list(frame.columns)}, expected {names}")
+    return pa.Table.from_pandas(frame, schema=BASELINE_SCHEMA, preserve_index=False)
+
+
+def write_baseline(frame: pd.DataFrame, sweep_dir: str | os.PathLike,
+                   name: str = BASELINE_FILE) -> str:
+    """Write `frame` to <sweep_dir>/baseline.parquet atomically; returns the path written.
+
+    Local: a hidden temporary file in the same folder (`.<name>.tmp-<uuid>`, invisible to globs
+    and pyarrow datasets, as the store does) renamed over the target. A URI (s3://...): one PUT,
+    which object stores make atomic.
+    """
+    table = to_table(frame)
+    location = str(sweep_dir)
+    if "://" in location:
+        import pyarrow.fs as pafs
+
+        fs, base = pafs.FileSystem.from_uri(location)
+        path = f"{base.rstrip('/')}/{name}"
+        fs.create_dir(base, recursive=True)
+        with fs.open_output_stream(path) as out:
+            pq.write_table(table, out, compression="zstd")
+        return location.rstrip("/") + "/" + name
+    folder = Path(location)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    tmp = folder / f".{name}.tmp-{uuid.uuid4().hex}"
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, target)  # atomic on POSIX: readers see the old file or the new one
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return str(target)
+
+
+def read_baseline(path: str | os.PathLike) -> pd.DataFrame:
+    """baseline.parquet (a sweep folder or the file itself) as a DataFrame; confusions and
+    classes as Python lists."""
+    location = str(path)
+    if not location.endswith(".parquet"):
+        location = location.rstrip("/") + "/" + BASELINE_FILE
+    frame = pq.read_table(location).to_pandas()
+    for col in ("val_confusion", "test_confusion", "classes"):
+        frame[col] = [_plain(v) for v in frame[col]]
+    return frame
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays of arrays (pyarrow's to_pandas of list columns) -> nested Python lists."""
+    if isinstance(value, np.ndarray | list | tuple):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def baseline_for_sweep(data_cfg: dict[str, Any], train_cfg: dict[str, Any],
+                       sweep_dir: str | os.PathLike, data: PreparedData | None = None,
+                       progress: Progress | None = None) -> tuple[pd.DataFrame, str]:
+    """What `sweep.py baseline SPACE.yaml` (and a sweep at its start) calls: run_baseline on the
+    sweep's resolved data/train sections, then <sweep_dir>/baseline.parquet; (frame, path)."""
+    frame = run_baseline(data_cfg, train_cfg, data=data, progress=progress)
+    return frame, write_baseline(frame, sweep_dir)
