@@ -262,6 +262,9 @@ def main() -> None:
                         "real sweep's; bare: only the searched parameters")
     parser.add_argument("--no-store", action="store_true",
                         help="leave the StoreCallback out (to attribute memory to it)")
+    parser.add_argument("--segment", type=int, default=0,
+                        help="run the trials in consecutive Tuners of this many (0: one Tuner),"
+                        " as run_sweep would to bound the driver's per-trial state")
     parser.add_argument("--import-retries", type=int, default=10)
     args = parser.parse_args()
     if args.warmup >= args.trials - 2:
@@ -289,43 +292,45 @@ def main() -> None:
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     probe = Probe(trials=args.trials, every=args.every, warmup=args.warmup, workers=args.workers,
                   trace=args.tracemalloc)  # fmt: skip
+    param_space: dict[str, Any] = {"soak": {"members": args.members, "epochs": args.epochs}}
+    if args.config == "sweep":  # a real sweep's config carries these sections
+        param_space |= {"data": dict(DATA_DEFAULTS), "train": dict(TRAIN_DEFAULTS)}
+    segment = args.segment or args.trials
+    print(f"{args.trials} trials x {args.epochs} epochs x {args.members} members, "
+          f"{args.workers} at a time, config {args.config}, store "
+          f"{'off' if args.no_store else 'on'}, {segment} trials per Tuner; driver RSS before "
+          f"ray.init {rss_start / MIB:.0f} MiB", file=out)  # fmt: skip
+    print(f"{'trials':>6} {'RSS MiB':>9} {'change':>8} {'s/trial':>8} "
+          f"{'overhead s/tr':>13} {'Ray MiB':>9}  Ray processes > 20 MiB", file=out)
     try:
         with tempfile.TemporaryDirectory() as results:
             store = product["ResultStore"](results, "soak")
-            searcher = OptunaSearch(space=space, metric=names.OBJECTIVE, mode="max",
-                                    sampler=optuna.samplers.TPESampler(seed=0))  # fmt: skip
-            param_space: dict[str, Any] = {"soak": {"members": args.members,
-                                                    "epochs": args.epochs}}
-            if args.config == "sweep":  # a real sweep's config carries these sections
-                param_space |= {"data": dict(DATA_DEFAULTS), "train": dict(TRAIN_DEFAULTS)}
-            callbacks = [
-                product["StoreCallback"](store, param_keys=["lr", "layers"], metric="val_uar",
-                                         mode="max"),
-                product["ConsoleCallback"](total=args.trials, already=0, mode="max"),
-                probe,
-            ]  # fmt: skip
-            if args.no_store:
-                callbacks = callbacks[1:]
-            tuner = product["build_tuner"](
-                tune.with_resources(soak_trial, {"cpu": 1}),
-                param_space=param_space,
-                search_alg=ConcurrencyLimiter(searcher, max_concurrent=args.workers),
-                scheduler=ASHAScheduler(metric=names.VAL_UAR_MEAN, mode="max",
-                                        max_t=args.epochs, grace_period=1),
-                num_samples=args.trials,
-                storage_path=str(Path(results) / "_tune"),
-                max_failures=0,
-                callbacks=callbacks,
-            )
-            print(f"{args.trials} trials x {args.epochs} epochs x {args.members} members, "
-                  f"{args.workers} at a time, config {args.config}, store "
-                  f"{'off' if args.no_store else 'on'}; driver RSS before ray.init "
-                  f"{rss_start / MIB:.0f} MiB", file=out)  # fmt: skip
-            print(f"{'trials':>6} {'RSS MiB':>9} {'change':>8} {'s/trial':>8} "
-                  f"{'overhead s/tr':>13} {'Ray MiB':>9}  Ray processes > 20 MiB", file=out)
             started = time.perf_counter()
-            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-                tuner.fit()  # the console's lines go to /dev/null; the probe prints to `out`
+            for done in range(0, args.trials, segment):  # one Tuner, as a resumed run_sweep
+                tuner = product["build_tuner"](
+                    tune.with_resources(soak_trial, {"cpu": 1}),
+                    param_space=param_space,
+                    search_alg=ConcurrencyLimiter(
+                        OptunaSearch(space=space, metric=names.OBJECTIVE, mode="max",
+                                     sampler=optuna.samplers.TPESampler(seed=done)),
+                        max_concurrent=args.workers),
+                    scheduler=ASHAScheduler(metric=names.VAL_UAR_MEAN, mode="max",
+                                            max_t=args.epochs, grace_period=1),
+                    num_samples=min(segment, args.trials - done),
+                    storage_path=str(Path(results) / "_tune"),
+                    max_failures=0,
+                    callbacks=[
+                        *([] if args.no_store else [product["StoreCallback"](
+                            store, param_keys=["lr", "layers"], metric="val_uar",
+                            mode="max")]),
+                        product["ConsoleCallback"](total=args.trials, already=done,
+                                                   mode="max"),
+                        probe,
+                    ],
+                )  # fmt: skip
+                with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                    tuner.fit()  # the console's lines go to /dev/null; the probe's to `out`
+                del tuner
             wall = time.perf_counter() - started
             recorded = store.read_trials()
             epochs = store.read_table("epochs")

@@ -163,6 +163,19 @@ def test_handle_pickles_as_a_path_and_reads_the_same_rows(shared_cache: Path) ->
     assert isinstance(shipped.features.rows, np.memmap)
 
 
+def test_a_relative_cache_dir_still_reads_from_another_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = prepare_data(ssl_cfg("rel_cache"))  # relative, as the default .cache/sersweep
+    assert Path(data.features.directory).is_absolute()
+    blob = pickle.dumps(data)
+    elsewhere = tmp_path / "trial_dir"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # Ray runs a trial in its own directory
+    assert torch.equal(pickle.loads(blob).features[2], data.features[2])
+
+
 def test_downsample_and_utterance_normalization_are_applied_while_extracting(
     shared_cache: Path,
 ) -> None:

@@ -28,6 +28,7 @@ from trainables.memory.oom import is_oom
 CPU_BATCH_SECONDS = 16.0  # padded audio per batch on the CPU (larger batches gain little there)
 CUDA_BATCH_SECONDS = 240.0  # the most on a GPU (auto picks less when memory says so)
 PROGRESS_SECONDS = 15.0  # at most one progress line this often (and at every 10 %)
+FLOAT16_MAX = 65504.0
 WAVE_EPS = 1e-5  # F.layer_norm's eps: the waveform normalization of the large bundles
 
 
@@ -244,6 +245,8 @@ def extract_to(rows: np.ndarray, waves: Sequence[np.ndarray], plan: Plan, settin
         host = out.float().cpu().numpy() if (downsample > 1 or normalize != "none") else (
             out.to(torch.float16 if settings.dtype == "float16" else torch.float32)
             .cpu().numpy())
+        if not np.isfinite(host).all():
+            _overflow(settings)
         for j, i in enumerate(idx):
             n = int(frame_lengths[j])
             if n != plan.frames[i]:
@@ -251,6 +254,8 @@ def extract_to(rows: np.ndarray, waves: Sequence[np.ndarray], plan: Plan, settin
             x = host[j, :n]
             if downsample > 1 or normalize != "none":
                 x = _postprocess(x, downsample, normalize)
+                if settings.dtype == "float16" and np.abs(x).max() > FLOAT16_MAX:
+                    _overflow(settings)
             rows[plan.offsets[i]: plan.offsets[i + 1]] = x
         bar.update(len(idx), float(plan.samples[idx].sum()) / SAMPLE_RATE)
     model.to("cpu")
@@ -263,6 +268,15 @@ def extract_to(rows: np.ndarray, waves: Sequence[np.ndarray], plan: Plan, settin
             "extract_seconds": round(wall, 3), "audio_seconds": round(total, 3),
             "audio_seconds_per_second": round(total / max(wall, 1e-9), 3),
             "batch_seconds": round(budget / SAMPLE_RATE, 3)}
+
+
+def _overflow(settings: SslSettings) -> None:
+    from trainables.errors import ConfigError
+
+    raise ConfigError("data.ssl.dtype", f"the hidden states of {settings.model} exceed "
+                      f"float16's range (|x| > {FLOAT16_MAX:g}) or are not finite; cache them "
+                      f"as float32 (data.ssl.dtype: float32, twice the disk) or keep other "
+                      f"layers (data.ssl.layers)")
 
 
 def auto_cuda_seconds(settings: SslSettings, longest: int, device: torch.device,

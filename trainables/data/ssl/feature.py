@@ -44,7 +44,8 @@ def ssl_cache_root(data_cfg: dict[str, Any]) -> Path:
     features are memory-mapped files: they need a home either way)."""
     base = data_cfg.get("cache_dir")
     root = Path(base).expanduser() if base else Path(tempfile.gettempdir()) / "sersweep"
-    return root / "ssl"
+    # absolute: the handle travels to trial processes, whose working directory is another
+    return root.resolve() / "ssl"
 
 
 def cache_key(settings: SslSettings, identity: str, audio: str, downsample: int,

@@ -39,7 +39,7 @@ class SslFeatures:
     """A read-only, lazily mapped (N, T_max, L, D) feature tensor (see the module docstring)."""
 
     def __init__(self, directory: str | os.PathLike) -> None:
-        self.directory = str(directory)
+        self.directory = os.path.abspath(directory)  # trials run in other working directories
         path = Path(self.directory)
         if not (path / META_FILE).is_file() or not (path / INDEX_FILE).is_file():
             raise SslCacheMissing(
