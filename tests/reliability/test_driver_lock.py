@@ -25,9 +25,11 @@ from tests.reliability.drivers import (
 )
 
 TRIALS = 3
-EPOCHS = 3  # tiny.yaml
 SWEEP = "tiny_rel"
-REFUSED_WITHIN_S = 3.0  # python start-up + spec + pyarrow import; measured ~1 s on an idle core
+EPOCHS = 12  # long enough that the first driver is still training when the second one starts
+# python start-up + spec + pyarrow import, then one listing and one JSON read: ~1-2 s on an idle
+# core; a driver that got past the lock would prepare data and start Ray (20 s or more)
+REFUSED_WITHIN_S = 8.0
 
 
 @pytest.mark.slow
@@ -37,15 +39,15 @@ def test_a_second_driver_is_refused_and_a_killed_drivers_lock_is_taken_over(
     skip_if_a_cluster_would_be_joined()
     results = tmp_path / "results"
     sweep_dir = results / SWEEP
-    args = tiny_args(results, data_cache, "--trials", str(TRIALS))
+    args = tiny_args(results, data_cache, "--trials", str(TRIALS), "--epochs", str(EPOCHS))
     first = Driver(args, tmp_path / "first.log")
     second = third = None
     try:
-        # mid-sweep: one trial recorded, the next one training
-        def mid_trial() -> bool:
-            return bool(table_files(sweep_dir, "trials")) and first.output().count("epoch  ") > 1
+        # the first trial is training (its first epoch reported): the sweep is well under way
+        def training() -> bool:
+            return "epoch  " in first.output()
 
-        assert wait_for(lambda: mid_trial() or not first.running(), 240, 0.1)
+        assert wait_for(lambda: training() or not first.running(), 240, 0.1)
         assert first.running(), first.output()[-3000:]
         lease = current_lease(sweep_dir)
         assert lease is not None and lease.pid == first.proc.pid
@@ -60,6 +62,7 @@ def test_a_second_driver_is_refused_and_a_killed_drivers_lock_is_taken_over(
         assert f"pid {first.proc.pid}" in out and BREAK_LOCK_FLAG in out, out[-3000:]
         assert "in use by another sweep driver" in out, out[-3000:]
         assert refused_s < REFUSED_WITHIN_S, f"refused only after {refused_s:.2f} s"
+        assert "data: " not in out and second.leftovers(5) == [], "it went past the lock"
         assert first.running(), "the holder must be untouched by the refused driver"
 
         recorded_before = {p.stem for p in table_files(sweep_dir, "trials")}
@@ -73,7 +76,9 @@ def test_a_second_driver_is_refused_and_a_killed_drivers_lock_is_taken_over(
         assert rc == 0, out[-3000:]
         assert re.search(rf"took over the driver lock .*pid {first.proc.pid}\b.*is gone", out), (
             out[-3000:])
-        assert f"{len(recorded_before)} trials recorded, {TRIALS - len(recorded_before)} to go" in out
+        done = len(recorded_before)
+        if done:
+            assert f"{done} trials recorded, {TRIALS - done} to go" in out, out[-3000:]
         leftover = third.leftovers(30)
         assert leftover == [], f"left running after a normal exit: {describe(leftover)}"
         results_frame = assert_store_consistent(sweep_dir, TRIALS)  # exact count, no duplicates
