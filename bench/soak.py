@@ -19,7 +19,12 @@ first `--warmup` trials (imports, first actors, Optuna's start-up), and its R^2.
 memory still held at the end was allocated (run it separately: tracing slows the driver and
 inflates its RSS).
 
+`--segment K` runs the trials in consecutive Tuners of K trials (as run_sweep could, resuming from
+the store), to measure how much of the growth is per-Tuner state released when its fit() ends;
+`--no-store`, `--config bare` and `--members` take sersweep's parts out or resize them.
+
     python bench/soak.py [--trials 500] [--workers 2] [--members 5] [--epochs 3] [--tracemalloc]
+                         [--segment 100] [--no-store] [--config bare]
 """
 
 from __future__ import annotations
