@@ -9,7 +9,8 @@
    (trainables.memory.run_steps: 2 micro-batches + AdamW, twice), every family, two batch sizes,
    fp32 and bf16 autocast; goal |error| <= 5 % on allocated. Then calibrated with one real step at
    the smaller batch (trainables.memory.calibrate) and checked at the larger one. Each measurement
-   runs in a fresh process: cuBLAS/cuDNN workspaces are paid once per process, as in a trial.
+   runs in a fresh process (unless --in-process): cuBLAS/cuDNN workspaces are paid once per
+   process, as in a trial.
 2. SincNet at the research's reference: 4 s at 16 kHz, 200 ms windows, 10 ms shift, batch 32:
    naive / per_frame / shared, fp32 and bf16 autocast: peak memory and step time, and
    max |per_frame - naive| on the same weights and input.
@@ -121,6 +122,7 @@ class Run:
     device: torch.device
     dry_run: bool
     families: tuple[str, ...] | None = None  # part 1's variants (None: all of them)
+    in_process: bool = False  # part 1: every measurement in this process (no fresh ones)
 
     @property
     def cuda(self) -> bool:
@@ -273,9 +275,9 @@ def part1_estimates(run: Run) -> PartResult:
     ]
     # GPU: every measurement in a fresh process, 6 at a time (peak stats are per process, so they
     # do not disturb each other). Dry-run: the first through a fresh process (that path works),
-    # the rest in this one (a process start costs seconds on the CPU).
+    # the rest in this one (a process start costs seconds on the CPU). --in-process: none.
     with ThreadPoolExecutor(max_workers=6 if run.cuda else 1) as pool:
-        fresh = jobs if run.cuda else jobs[:1]
+        fresh = [] if run.in_process else jobs if run.cuda else jobs[:1]
         futures = [pool.submit(_measured_or_error, measure_in_fresh_process, job)
                    for job in fresh]
         estimates = {}  # traced on fake CPU tensors here while the measurements run
@@ -326,6 +328,7 @@ def part1_estimates(run: Run) -> PartResult:
     result.checks["every family has a config here"] = not missing
     if run.families is not None:
         result.notes.append(f"--families: {len(families)} of {len(every)} variants measured")
+    result.notes.append(f"{len(fresh)} of {len(jobs)} measurements in a fresh process")
     result.notes.append(
         f"calibrated = trainables.memory.calibrate(estimate, {{b={batches[0]}: allocated}}) "
         f"predicting b={batches[1]} (one real step shifts every line of the estimate)")
@@ -1106,6 +1109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--families", default=None,
                         help="part 1: comma-separated variants to measure (default all)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="part 1: measure in this process instead of fresh ones (faster; "
+                             "then cuBLAS/cuDNN workspaces of earlier rows are not counted)")
     parser.add_argument("--measure-one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -1124,7 +1130,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         device = torch.device(args.device)
     families = tuple(f.strip() for f in args.families.split(",")) if args.families else None
-    run = Run(device, args.dry_run, families)
+    run = Run(device, args.dry_run, families, args.in_process)
     env = environment(run)
     print("sersweep GPU check: " + ", ".join(f"{k} {v}" for k, v in env.items()), "\n",
           flush=True)

@@ -38,7 +38,8 @@ def _why(payload: dict) -> dict:
 
 
 def test_dry_run_of_parts_1_2_3_5_holds_its_checks(tmp_path: Path) -> None:
-    code, payload = _run(tmp_path, "--parts", "1,2,3,5", "--families", "sincnet")
+    # --in-process: the fresh-process measurement (seconds of CPU) runs in the slow test
+    code, payload = _run(tmp_path, "--parts", "1,2,3,5", "--families", "sincnet", "--in-process")
     parts = payload["parts"]
     assert code == 0, _why(payload)
     assert set(parts) == {"1", "2", "3", "5"}
@@ -94,6 +95,9 @@ def test_full_dry_run_every_part_and_family(ray_local, tmp_path: Path) -> None:
     assert code == 0, _why(payload)
     assert parts["tests"]["status"] == "not run"  # the gpu-marked tests need CUDA
     assert parts["1"]["checks"]["every family has a config here"]
+    # the dry-run's first measurement goes through a fresh process, as all of them do on a GPU
+    assert any(n.startswith("1 of ") and n.endswith(" measurements in a fresh process")
+               for n in parts["1"]["notes"])
     # part 4: a real Ray Tune sweep through the product's run_sweep, one at a time vs two
     rows = {r["sweep"]: r for r in parts["4"]["rows"]}
     one, two = rows["one at a time (CPU)"], rows["auto, 2 at a time (CPU)"]
