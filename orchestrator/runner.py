@@ -330,6 +330,7 @@ def run(args: argparse.Namespace) -> int:
     130 / 143 when SIGINT / SIGTERM stopped it (one line: the same command continues)."""
     from orchestrator.spec import load_spec_from_args
 
+    _refuse_early_if_locked(args)
     spec = load_spec_from_args(args)
     from orchestrator.quiet import quiet_logs
 
@@ -353,6 +354,37 @@ def run(args: argparse.Namespace) -> int:
         lock.release()
     lock.check()  # taken over meanwhile (--break-lock elsewhere): say so (exit 2)
     return code
+
+
+def _refuse_early_if_locked(args: argparse.Namespace) -> None:
+    """Refuse a second driver within about a second: validating the sweep file imports torch
+    (model constraints, feature widths: seconds), so the lease is looked at first, with the
+    sweep folder read from the raw YAML (`name`, `results`, their --set / --results overrides).
+    Anything unusual returns quietly: load_spec reports bad input, and `SweepLock.acquire` after
+    it is the step that decides."""
+    import yaml
+
+    from orchestrator.spec.load import resolve_spec_path
+
+    try:
+        path = resolve_spec_path(args.space)
+        raw = yaml.safe_load(path.read_text())
+        if not isinstance(raw, dict):
+            return
+        name, results = raw.get("name", path.stem), raw.get("results", "results")
+        for text in args.overrides:
+            key, _, value = text.partition("=")
+            if key.strip() in ("name", "results"):
+                parsed = yaml.safe_load(value)
+                name, results = (parsed, results) if key.strip() == "name" else (name, parsed)
+        if not isinstance(name, str) or not isinstance(args.results or results, str):
+            return
+        root = results_root_for(args.results or results)
+    except (OSError, yaml.YAMLError, SersweepError):
+        return
+    from orchestrator.store import ResultStore, SweepLock
+
+    SweepLock(ResultStore(root, name).sweep_dir, break_lock=args.break_lock).refuse_if_held()
 
 
 def _run_holding_lock(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trainables.data.base import PreparedData
 from trainables.errors import TrainingError
+
+if TYPE_CHECKING:  # annotations only: the data layer imports soundfile, which a bare GPU
+    from trainables.data.base import PreparedData  # machine running bench/gpu_check.py lacks
 
 
 @dataclass

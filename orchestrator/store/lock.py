@@ -442,6 +442,17 @@ class SweepLock:
             None,
         )
 
+    def refuse_if_held(self) -> None:
+        """Raise SweepLockedError now if a live driver holds the lease; writes nothing. A cheap
+        early check (one listing, one read) for before a slow start-up; `acquire` stays the
+        step that decides."""
+        if self.lock_dir is None or self.break_lock:
+            return
+        gens = _lease_gens(self.lock_dir)
+        if gens:
+            with contextlib.suppress(FileNotFoundError):  # gone meanwhile: acquire decides
+                self._check_top(gens[-1])
+
     def release(self, *, forget: bool = False) -> None:
         """Give the lease up if it is still ours. `forget`: delete it (and the folders that
         acquire created, when empty) instead of marking it released -- for a run that wrote

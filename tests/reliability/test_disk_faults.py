@@ -82,8 +82,9 @@ def test_a_disk_fault_stops_the_run_naming_the_file_and_the_same_command_repairs
     assert_store_consistent(sweep_dir, recorded)  # every earlier row reads back
 
     monkeypatch.undo()  # the disk is fine again: the same command continues
-    assert cli.main(args) == cli.EXIT_OK
-    out = capsys.readouterr().out
+    rc = cli.main(args)
+    out, err = capsys.readouterr()
+    assert rc == cli.EXIT_OK, err[-3000:]
     assert f"{recorded} trials recorded, {TRIALS - recorded} to go" in out, out[-2000:]
     results_frame = assert_store_consistent(sweep_dir, TRIALS)  # none lost, none duplicated
     assert set(ids) <= set(results_frame.trials["trial_id"])

@@ -26,7 +26,9 @@ from tests.reliability.drivers import (
 
 TRIALS = 3
 SWEEP = "tiny_rel"
-EPOCHS = 12  # long enough that the first driver is still training when the second one starts
+# long enough that the first driver is still training when the second one starts (~0.2 s an
+# epoch; no member stops early: collapse detection off)
+EPOCHS = 60
 # python start-up + spec + pyarrow import, then one listing and one JSON read: ~1-2 s on an idle
 # core; a driver that got past the lock would prepare data and start Ray (20 s or more)
 REFUSED_WITHIN_S = 8.0
@@ -39,7 +41,8 @@ def test_a_second_driver_is_refused_and_a_killed_drivers_lock_is_taken_over(
     skip_if_a_cluster_would_be_joined()
     results = tmp_path / "results"
     sweep_dir = results / SWEEP
-    args = tiny_args(results, data_cache, "--trials", str(TRIALS), "--epochs", str(EPOCHS))
+    args = tiny_args(results, data_cache, "--trials", str(TRIALS), "--epochs", str(EPOCHS),
+                      "--set", "train.collapse_patience=1000")
     first = Driver(args, tmp_path / "first.log")
     second = third = None
     try:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainables.config import member_count, train_section
-from trainables.data.base import PreparedData
 from trainables.errors import DoesNotFitError
 from trainables.memory.estimate import MemoryEstimate, estimate_trial_memory
+
+if TYPE_CHECKING:  # annotations only: the data layer imports soundfile, which a bare GPU
+    from trainables.data.base import PreparedData  # machine running bench/gpu_check.py lacks
 
 
 def choose_micro_batch(

@@ -337,3 +337,20 @@ def test_a_lease_that_cannot_be_written_is_one_clear_error(tmp_path: Path) -> No
 def test_the_heartbeat_must_beat_within_the_lease() -> None:
     with pytest.raises(ValueError, match="heartbeat_seconds"):
         SweepLock("anywhere", lease_seconds=10, heartbeat_seconds=10)
+
+
+def test_refuse_if_held_checks_without_writing(tmp_path: Path) -> None:
+    free = tmp_path / "free"
+    SweepLock(free).refuse_if_held()  # nothing there: no error, nothing created
+    assert not free.exists()
+    sweep = tmp_path / "held"
+    holder = _driver(sweep, hold=60)
+    try:
+        assert _first_line(holder).startswith("HELD")
+        before = _leases(sweep)
+        with pytest.raises(SweepLockedError, match=f"pid {holder.pid}"):
+            SweepLock(sweep).refuse_if_held()
+        SweepLock(sweep, break_lock=True).refuse_if_held()  # the user overrides
+        assert _leases(sweep) == before
+    finally:
+        _stop(holder)
