@@ -118,7 +118,7 @@ def run_sweep(
     started = time.monotonic()
     store = ResultStore(results_root, spec.name)
     check_same_sweep(store, spec)
-    storage, sampler, recorded = study_with_history(spec, store)
+    history, sampler, recorded = study_with_history(spec, store)
     remaining = spec.search.trials - recorded
     if recorded:
         print(f"resuming {store.sweep_dir}: {recorded} trials recorded, {max(remaining, 0)} to go")
@@ -144,8 +144,6 @@ def run_sweep(
             write_sweep_baseline(spec, store.sweep_dir, data)
         except SersweepError as exc:  # the reference must never stop the sweep itself
             print(f"baseline: not computed ({exc}); `sweep.py baseline` retries it")
-    # the study so far, also as results/<sweep>/optuna.journal for optuna-dashboard (journal.py)
-    storage = journal_storage(store.sweep_dir, spec.name, storage)
     ray_init(address, verbose)
     quiet_logs(verbose)  # ray.init set the `ray` logger's level again
 
@@ -153,28 +151,9 @@ def run_sweep(
     budget = trial_budget_bytes(dict(spec.resources), gpu_total_bytes())
     planner = TrialPlanner(tuple(data.features.shape[1:]), data.n_features, data.n_classes,
                            len(data.folds), budget)
-    searcher = SweepSearch(  # OptunaSearch telling Optuna the state the store records
-        space=TrialSpace(spec, plan=planner),
-        metric=names.OBJECTIVE,
-        mode=spec.search.mode,
-        sampler=sampler,
-        storage=storage,
-        study_name=spec.name,
-    )
     max_concurrent = spec.search.max_concurrent or max(
         1, int(cluster_cpus() // spec.resources.cpus_per_trial)
     )
-    search_alg = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
-    if spec.search.scheduler.type == "asha":
-        scheduler = ASHAScheduler(
-            metric=metric_key,
-            mode=spec.search.mode,
-            max_t=spec.search.scheduler.max_t or int(spec.train["epochs"]),
-            grace_period=spec.search.scheduler.grace_period,
-            reduction_factor=spec.search.scheduler.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()
 
     base["runtime"] = {
         "sweep": spec.name,
@@ -185,6 +164,8 @@ def run_sweep(
     trainable = tune.with_parameters(train_trial, data=data)
     trainable = tune.with_resources(trainable, _resources(spec))
 
+    # One console and one store callback for the whole sweep: numbering, ETA and the first
+    # write error carry over from one Tuner to the next.
     console = ConsoleCallback(total=spec.search.trials, already=recorded, mode=spec.search.mode,
                               metric=spec.search.metric, epochs=int(spec.train["epochs"]),
                               verbose=verbose)
@@ -197,20 +178,61 @@ def run_sweep(
         extra=teacher,
         classes=list(data.classes),
     )
-    tuner = build_tuner(
-        trainable,
-        param_space=base,
-        search_alg=search_alg,
-        scheduler=scheduler,
-        num_samples=remaining,
-        storage_path=tune_storage_path(results_root, spec.name),
-        max_failures=spec.resources.max_failures,
-        callbacks=[store_cb, console],
-        verbose=verbose,
-        stop=CombinedStopper(stop, WriteFailureStop(store_cb)),
-    )
+
+    def fit_tuner(history: Any, sampler: Any, num_samples: int, part: int) -> None:
+        """One Tune experiment of `num_samples` trials, its study starting from `history`."""
+        # the study so far, also as results/<sweep>/optuna.journal for optuna-dashboard
+        storage = journal_storage(store.sweep_dir, spec.name, history)
+        searcher = SweepSearch(  # OptunaSearch telling Optuna the state the store records
+            space=TrialSpace(spec, plan=planner),
+            metric=names.OBJECTIVE,
+            mode=spec.search.mode,
+            sampler=sampler,
+            storage=storage,
+            study_name=spec.name,
+        )
+        if spec.search.scheduler.type == "asha":
+            scheduler = ASHAScheduler(
+                metric=metric_key,
+                mode=spec.search.mode,
+                max_t=spec.search.scheduler.max_t or int(spec.train["epochs"]),
+                grace_period=spec.search.scheduler.grace_period,
+                reduction_factor=spec.search.scheduler.reduction_factor,
+            )
+        else:
+            scheduler = FIFOScheduler()
+        build_tuner(
+            trainable,
+            param_space=base,
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
+            scheduler=scheduler,
+            num_samples=num_samples,
+            storage_path=tune_storage_path(results_root, spec.name),
+            max_failures=spec.resources.max_failures,
+            callbacks=[store_cb, console],
+            verbose=verbose,
+            stop=CombinedStopper(stop, WriteFailureStop(store_cb)),
+            part=part,
+        ).fit()
+
+    # At most search.tuner_trials trials per Tuner: Tune's driver keeps state for every trial of
+    # an experiment (bench/soak.py: RSS and time per trial grow with it), released when fit()
+    # returns. Each next Tuner starts exactly like a resumed run: the study rebuilt from the
+    # store, the sampler reseeded with seed + recorded, a fresh journal (study_with_history).
+    # The signal handlers stay for the whole loop, so Ctrl-C / SIGTERM end the sweep, not a part.
+    part, last_recorded = 1, recorded
     with _stable_cwd(), stop_on_signals(stop):
-        tuner.fit()
+        while True:
+            trials = min(remaining, spec.search.tuner_trials)
+            fit_tuner(history, sampler, trials, part)
+            if trials == remaining or stop.signum is not None or store_cb.write_error is not None:
+                break
+            history, sampler, now_recorded = study_with_history(spec, store)
+            remaining = spec.search.trials - now_recorded
+            # nothing recorded (every write failed otherwise): another Tuner would do the same
+            if remaining <= 0 or now_recorded == last_recorded or stop.signum is not None:
+                break
+            part, last_recorded = part + 1, now_recorded
     console.close()
     if store_cb.write_error is not None:  # disk full / read-only: the run stopped (exit 2)
         raise store_cb.write_error
@@ -236,9 +258,12 @@ def build_tuner(
     callbacks: list[Any],
     verbose: bool = False,
     stop: Any = None,
+    part: int = 1,
 ) -> Any:
     """The sweep's tune.Tuner: actor reuse, short trial dirs, one checkpoint kept per trial
-    (also used by bench/overhead.py, so the benchmark measures this exact configuration)."""
+    (also used by bench/overhead.py, so the benchmark measures this exact configuration).
+    `part`: the number of this Tuner within one run (run_sweep's consecutive Tuners), so two
+    started within a second get distinct experiment folders."""
     from ray import tune
 
     return tune.Tuner(
@@ -252,7 +277,8 @@ def build_tuner(
             trial_dirname_creator=_trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+                 + (f"-{part}" if part > 1 else ""),
             storage_path=storage_path,
             # retries what raises (worker / node lost); deterministic failures are reported
             failure_config=tune.FailureConfig(max_failures=max_failures),
@@ -380,7 +406,7 @@ def _refuse_early_if_locked(args: argparse.Namespace) -> None:
         if not isinstance(name, str) or not isinstance(args.results or results, str):
             return
         root = results_root_for(args.results or results)
-    except (OSError, yaml.YAMLError, SersweepError):
+    except (OSError, ValueError, yaml.YAMLError, SersweepError):  # ValueError: not UTF-8
         return
     from orchestrator.store import ResultStore, SweepLock
 

@@ -50,7 +50,11 @@ NULLABLE: dict[str, Expect] = {
 }
 CORPORA_WITH_ROOT = ("iemocap", "meld", "manifest")
 SEARCH_KEYS = ("metric", "mode", "sampler", "trials", "seed", "max_concurrent", "scheduler",
-               "params", "baseline")
+               "params", "baseline", "tuner_trials")
+# Trials per Ray Tune Tuner (runner.run_sweep): Tune's driver state grows with every trial of one
+# Tuner (bench/soak.py: ~250 KiB/trial and rising time per trial), so a long sweep runs as
+# consecutive Tuners, each resumed from the store.
+TUNER_TRIALS_DEFAULT = 200
 SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor", "max_t")
 RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial", "gpu_memory_fraction", "memory_budget",
                  "max_failures")
@@ -324,6 +328,8 @@ def search(ctx: Ctx, raw: dict[str, Any], epochs: int) -> dict[str, Any]:
         "seed": _int_at_least(ctx, ("search", "seed"), given.get("seed", 0), 0, nullable=True),
         "max_concurrent": _int_at_least(ctx, ("search", "max_concurrent"),
                                         given.get("max_concurrent"), 1, nullable=True),
+        "tuner_trials": _int_at_least(ctx, ("search", "tuner_trials"),
+                                      given.get("tuner_trials", TUNER_TRIALS_DEFAULT), 1),
         "scheduler": scheduler(ctx, given.get("scheduler", {"type": "asha"}), epochs),
         "params": given.get("params"),
         # the reference baseline at the sweep's start (orchestrator/baseline.py; cached)

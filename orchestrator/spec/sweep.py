@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator.spec import checks as sc
 from orchestrator.spec.distributions import ParamSpec
-from orchestrator.spec.sections import RESOURCE_KEYS
+from orchestrator.spec.sections import RESOURCE_KEYS, TUNER_TRIALS_DEFAULT
 
 
 class FrozenDict(dict):
@@ -70,6 +70,7 @@ class SearchSpec:
     scheduler: SchedulerSpec
     params: tuple[ParamSpec, ...]  # in dependency order (a param after those its `when` names)
     baseline: bool = True  # compute the reference baseline at the start (orchestrator/baseline)
+    tuner_trials: int = TUNER_TRIALS_DEFAULT  # trials per Ray Tune Tuner (runner.run_sweep)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class SweepSpec:
                 "seed": s.seed, "max_concurrent": s.max_concurrent,
                 "scheduler": dict(vars(s.scheduler)),
                 "params": {p.key: p.to_yaml() for p in s.params},
-                "baseline": s.baseline,
+                "baseline": s.baseline, "tuner_trials": s.tuner_trials,
             },
             # a size is written with its unit: load_spec refuses a bare number
             "resources": {**dict(self.resources), "memory_budget": (

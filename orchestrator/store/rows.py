@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -223,34 +222,17 @@ def reported_error(report: dict[str, Any]) -> tuple[str | None, str | None]:
 
 def trial_error(trial) -> tuple[str, str]:
     """(reason, traceback) of a trial Tune ended with an error once its retries were spent, or
-    is retrying (a worker or node lost, an unexpected exception): `Type: first line` of the
-    latest exception, and Ray's error text (every attempt) without colour codes."""
+    is retrying (a worker or node lost, an unexpected exception): the last `Type: message` line
+    of Ray's error text (every attempt), and that text without colour codes. Read as text, never
+    unpickled: Tune's error.pkl lies in the results folder, where anyone could plant one."""
     text = plain(error_text(trial))
-    exc = _latest_exception(trial)
-    if exc is None:
-        lines = [line for line in text.splitlines() if line.strip()]
-        return one_line(lines[-1] if lines else text), text
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return one_line(f"{type(exc).__name__}: {first}"), text
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    raised = [line for line in lines if _RAISED.match(line)]
+    return one_line(raised[-1] if raised else (lines[-1] if lines else text)), text
 
 
-def _latest_exception(trial) -> BaseException | None:
-    """The exception Tune pickled for the trial's latest failure (its local error.pkl, written
-    before the callbacks run; get_pickled_error() reads the storage copy, synced later)."""
-    path = getattr(trial, "pickled_error_file", None)
-    if not path or not os.path.exists(path):
-        return None
-    try:
-        with open(path, "rb") as handle:
-            exc = pickle.load(handle)
-    except (OSError, EOFError, ImportError, AttributeError, pickle.UnpicklingError) as unreadable:
-        log.debug("pickled error of trial %s unreadable: %s", trial.trial_id, unreadable)
-        return None
-    from ray.exceptions import RayTaskError  # Ray only here: rows.py is tested without it
-
-    if isinstance(exc, RayTaskError) and isinstance(exc.cause, BaseException):
-        return exc.cause  # the trainable's own exception
-    return exc if isinstance(exc, BaseException) else None
+# `ValueError: ...`, `ray.exceptions.ActorDiedError: ...`: the line a traceback ends its raise with
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:?")
 
 
 def error_text(trial) -> str:

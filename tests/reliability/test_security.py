@@ -126,11 +126,14 @@ def test_pickles_planted_in_a_store_are_never_unpickled(
     assert sorted(results.trials["trial_id"]) == ["t0", "t1"]  # t9 skipped: not Parquet
     assert len(results.epochs) == 2 and len(results.members) == 2
     query.leaderboard(results)
-    query.curves(results, ["t0", "t9"])
+    query.curves(results, ["t0"])
+    with pytest.raises(query.QueryError, match="t9"):  # t9's planted file is no trial
+        query.curves(results, ["t0", "t9"])
     assert len(query.sql(str(root), "SELECT * FROM trials")) == 2
     assert main(["results", str(root)]) == 0
     assert main(["results", str(sweep), "--sql", "SELECT count(*) FROM epochs"]) == 0
-    assert main(["results", str(sweep), "--curves", "t0,t9"]) == 0
+    assert main(["results", str(sweep), "--curves", "t0"]) == 0
+    assert main(["results", str(sweep), "--curves", "t0,t9"]) == 2  # unknown id: named, exit 2
     assert main(["report", str(sweep), "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "report.html").is_file()
     capsys.readouterr()
