@@ -19,12 +19,16 @@ first `--warmup` trials (imports, first actors, Optuna's start-up), and its R^2.
 memory still held at the end was allocated (run it separately: tracing slows the driver and
 inflates its RSS).
 
-`--segment K` runs the trials in consecutive Tuners of K trials (as run_sweep could, resuming from
-the store), to measure how much of the growth is per-Tuner state released when its fit() ends;
+`--segment K` runs the trials in consecutive Tuners of K trials (resuming from the store), to
+measure how much of the growth is per-Tuner state released when its fit() ends;
 `--no-store`, `--config bare` and `--members` take sersweep's parts out or resize them.
+`--product` runs the trials through orchestrator.runner.run_sweep itself (a real sweep file on a
+tiny synthetic corpus; only the trainable is replaced by `soak_trial`), so `--segment K` is the
+product's own `search.tuner_trials: K` (0: all trials in one Tuner) with its study rebuild, journal
+and callbacks; RSS is then sampled each time a trial's row lands in the store.
 
     python bench/soak.py [--trials 500] [--workers 2] [--members 5] [--epochs 3] [--tracemalloc]
-                         [--segment 100] [--no-store] [--config bare]
+                         [--segment 100] [--no-store] [--config bare] [--product]
 """
 
 from __future__ import annotations
@@ -87,8 +91,9 @@ def space(trial: Any) -> None:
     trial.suggest_int("layers", 1, 6)
 
 
-def soak_trial(config: dict) -> None:
-    """A trial that reports `epochs` epochs at once, shaped like trainables/train.py's reports."""
+def soak_trial(config: dict, data: Any = None) -> None:
+    """A trial that reports `epochs` epochs at once, shaped like trainables/train.py's reports.
+    `data`: what run_sweep passes its trainable (--product), unused."""
     import json
 
     import torch
@@ -97,8 +102,12 @@ def soak_trial(config: dict) -> None:
     from trainables import names
     from trainables.trainable import CHECKPOINT_FILE
 
-    soak = config["soak"]
-    score = 1.0 / (1.0 + abs(config["lr"] - 1e-3) * 100 + abs(config["layers"] - 3))
+    if "soak" in config:
+        soak, lr, layers = config["soak"], config["lr"], config["layers"]
+    else:  # a real sweep config (--product): the searched values inside their sections
+        soak = {"members": len(config["train"]["seeds"]), "epochs": config["train"]["epochs"]}
+        lr, layers = config["train"]["lr"], config["model"]["layers"]
+    score = 1.0 / (1.0 + abs(lr - 1e-3) * 100 + abs(layers - 3))
     best: list[dict[str, Any]] = []
     for epoch in range(1, soak["epochs"] + 1):
         value = score * epoch / soak["epochs"]
@@ -108,7 +117,7 @@ def soak_trial(config: dict) -> None:
             rows.append(ids | {
                 "epoch": epoch, "train_loss": 1.0 - value, "val_loss": 1.1 - value,
                 "val_acc": value, "val_uar": value, "val_f1_macro": value,
-                "val_f1_weighted": value, "lr": config["lr"], "seconds": 0.01,
+                "val_f1_weighted": value, "lr": lr, "seconds": 0.01,
                 "collapsed": False, "active": True,
             })  # fmt: skip
             best.append(ids | {
@@ -175,12 +184,13 @@ class Probe(Callback):
         self.started = time.perf_counter()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._sample()
+        self.sample()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._sample()
+        self.sample()
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
+        """One trial ended: its RSS sample (and a line every `every`)."""
         done = len(self.samples) + 1
         now = time.perf_counter()
         self.samples.append((done, rss_bytes(), now))
@@ -204,6 +214,67 @@ class Probe(Callback):
               f"{sum(ray.values()) / MIB:>9.1f}  "
               f"{' '.join(f'{k}={v / MIB:.0f}' for k, v in sorted(ray.items()) if v > 20 * MIB)}",
               file=sys.__stdout__, flush=True)  # fmt: skip
+
+
+def _product_spec(args: argparse.Namespace, directory: Path) -> Any:
+    """A real sweep file for --product: the soak trial's searched values (train.lr,
+    model.layers), `--members` seeds on one fold, a fixed micro-batch (no memory planning)."""
+    import yaml
+
+    from orchestrator.spec import load_spec
+
+    sweep = {
+        "name": "soak",
+        "data": {"corpus": "synthetic", "synthetic_utterances": 40, "features": "logmel",
+                 "n_mels": 16, "max_seconds": 1.0, "downsample": 4, "use_folds": 1,
+                 "cache_dir": str(directory / "cache")},
+        "model": {"name": "transformer", "layers": 1, "d_model": 16, "heads": 2, "ff_dim": 16},
+        "train": {"epochs": args.epochs, "batch_size": 16, "micro_batch": 16,
+                  "seeds": list(range(args.members))},
+        "search": {"baseline": False, "sampler": "tpe", "seed": 0, "trials": args.trials,
+                   "max_concurrent": args.workers, "tuner_trials": args.segment or args.trials,
+                   "scheduler": {"type": "asha", "grace_period": 1},
+                   "params": {"train.lr": {"loguniform": [1e-5, 1e-2]},
+                              "model.layers": {"int": [1, 6]}}},
+        "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 0},
+    }  # fmt: skip
+    path = directory / "soak.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return load_spec(path)
+
+
+def _run_product(args: argparse.Namespace, results: str, probe: Probe) -> None:
+    """run_sweep with soak_trial as its trainable; a thread samples RSS per recorded trial."""
+    import threading
+
+    import trainables.trainable
+    from orchestrator.runner import run_sweep
+    from trainables.data import prepare_data
+
+    spec = _product_spec(args, Path(results))
+    data = prepare_data(spec.base_config()["data"])
+    trainables.trainable.train_trial = soak_trial  # run_sweep imports it when called
+    trials_dir = Path(results) / spec.name / "trials"
+    finished = threading.Event()
+
+    def watch() -> None:
+        seen = 0
+        while not finished.is_set() or seen < args.trials:
+            now = len(list(trials_dir.glob("*.parquet"))) if trials_dir.is_dir() else 0
+            for _ in range(seen, min(now, args.trials)):
+                probe.sample()
+            seen = max(seen, now)
+            if finished.is_set() and seen < args.trials:
+                break  # the run ended short: the assert after it says so
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        run_sweep(spec, results_root=results, data=data)
+    finally:
+        finished.set()
+        watcher.join(30)
 
 
 def _fit(samples: list[tuple[int, int, float]], warmup: int) -> tuple[float, float, int, int]:
@@ -270,10 +341,16 @@ def main() -> None:
     parser.add_argument("--segment", type=int, default=0,
                         help="run the trials in consecutive Tuners of this many (0: one Tuner),"
                         " as run_sweep would to bound the driver's per-trial state")
+    parser.add_argument("--product", action="store_true",
+                        help="run the trials through run_sweep itself; --segment is then "
+                        "search.tuner_trials")
     parser.add_argument("--import-retries", type=int, default=10)
     args = parser.parse_args()
     if args.warmup >= args.trials - 2:
         parser.error("--warmup must leave at least 3 trials to fit")
+    if args.product and (args.no_store or args.config != "sweep"):
+        parser.error("--product runs the product's own callbacks and configs: no --no-store or "
+                     "--config bare")
 
     # as orchestrator.cluster.ray_init sets them for every sweep
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -303,7 +380,8 @@ def main() -> None:
     segment = args.segment or args.trials
     print(f"{args.trials} trials x {args.epochs} epochs x {args.members} members, "
           f"{args.workers} at a time, config {args.config}, store "
-          f"{'off' if args.no_store else 'on'}, {segment} trials per Tuner; driver RSS before "
+          f"{'off' if args.no_store else 'on'}, {segment} trials per Tuner"
+          f"{' (run_sweep, search.tuner_trials)' if args.product else ''}; driver RSS before "
           f"ray.init {rss_start / MIB:.0f} MiB", file=out)  # fmt: skip
     print(f"{'trials':>6} {'RSS MiB':>9} {'change':>8} {'s/trial':>8} "
           f"{'overhead s/tr':>13} {'Ray MiB':>9}  Ray processes > 20 MiB", file=out)
@@ -311,31 +389,35 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as results:
             store = product["ResultStore"](results, "soak")
             started = time.perf_counter()
-            for done in range(0, args.trials, segment):  # one Tuner, as a resumed run_sweep
-                tuner = product["build_tuner"](
-                    tune.with_resources(soak_trial, {"cpu": 1}),
-                    param_space=param_space,
-                    search_alg=ConcurrencyLimiter(
-                        OptunaSearch(space=space, metric=names.OBJECTIVE, mode="max",
-                                     sampler=optuna.samplers.TPESampler(seed=done)),
-                        max_concurrent=args.workers),
-                    scheduler=ASHAScheduler(metric=names.VAL_UAR_MEAN, mode="max",
-                                            max_t=args.epochs, grace_period=1),
-                    num_samples=min(segment, args.trials - done),
-                    storage_path=str(Path(results) / "_tune"),
-                    max_failures=0,
-                    callbacks=[
-                        *([] if args.no_store else [product["StoreCallback"](
-                            store, param_keys=["lr", "layers"], metric="val_uar",
-                            mode="max")]),
-                        product["ConsoleCallback"](total=args.trials, already=done,
-                                                   mode="max"),
-                        probe,
-                    ],
-                )  # fmt: skip
+            if args.product:
                 with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-                    tuner.fit()  # the console's lines go to /dev/null; the probe's to `out`
-                del tuner
+                    _run_product(args, results, probe)
+            else:  # the Tuners built here, as run_sweep builds them
+                for done in range(0, args.trials, segment):
+                    tuner = product["build_tuner"](
+                        tune.with_resources(soak_trial, {"cpu": 1}),
+                        param_space=param_space,
+                        search_alg=ConcurrencyLimiter(
+                            OptunaSearch(space=space, metric=names.OBJECTIVE, mode="max",
+                                         sampler=optuna.samplers.TPESampler(seed=done)),
+                            max_concurrent=args.workers),
+                        scheduler=ASHAScheduler(metric=names.VAL_UAR_MEAN, mode="max",
+                                                max_t=args.epochs, grace_period=1),
+                        num_samples=min(segment, args.trials - done),
+                        storage_path=str(Path(results) / "_tune"),
+                        max_failures=0,
+                        callbacks=[
+                            *([] if args.no_store else [product["StoreCallback"](
+                                store, param_keys=["lr", "layers"], metric="val_uar",
+                                mode="max")]),
+                            product["ConsoleCallback"](total=args.trials, already=done,
+                                                       mode="max"),
+                            probe,
+                        ],
+                    )  # fmt: skip
+                    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                        tuner.fit()  # the console's lines go to /dev/null; the probe's to `out`
+                    del tuner
             wall = time.perf_counter() - started
             recorded = store.read_trials()
             epochs = store.read_table("epochs")

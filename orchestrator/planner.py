@@ -240,3 +240,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"memory plan of {len(rows)} sampled configs of {spec.name} ({where}):")
     print(format_plan(rows))
     return EXIT_DOES_NOT_FIT if any(not r.fits for r in rows) else 0
+
+
+@dataclass(frozen=True)
+class PlannerByData:
+    """One TrialPlanner per prepared data (a sweep searching data.* choices prepares one each:
+    features and shapes may differ), picked by the sampled config's data section."""
+
+    planners: Mapping[str, TrialPlanner]
+
+    def __call__(self, config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        from trainables.data.prepare import prepared_key
+
+        return self.planners[prepared_key(config["data"])](config)

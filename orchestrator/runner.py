@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import itertools
 import os
 import signal
 import sys
@@ -61,6 +63,23 @@ class SweepOutcome:
     failed: int
     wall_seconds: float
     interrupted: int | None = None  # the signal that stopped the run (interrupt.py), else None
+
+
+def data_variants(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The sweep file's data section with each combination of the searched data.* choices (the
+    spec allows only choices there, so each is prepared once, before the trials start)."""
+    searched = [p for p in spec.search.params if p.key.startswith("data.")]
+    variants = []
+    for values in itertools.product(*(p.real_choices() for p in searched)):
+        variant = copy.deepcopy(spec.base_config())
+        for p, value in zip(searched, values, strict=True):
+            *parents, last = p.key.split(".")
+            node = variant
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        variants.append(variant["data"])
+    return variants if searched else []
 
 
 def check_same_sweep(store: ResultStore, spec: SweepSpec) -> None:
@@ -108,11 +127,11 @@ def run_sweep(
     from orchestrator.console import ConsoleCallback
     from orchestrator.interrupt import SignalStop, stop_on_signals
     from orchestrator.journal import journal_storage
-    from orchestrator.planner import TrialPlanner, trial_budget_bytes
+    from orchestrator.planner import PlannerByData, TrialPlanner, trial_budget_bytes
     from orchestrator.search import SweepSearch, TrialSpace, study_with_history
     from orchestrator.store import ResultStore, write_spec
     from orchestrator.store.callback import StoreCallback, WriteFailureStop
-    from trainables.data import prepare_data
+    from trainables.data import prepare_data, prepared_key
     from trainables.trainable import train_trial
 
     started = time.monotonic()
@@ -126,8 +145,14 @@ def run_sweep(
         return SweepOutcome(store.sweep_dir, recorded, 0, 0, time.monotonic() - started)
 
     # Everything that can reject the input runs before the first write (exit 2, nothing written).
-    if data is None:
-        data = prepare_data(spec.base_config()["data"], progress=lambda msg: print(f"data: {msg}"))
+    # one PreparedData per searched data.* choice (and the sweep file's own data section)
+    base_data = spec.base_config()["data"]
+    datasets: dict[str, PreparedData] = {prepared_key(base_data): data} if data is not None else {}
+    for variant in [base_data, *data_variants(spec)]:
+        if prepared_key(variant) not in datasets:
+            datasets[prepared_key(variant)] = prepare_data(
+                variant, progress=lambda msg: print(f"data: {msg}"))
+    data = datasets[prepared_key(base_data)]
     base: dict[str, Any] = {}
     teacher: dict[str, Any] = {}
     if spec.distill:
@@ -149,8 +174,9 @@ def run_sweep(
 
     metric_key = names.mean_key(spec.search.metric)  # what ASHA prunes on, each epoch
     budget = trial_budget_bytes(dict(spec.resources), gpu_total_bytes())
-    planner = TrialPlanner(tuple(data.features.shape[1:]), data.n_features, data.n_classes,
-                           len(data.folds), budget)
+    planners = {key: TrialPlanner(tuple(d.features.shape[1:]), d.n_features, d.n_classes,
+                                  len(d.folds), budget) for key, d in datasets.items()}
+    planner = PlannerByData(planners) if len(planners) > 1 else planners[prepared_key(base_data)]
     max_concurrent = spec.search.max_concurrent or max(
         1, int(cluster_cpus() // spec.resources.cpus_per_trial)
     )
@@ -161,7 +187,8 @@ def run_sweep(
         "mode": spec.search.mode,
         "memory_budget": budget,  # for a config that arrives without the driver's plan
     }
-    trainable = tune.with_parameters(train_trial, data=data)
+    # through Ray's object store once; a trial picks its own data (trainable._prepare)
+    trainable = tune.with_parameters(train_trial, data=datasets if len(datasets) > 1 else data)
     trainable = tune.with_resources(trainable, _resources(spec))
 
     # One console and one store callback for the whole sweep: numbering, ETA and the first

@@ -53,6 +53,8 @@ DATA_DEFAULTS: dict[str, Any] = {
 # data.val: how each fold's validation speakers are chosen (trainables/data/folds.py)
 VAL_PROTOCOLS = ("next_session", "test_session_other", "train_fraction")
 
+# data.normalize: none | utterance | speaker (each speaker its own stats) | train (training split)
+NORMALIZE_KINDS = ("none", "utterance", "speaker", "train")
 MAX_SECONDS = 600.0  # the longest data.max_seconds (the spec and prepare_data check it)
 
 TRAIN_DEFAULTS: dict[str, Any] = {

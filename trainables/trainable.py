@@ -16,7 +16,7 @@ import os
 import socket
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import torch
 from ray import tune
 
 from trainables.config import DATA_DEFAULTS, train_section, with_defaults
-from trainables.data import prepare_data
+from trainables.data import prepare_data, prepared_key
 from trainables.data.base import PreparedData
 from trainables.errors import SersweepError
 from trainables.memory import plan_micro_batch
@@ -63,7 +63,10 @@ def _plan(config: dict[str, Any], data: PreparedData) -> dict[str, Any]:
     return config
 
 
-def _prepare(data: PreparedData | None, config: dict[str, Any]) -> PreparedData:
+def _prepare(data: PreparedData | Mapping[str, PreparedData] | None,
+             config: dict[str, Any]) -> PreparedData:
+    if isinstance(data, Mapping):  # the sweep searches data.* choices: one PreparedData each
+        return data[prepared_key(config["data"])]
     if data is not None:
         return data
     # without tune.with_parameters(data=...): featurize here (the data layer caches it on disk)
@@ -100,7 +103,8 @@ def failure_report(exc: BaseException, last: dict[str, Any], metric: str) -> dic
     return report
 
 
-def train_trial(config: dict[str, Any], data: PreparedData | None = None) -> None:
+def train_trial(config: dict[str, Any],
+                data: PreparedData | Mapping[str, PreparedData] | None = None) -> None:
     """Train one trial's members, reporting and checkpointing every epoch; resume from
     tune.get_checkpoint() at the epoch after the checkpointed one.
 
@@ -123,7 +127,7 @@ def train_trial(config: dict[str, Any], data: PreparedData | None = None) -> Non
 
 
 def _epochs(
-    config: dict[str, Any], data: PreparedData | None
+    config: dict[str, Any], data: PreparedData | Mapping[str, PreparedData] | None
 ) -> Iterator[tuple[LockstepTrainer, dict[str, Any]]]:
     """Build (or restore) the trial's trainer and yield it with each epoch's report."""
     config = copy.deepcopy(config)

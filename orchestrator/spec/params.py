@@ -3,6 +3,7 @@ their conditions. Validation only: sampling them is orchestrator/search.py's bus
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -120,6 +121,25 @@ def _check_values(ctx: Ctx, p: ParamSpec, base: _Base, expects: list[Expect] | N
                               f"features {', '.join(inputs)}, but the choice is {kind!r}")
 
 
+MAX_DATA_VARIANTS = 8  # prepared data sets a sweep's data.* choices may ask for
+
+
+def _check_data_choices(ctx: Ctx, params: dict[str, ParamSpec]) -> None:
+    """Searched data.* keys are prepared once per value before the trials start
+    (runner.data_variants): choices only, and few combinations."""
+    data_params = [p for p in params.values() if p.key.startswith("data.")]
+    for p in data_params:
+        if p.kind != "choice":
+            raise ctx.err((*PARAMS, p.key), f"{p.key}: the data is prepared once per value "
+                          f"before the trials start, so a data key is searched with "
+                          f"{{choice: [...]}}, not {p.kind}")
+    combinations = math.prod(len(p.choices) for p in data_params)
+    if combinations > MAX_DATA_VARIANTS:
+        keys = ", ".join(p.key for p in data_params)
+        raise ctx.err(PARAMS, f"the data choices ({keys}) ask for {combinations} prepared data "
+                      f"sets; at most {MAX_DATA_VARIANTS} are prepared for one sweep")
+
+
 def _order(ctx: Ctx, params: dict[str, ParamSpec]) -> tuple[ParamSpec, ...]:
     """Params sorted so that every param comes after the params its `when` names."""
     done: list[str] = []
@@ -166,6 +186,7 @@ def validate_params(ctx: Ctx, raw: Any, data: dict[str, Any], model: dict[str, A
         names = [n for n in names if n in sc.model_families()] or [model["name"]]
     for p in params.values():
         _check_values(ctx, p, base, _check_target(ctx, p, base, names))
+    _check_data_choices(ctx, params)
     valid = base.valid_keys(names)
     for p in params.values():
         for cond_key, _ in p.condition:

@@ -13,13 +13,19 @@ from typing import Any
 from orchestrator.spec import checks as sc
 from orchestrator.spec.checks import Ctx, Expect, check_value, unknown_key
 from orchestrator.spec.errors import SpecError
-from trainables.config import DATA_DEFAULTS, MAX_SECONDS, TRAIN_DEFAULTS, VAL_PROTOCOLS
+from trainables.config import (
+    DATA_DEFAULTS,
+    MAX_SECONDS,
+    NORMALIZE_KINDS,
+    TRAIN_DEFAULTS,
+    VAL_PROTOCOLS,
+)
 from trainables.names import SELECTABLE_METRICS, VAL_LOSS, VAL_UAR
 
 # Closed sets and lower bounds of data/train values (config.py spells the keys and defaults).
 ENUMS: dict[str, tuple[str, ...]] = {
     "data.val": VAL_PROTOCOLS,
-    "data.normalize": ("none", "utterance", "train"),
+    "data.normalize": NORMALIZE_KINDS,
     "data.folds": ("by_session", "by_speaker", "official"),
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "constant"),

@@ -11,10 +11,10 @@ from trainables.data.corpora import CORPORA, get_corpus
 from trainables.data.corpus import Corpus, CorpusContent
 from trainables.data.features import FEATURES, FeatureExtractor, get_feature, train_stats
 from trainables.data.folds import FOLD_KINDS, make_folds
-from trainables.data.prepare import prepare_data
+from trainables.data.prepare import prepare_data, prepared_key
 
 __all__ = [
     "CORPORA", "FEATURES", "FOLD_KINDS", "SAMPLE_RATE", "Corpus", "CorpusContent",
     "FeatureExtractor", "Fold", "PreparedData", "Utterance", "get_corpus", "get_feature",
-    "make_folds", "prepare_data", "train_stats",
+    "make_folds", "prepare_data", "prepared_key", "train_stats",
 ]

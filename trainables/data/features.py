@@ -8,7 +8,7 @@ Frame features use 25 ms windows and a 10 ms hop (100 frames/s) before `downsamp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from math import ceil
 from typing import Any, ClassVar
 
@@ -177,6 +177,12 @@ class EGeMAPS(OpenSmileLLD):
     MFCC 1-4, F0 in semitones, jitter, shimmer, HNR, formants F1-F3; zero where unvoiced)."""
 
     kind = "egemaps"
+    LLDS = 25  # eGeMAPSv02 low-level descriptors
+
+    @classmethod
+    def feature_width(cls, data_cfg: Mapping[str, Any]) -> int:
+        """n_features before featurizing (trainables/data/widths.py asks)."""
+        return cls.LLDS
 
     def __init__(self, data_cfg: dict[str, Any]) -> None:
         super().__init__(data_cfg)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-from trainables.config import DATA_DEFAULTS, MAX_SECONDS, with_defaults
+from trainables.config import DATA_DEFAULTS, MAX_SECONDS, NORMALIZE_KINDS, with_defaults
 from trainables.data import cache
 from trainables.data.base import SAMPLE_RATE, PreparedData
 from trainables.data.corpora import SINGLE_CORPORA, get_corpus
@@ -25,7 +26,7 @@ from trainables.errors import ConfigError
 from trainables.names import DATA_SKIPPED_CLIPS
 
 # speaker: label-free and fold-independent, so applied here (and cached) like utterance
-NORMALIZE = ("none", "utterance", "speaker", "train")
+NORMALIZE = NORMALIZE_KINDS  # config.py spells them
 
 
 def _check(cfg: dict[str, Any]) -> None:
@@ -79,6 +80,13 @@ def _build(cfg: dict[str, Any], progress: Callable[[str], None] | None) -> dict[
         "frame_rate": SAMPLE_RATE / extractor.hop / cfg["downsample"],
         "info": info,
     }
+
+
+def prepared_key(data_cfg: Mapping[str, Any]) -> str:
+    """Which prepared data a trial's `data` section needs: the whole section over DATA_DEFAULTS,
+    as canonical JSON. A sweep that searches data.* choices prepares one PreparedData per key
+    (orchestrator/runner.py) and each trial picks its own (trainables/trainable.py)."""
+    return json.dumps(with_defaults(dict(data_cfg), DATA_DEFAULTS), sort_keys=True, default=str)
 
 
 def prepare_data(data_cfg: dict[str, Any],

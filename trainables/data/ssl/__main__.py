@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from trainables.data.ssl.settings import SSL_MODELS
 
@@ -16,8 +17,13 @@ def main(argv: list[str] | None = None) -> int:
     save.add_argument("path")
     args = parser.parse_args(argv)
     from trainables.data.ssl.encoders import save_pretrained
+    from trainables.errors import SersweepError
 
-    out = save_pretrained(args.model, args.path)
+    try:
+        out = save_pretrained(args.model, args.path)
+    except SersweepError as exc:  # offline, blocked: one message saying what to do
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"saved {args.model} to {out}; use data.ssl: {{model: {args.model}, checkpoint: {out}}}")
     return 0
 

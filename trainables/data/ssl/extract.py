@@ -192,11 +192,12 @@ def extract_to(rows: np.ndarray, waves: Sequence[np.ndarray], plan: Plan, settin
     layers = list(settings.layers)
     upto = max(layers)
     half = device.type == "cuda"
-    runner = model.to(device)
     if half:  # an fp16 copy on the GPU; the fp32 model stays on the CPU for fallbacks
         import copy
 
         runner = copy.deepcopy(model).to(device).half()
+    else:
+        runner = model.to(device)
     seconds = settings.batch_seconds
     if seconds is None:
         seconds = CPU_BATCH_SECONDS if device.type == "cpu" else auto_cuda_seconds(
@@ -242,6 +243,7 @@ def extract_to(rows: np.ndarray, waves: Sequence[np.ndarray], plan: Plan, settin
             pending[:0] = [idx[:half_idx], idx[half_idx:]]
             continue
         n_batches += 1
+        frame_lengths = frame_lengths.cpu()
         host = out.float().cpu().numpy() if (downsample > 1 or normalize != "none") else (
             out.to(torch.float16 if settings.dtype == "float16" else torch.float32)
             .cpu().numpy())
