@@ -137,7 +137,7 @@ class SslFeatureExtractor(FeatureExtractor):
 
 
 def describe_cache(handle: SslFeatures) -> dict[str, Any]:
-    """Size and provenance of a cache (bench/ssl.py, logs)."""
+    """Size and provenance of a cache (bench/ssl_features.py, logs)."""
     return {**handle.meta, "bytes": handle.nbytes, "directory": handle.directory,
             "bytes_per_utterance": handle.nbytes / max(1, len(handle)),
             "pid": os.getpid()}

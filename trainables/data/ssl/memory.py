@@ -93,7 +93,7 @@ def extraction_memory(settings: SslSettings, samples: int,
         # the first conv's output (channels x frames). Group-norm front-ends (run one utterance
         # at a time): one, once. Layer-norm front-ends (batched): two per utterance, torchaudio's
         # LayerNorm copying its transposed view and the next conv its non-contiguous input.
-        # With them the estimate is 2-17 % above the measured CPU peak (bench/ssl.py).
+        # With them the estimate is 2-17 % above the measured CPU peak (bench/ssl_features.py).
         channels, kernel, stride = conv_config(settings)[0]
         copy = channels * ((int(samples) - kernel) // stride + 1) * dtype.itemsize
         if settings.group_norm:

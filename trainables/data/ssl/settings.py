@@ -46,7 +46,8 @@ ARCH_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(extractor_conv_layer_config=_TINY_CONV, encoder_embed_dim=32,
                  encoder_num_layers=2, encoder_num_heads=2, encoder_ff_interm_features=64,
                  encoder_pos_conv_kernel=16, encoder_pos_conv_groups=4),
-    # the CPU demo (search_spaces/ssl_head.yaml): a 4-layer, 256-wide encoder (see bench/ssl.py)
+    # the CPU demo (search_spaces/ssl_head.yaml): a 4-layer, 256-wide encoder
+    # (bench/ssl_features.py)
     "small": dict(extractor_conv_layer_config=[(128, 10, 5)] + [(128, 3, 2)] * 4
                   + [(128, 2, 2)] * 2, encoder_embed_dim=256, encoder_num_layers=4,
                   encoder_num_heads=4, encoder_ff_interm_features=1024,

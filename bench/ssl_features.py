@@ -1,9 +1,9 @@
 """Self-supervised front-ends (data.features: ssl): extraction throughput, cache size, and the
 per-trial data load against the trial's training time, measured on this machine.
 
-    python bench/ssl.py                       # base model, 40 synthetic utterances (CPU: minutes)
-    python bench/ssl.py --model wav2vec2_base --utterances 100 --max-seconds 6
-    python bench/ssl.py --arch small          # the preset search_spaces/ssl_head.yaml runs
+    python bench/ssl_features.py               # base model, 40 synthetic utterances (CPU: minutes)
+    python bench/ssl_features.py --model wav2vec2_base --utterances 100 --max-seconds 6
+    python bench/ssl_features.py --arch small  # the preset search_spaces/ssl_head.yaml runs
 
 1. Extraction: prepare_data(features: ssl) on the synthetic corpus with a random-init encoder
    (same architecture and cost as the pretrained one) into a fresh cache: audio seconds per wall
@@ -22,22 +22,18 @@ per-trial data load against the trial's training time, measured on this machine.
 
 from __future__ import annotations
 
+import argparse
+import os
+import pickle
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# `python bench/ssl.py` puts bench/ first on sys.path, where this file would shadow the standard
-# library's `ssl` (imported by asyncio, hence by torch): the repository root goes there instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import pickle  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from trainables.config import TRAIN_DEFAULTS, with_defaults  # noqa: E402
 from trainables.data import prepare_data  # noqa: E402
