@@ -42,9 +42,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `python bench/gpu_check.py` puts bench/ first on sys.path, where bench/ssl.py shadows the
-# standard library's `ssl` (imported by asyncio, hence by torch): the repository root goes there
-# instead, before anything imports ssl.
+# `python bench/gpu_check.py` puts bench/ first on sys.path, where a bench script named like a
+# standard-library module would shadow it: the repository root goes there instead.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

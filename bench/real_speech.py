@@ -44,7 +44,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 # Run as a script, sys.path[0] is bench/, where a bench/<name>.py would shadow a module of that
-# name (bench/ssl.py shadows the standard library's ssl, which pyarrow imports): the repo root
+# name (a script named like a standard-library module would shadow it): the repo root
 # takes its place, before any third-party import.
 if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":
     sys.path[0] = str(REPO)

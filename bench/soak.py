@@ -47,7 +47,7 @@ from typing import Any, TextIO
 
 REPO = Path(__file__).resolve().parent.parent
 # `python bench/soak.py` puts bench/ first on sys.path, where a bench script named like a stdlib
-# module (bench/ssl.py) would shadow it for torch and Ray: import from the repository root.
+# module would shadow it for torch and Ray: import from the repository root.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
 

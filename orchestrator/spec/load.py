@@ -108,6 +108,18 @@ def _build_model(ctx: Ctx, data: dict[str, Any], model: dict[str, Any]) -> None:
                       f"{exc}") from None
 
 
+def _check_ssl(ctx: Ctx, data: dict[str, Any]) -> None:
+    """`data.ssl` with `features: ssl`: every problem trainables/data/ssl finds, the first at its
+    line (the rule lives with the encoders; imported here only for an ssl sweep: torch)."""
+    from trainables.data.ssl.settings import validate_ssl_config
+
+    problems = validate_ssl_config(data.get("ssl"), data["normalize"])
+    if problems:
+        (key, message), rest = problems[0], problems[1:]
+        more = "".join(f"; {k}: {m}" for k, m in rest)
+        raise ctx.err(tuple(key.split(".")), message + more)
+
+
 def _validate(ctx: Ctx, raw: dict[str, Any], default_name: str) -> dict[str, Any]:
     for key in raw:
         if not isinstance(key, str) or key not in TOP_KEYS:
@@ -128,6 +140,8 @@ def _validate(ctx: Ctx, raw: dict[str, Any], default_name: str) -> dict[str, Any
         raise ctx.err(("results",), f"results is a directory or URI (a non-empty string), but "
                       f"got {results!r}")
     data = ss.data_or_train(ctx, raw, "data")
+    if data["features"] == "ssl":
+        _check_ssl(ctx, data)
     model = ss.model(ctx, raw, data)
     distill = sd.distill(ctx, raw)
     search["params"] = validate_params(ctx, search["params"], data, model, train, distill)

@@ -23,7 +23,10 @@ TINY = {  # family -> (features, tiny constructor arguments)
                         "shift": 1600, "seq_hidden": 8, **HEAD}),
     "resnet_lstm": ("logmel", {"channels": [4, 8], "lstm_hidden": 8, **HEAD}),
     "vggish_lstm": ("logmel", {"width": 0.25, "embedding": 16, "lstm_hidden": 8, **HEAD}),
+    "ssl_head": ("ssl", {"proj_dim": 16, **HEAD}),
 }
+# a random-initialised tiny encoder (no weights to download); ssl features take no train stats
+SSL = {"normalize": "none", "ssl": {"model": "wavlm_base", "checkpoint": "random", "arch": "tiny"}}
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +34,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, PreparedData]:
     cache = Path(tmp_path_factory.mktemp("cache"))
     return {kind: prepare_data({"corpus": "synthetic", "synthetic_utterances": 60,
                                 "max_seconds": 1.0, "features": kind, "use_folds": 1,
-                                "normalize": "train", "cache_dir": str(cache)})
-            for kind in ("logmel", "raw")}
+                                "normalize": "train", "cache_dir": str(cache),
+                                **(SSL if kind == "ssl" else {})})
+            for kind in ("logmel", "raw", "ssl")}
 
 
 def test_every_family_has_a_tiny_configuration() -> None:

@@ -30,6 +30,8 @@ TINY: dict[str, tuple[dict[str, Any], str, int, int]] = {
     "vggish_lstm": (
         dict(width=1 / 16, embedding=16, lstm_hidden=8, head_hidden=[16]), "logmel", 64, 150
     ),
+    # (B, T, D) is one hidden state; tests/trainables/models/test_ssl_head.py covers (B, T, L, D)
+    "ssl_head": (dict(proj_dim=16, attention_dim=8, head_hidden=[16]), "ssl", 8, 40),
 }
 # Variants that take other code paths: (family, extra hyper-parameters, kind, n_features, steps).
 VARIANTS = [(name, {}, kind, nf, steps) for name, (_, kind, nf, steps) in TINY.items()] + [
@@ -40,6 +42,7 @@ VARIANTS = [(name, {}, kind, nf, steps) for name, (_, kind, nf, steps) in TINY.i
                          norm_first=False, init="kaiming"), "raw", 1, 1600),
     ("resnet_lstm", dict(blocks=2, lstm_layers=2, head_norm="batch"), "mfcc", 16, 40),
     ("vggish_lstm", dict(bidirectional=True), "logmel", 64, 150),
+    ("ssl_head", dict(layer=0, pooling="attentive", layer_norm=False), "ssl", 8, 40),
 ]
 IDS = [f"{v[0]}-{i}" for i, v in enumerate(VARIANTS)]
 

@@ -30,6 +30,8 @@ CUDA_BATCH_SECONDS = 240.0  # the most on a GPU (auto picks less when memory say
 PROGRESS_SECONDS = 15.0  # at most one progress line this often (and at every 10 %)
 FLOAT16_MAX = 65504.0
 WAVE_EPS = 1e-5  # F.layer_norm's eps: the waveform normalization of the large bundles
+# (settings, longest samples, device, encoder) -> padded seconds per GPU batch
+CudaSeconds = Callable[[SslSettings, int, torch.device, nn.Module], float]
 
 
 def conv_config(settings: SslSettings) -> list[tuple[int, int, int]]:
@@ -185,9 +187,11 @@ def _postprocess(x: np.ndarray, downsample: int, normalize: str) -> np.ndarray:
 
 def extract_to(rows: np.ndarray, waves: Sequence[np.ndarray], plan: Plan, settings: SslSettings,
                model: nn.Module, *, downsample: int, normalize: str,
-               progress: Callable[[str], None] | None = None) -> dict[str, object]:
+               progress: Callable[[str], None] | None = None,
+               cuda_seconds: CudaSeconds | None = None) -> dict[str, object]:
     """Fill `rows` (total_frames, L, D) with every utterance's kept hidden states, in corpus
-    order; returns what happened (device, precision, batches, seconds, fallbacks)."""
+    order; returns what happened (device, precision, batches, seconds, fallbacks).
+    `cuda_seconds` sizes a GPU batch (memory.auto_cuda_seconds; None: CUDA_BATCH_SECONDS)."""
     device = resolve_device(settings.device)
     layers = list(settings.layers)
     upto = max(layers)
@@ -200,8 +204,12 @@ def extract_to(rows: np.ndarray, waves: Sequence[np.ndarray], plan: Plan, settin
         runner = model.to(device)
     seconds = settings.batch_seconds
     if seconds is None:
-        seconds = CPU_BATCH_SECONDS if device.type == "cpu" else auto_cuda_seconds(
-            settings, int(plan.samples.max()), device, runner)
+        if device.type == "cpu":
+            seconds = CPU_BATCH_SECONDS
+        elif cuda_seconds is None:
+            seconds = CUDA_BATCH_SECONDS
+        else:
+            seconds = cuda_seconds(settings, int(plan.samples.max()), device, runner)
     budget = max(int(plan.samples.max()), int(seconds * SAMPLE_RATE))
     total = float(plan.samples.sum()) / SAMPLE_RATE
     bar = Progress(f"ssl {settings.model}", total, len(waves), progress)
@@ -279,19 +287,3 @@ def _overflow(settings: SslSettings) -> None:
                       f"float16's range (|x| > {FLOAT16_MAX:g}) or are not finite; cache them "
                       f"as float32 (data.ssl.dtype: float32, twice the disk) or keep other "
                       f"layers (data.ssl.layers)")
-
-
-def auto_cuda_seconds(settings: SslSettings, longest: int, device: torch.device,
-                      runner: nn.Module) -> float:
-    """Padded seconds per GPU batch: what fits 80 % of the free memory by the peak MEASURED on
-    this GPU with `runner` at 1 and 2 of the longest utterances (two forwards), at most
-    CUDA_BATCH_SECONDS; a batch that still runs out of memory is halved and redone."""
-    from trainables.data.ssl.memory import measure_extraction_memory
-
-    p1, p2 = (measure_extraction_memory(settings, longest, b, str(device), model=runner)
-              for b in (1, 2))
-    per = max(1, p2 - p1)
-    fixed = max(0, p1 - per)
-    free, _ = torch.cuda.mem_get_info(device)
-    count = max(1, int((0.8 * free - fixed) // per))
-    return float(min(CUDA_BATCH_SECONDS, max(1, count) * longest / SAMPLE_RATE))

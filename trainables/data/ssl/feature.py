@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from trainables.data.base import SAMPLE_RATE
-from trainables.data.features import FeatureExtractor
+from trainables.data.extractor import FeatureExtractor
 from trainables.data.ssl.settings import SslSettings, ssl_settings
 from trainables.data.ssl.store import META_FILE, SslCacheMissing, SslFeatures, write_cache
 
@@ -99,6 +99,7 @@ class SslFeatureExtractor(FeatureExtractor):
         """The cached (or freshly extracted) hidden states of `waves` and their frame counts."""
         from trainables.data.ssl.encoders import build_encoder, checkpoint_identity
         from trainables.data.ssl.extract import extract_to, plan_rows
+        from trainables.data.ssl.memory import auto_cuda_seconds
 
         settings = self.settings
         max_samples = int(round(max_seconds * SAMPLE_RATE))
@@ -129,7 +130,8 @@ class SslFeatureExtractor(FeatureExtractor):
         handle = write_cache(
             final, plan.total_frames, len(settings.layers), settings.dim, settings.dtype,
             lambda rows: extract_to(rows, waves, plan, settings, model, downsample=downsample,
-                                    normalize=normalize, progress=progress),
+                                    normalize=normalize, progress=progress,
+                                    cuda_seconds=auto_cuda_seconds),
             meta, plan.offsets, plan.out_frames)
         if progress:
             progress(f"ssl features cached in {final} ({handle.nbytes / 2**20:.1f} MiB)")

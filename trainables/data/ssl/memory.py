@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from trainables.data.base import SAMPLE_RATE
-from trainables.data.ssl.extract import conv_config, frames_of
+from trainables.data.ssl.extract import CUDA_BATCH_SECONDS, conv_config, frames_of
 from trainables.data.ssl.settings import SslSettings, ssl_settings
 
 TRACE_BATCHES = (1, 2)
@@ -183,3 +183,17 @@ def measure_extraction_memory(settings: SslSettings, samples: int, batch: int,
         live += e.nbytes()
         peak = max(peak, live)
     return int(base + peak)
+
+
+def auto_cuda_seconds(settings: SslSettings, longest: int, device: torch.device,
+                      runner: nn.Module) -> float:
+    """Padded seconds per GPU batch: what fits 80 % of the free memory by the peak MEASURED on
+    this GPU with `runner` at 1 and 2 of the longest utterances (two forwards), at most
+    CUDA_BATCH_SECONDS; a batch that still runs out of memory is halved and redone."""
+    p1, p2 = (measure_extraction_memory(settings, longest, b, str(device), model=runner)
+              for b in (1, 2))
+    per = max(1, p2 - p1)
+    fixed = max(0, p1 - per)
+    free, _ = torch.cuda.mem_get_info(device)
+    count = max(1, int((0.8 * free - fixed) // per))
+    return float(min(CUDA_BATCH_SECONDS, max(1, count) * longest / SAMPLE_RATE))
