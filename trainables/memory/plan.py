@@ -46,7 +46,8 @@ class MemoryPlan:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
+    """GiB, or bytes below 1 MiB (a budget of 1KB must not read as 0.00 GiB)."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**20 else f"{int(n):,} B"
 
 
 def plan_micro_batch(config: dict[str, Any], data: PreparedData, budget_bytes: int) -> MemoryPlan:
@@ -77,10 +78,11 @@ def plan_for_shape(
     micro, accumulation = choose_micro_batch(est, int(budget_bytes), logical)
     if micro == 0:
         raise DoesNotFitError(
-            f"model {config['model']} does not fit the memory budget even at micro-batch 1: "
-            f"estimated peak {_gib(est.peak(1))} ({n_members} members: params "
-            f"{_gib(est.params_bytes)}, optimizer {_gib(est.optimizer_bytes)} each, activations "
-            f"{_gib(est.per_sample_bytes)}/sample) > budget {_gib(budget_bytes)} "
-            f"for input {tuple(input_shape)}"
+            # the numbers first: the store keeps a one-line reason, cut at REASON_CHARS
+            f"estimated peak {_gib(est.peak(1))} at micro-batch 1 > budget "
+            f"{_gib(budget_bytes)} ({n_members} members: params {_gib(est.params_bytes)}, "
+            f"optimizer {_gib(est.optimizer_bytes)} each, activations "
+            f"{_gib(est.per_sample_bytes)}/sample; input {tuple(input_shape)}): model "
+            f"{config['model']} does not fit the memory budget"
         )
     return MemoryPlan(micro, accumulation, est.peak(micro), int(budget_bytes), est)
