@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def get_dotted(config: Mapping[str, Any], key: str) -> Any:
-    """`get_dotted({"train": {"lr": 1}}, "train.lr") == 1`; None when any part is absent."""
+def get_dotted(config: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """`get_dotted({"train": {"lr": 1}}, "train.lr") == 1`; `default` when any part is absent."""
     node: Any = config
     for part in key.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            return None
+            return default
         node = node[part]
     return node

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.dotted import get_dotted
 from orchestrator.spec import checks as sc
 from orchestrator.spec.distributions import ParamSpec
 from orchestrator.spec.sections import RESOURCE_KEYS, TUNER_TRIALS_DEFAULT
@@ -195,12 +196,7 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
 
 
 def _at(tree: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
+    return get_dotted(tree, dotted, _MISSING)
 
 
 def _show(value: Any) -> str:

@@ -85,12 +85,7 @@ def _measure_once(spec: dict[str, Any], batch: int, device: torch.device) -> int
     base = _bytes([*model.parameters(), *model.buffers(), *inputs])
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         run_steps(model, opt, inputs, amp_dtype=amp_dtype)
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    live = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        live += e.nbytes()
-        peak = max(peak, live)
-    return int(base + peak)
+    return int(base + profiled_peak(prof))
 
 
 def measure_in_process(spec: dict[str, Any], batches: list[int], device: str = "cpu") -> list[int]:
@@ -149,7 +144,19 @@ def measure_step_peak(
     return measure_step_peaks(spec, [batch_size], device)[0]
 
 
+def profiled_peak(prof: Any) -> int:
+    """The most bytes live at once among the allocations a CPU `torch.profiler.profile(...,
+    profile_memory=True)` recorded (its "[memory]" events, replayed in time order)."""
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return int(peak)
+
+
 if __name__ == "__main__":
     args = json.loads(sys.argv[1])
     peaks = measure_in_process(args["spec"], args["batches"], args.get("device", "cpu"))
     sys.stdout.write("\n" + json.dumps(peaks) + "\n")
+

@@ -22,6 +22,7 @@ from torch import nn
 from trainables.data.base import SAMPLE_RATE
 from trainables.data.ssl.extract import CUDA_BATCH_SECONDS, conv_config, frames_of
 from trainables.data.ssl.settings import SslSettings, ssl_settings
+from trainables.memory.measure import profiled_peak
 
 TRACE_BATCHES = (1, 2)
 
@@ -177,12 +178,7 @@ def measure_extraction_memory(settings: SslSettings, samples: int, batch: int,
             states, _ = hidden_states(model, waves, lengths, settings, max(layers))
             out = torch.stack([states[k] for k in layers], dim=2)
             del states, out
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    live = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        live += e.nbytes()
-        peak = max(peak, live)
-    return int(base + peak)
+    return int(base + profiled_peak(prof))
 
 
 def auto_cuda_seconds(settings: SslSettings, longest: int, device: torch.device,
