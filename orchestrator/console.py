@@ -4,7 +4,7 @@
     epoch  4fd5b1ae 1/3  val_uar 0.333 ± 0.041 (n=3) | best 0.417 | ETA ~1m20s
     end    [2/4] 4fd5b1ae completed  objective 0.417  3 epochs  micro_batch 16  41s
     FAIL   [3/4] 9c0e1a2b failed  ConfigError: d_model must be divisible by heads at model.heads
-    retry  1ade187a  ActorDiedError: The actor died unexpectedly ...; from its last checkpoint
+    retry  1ade187a  RayActorError: The actor died unexpectedly ...; from its last checkpoint
            running 1 | completed 1 pruned 0 failed 1 | best 0.417 (4fd5b1ae) | 2m05s | ETA ~1m20s
 
 Epoch lines come from `on_trial_result` (mean ± sample std over the members that reported, n of

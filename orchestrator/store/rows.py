@@ -228,7 +228,15 @@ def trial_error(trial) -> tuple[str, str]:
     text = plain(error_text(trial))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     raised = [line for line in lines if _RAISED.match(line)]
-    return one_line(raised[-1] if raised else (lines[-1] if lines else text)), text
+    if raised:
+        return one_line(raised[-1]), text
+    last = lines[-1] if lines else text
+    lost = getattr(trial, "pickled_error_file", None)
+    if lost and os.path.exists(lost):
+        # Tune keeps an error.pkl only for RayTaskError and RayActorError, and a task error's text
+        # ends with its raise line: without one, the trial's actor (its worker or node) was lost
+        return one_line(f"RayActorError: {last}"), text
+    return one_line(last), text
 
 
 # `ValueError: ...`, `ray.exceptions.ActorDiedError: ...`: the line a traceback ends its raise with
