@@ -218,6 +218,8 @@ FAMILIES = {
     ),
     "resnet_lstm": ({"name": "resnet_lstm", "channels": [4, 8], "lstm_hidden": 16}, 16, (50, 16)),
     "vggish_lstm": ({"name": "vggish_lstm", "width": 0.25, "lstm_hidden": 16}, 64, (96, 64)),
+    # (T, L, D): 13 hidden states of width 96
+    "ssl_head": ({"name": "ssl_head", "proj_dim": 64, "head_hidden": [32]}, 96, (60, 13, 96)),
 }
 
 
