@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from trainables.config import DATA_DEFAULTS, TRAIN_DEFAULTS, member_pairs, with_defaults
+from trainables.config import DATA_DEFAULTS, member_pairs, train_section, with_defaults
 from trainables.data import cache, reference
 from trainables.data.base import SAMPLE_RATE, Fold, PreparedData
 from trainables.data.corpora import get_corpus
@@ -198,7 +198,7 @@ def run_baseline(data_cfg: dict[str, Any], train_cfg: dict[str, Any] | None = No
     from trainables.data import prepare_data
 
     cfg = with_defaults(data_cfg, DATA_DEFAULTS)
-    train = with_defaults(train_cfg or {}, TRAIN_DEFAULTS)
+    train = train_section({"train": train_cfg})
     if not train["seeds"]:
         raise ConfigError("train.seeds", "the baseline needs at least one seed (members = "
                                          "folds x seeds)")
