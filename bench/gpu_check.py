@@ -693,7 +693,7 @@ def part4_packing(run: Run) -> PartResult:
         result.notes.append("sweep not run: needs CUDA (use --dry-run for the CPU path)")
         return result
     from orchestrator.runner import run_sweep
-    from orchestrator.spec import load_spec
+    from orchestrator.sweepfile import load_spec
     from trainables.data import prepare_data
 
     # One at a time first: it pays one worker's cold start (torch, CUDA context), which the

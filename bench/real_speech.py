@@ -15,7 +15,8 @@ pool of emotionally neutral sentences. Class means (each utterance draws
 Speakers differ in base pitch, rate, loudness and expressivity; each take has its own recording
 gain (+-3 dB) and each session its own background noise, so no single cue separates the classes.
 Then, on the same leave-one-session-out folds, it runs (a) the reference baseline
-(trainables/baseline.py: eGeMAPS functionals + standardized logistic regression) and (b) the
+(trainables/egemaps_baseline.py: eGeMAPS functionals + standardized logistic regression) and (b)
+the
 default transformer sweep through the product's CLI (`sweep.py search_spaces/transformer.yaml`
 in a subprocess, every fold), and prints both test UARs and the paired difference per member
 (sweep's best-by-validation trial minus baseline) with a 95 % t-interval.
@@ -56,8 +57,8 @@ import pandas as pd  # noqa: E402
 import soundfile as sf  # noqa: E402
 import yaml  # noqa: E402
 
-from trainables.baseline import run_baseline  # noqa: E402
 from trainables.config import DATA_DEFAULTS, train_section, with_defaults  # noqa: E402
+from trainables.egemaps_baseline import run_baseline  # noqa: E402
 
 SPACE = REPO / "search_spaces" / "transformer.yaml"
 SAMPLE_RATE = 16_000

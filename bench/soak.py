@@ -221,7 +221,7 @@ def _product_spec(args: argparse.Namespace, directory: Path) -> Any:
     model.layers), `--members` seeds on one fold, a fixed micro-batch (no memory planning)."""
     import yaml
 
-    from orchestrator.spec import load_spec
+    from orchestrator.sweepfile import load_spec
 
     sweep = {
         "name": "soak",

@@ -15,7 +15,8 @@ per-trial data load against the trial's training time, measured on this machine.
    a real extraction; extracting it for real takes ~15 min on 2 cores): the time a trial spends
    to receive the data (the pickled PreparedData through the object store, the memory map) and to
    gather one epoch of batches, against the time of training ssl_head for 2 epochs on one member.
-4. Extraction memory: the fake-tensor estimate (trainables/data/ssl/memory.py) against the peak
+4. Extraction memory: the fake-tensor estimate (trainables/data/ssl/extraction_memory.py) against
+the peak
    measured for real (CPU: c10 allocator via the profiler, float32; CUDA: max_memory_allocated,
    float16), and the estimates for full-size base and large encoders at 20 s.
 """
@@ -156,7 +157,7 @@ def load_vs_trial(root: Path, args: argparse.Namespace) -> None:
 
 def memory(args: argparse.Namespace) -> None:
     """The extraction-memory estimate (fake tensors) against the measured peak."""
-    from trainables.data.ssl.memory import extraction_memory, measure_extraction_memory
+    from trainables.data.ssl.extraction_memory import extraction_memory, measure_extraction_memory
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = "float16" if device == "cuda" else "float32"

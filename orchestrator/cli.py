@@ -1,8 +1,10 @@
 """The command line: `sweep.py SPACE.yaml` (run), `sweep.py plan|results|report ...`.
 
 Every subcommand is a module with `DESCRIPTION`, `add_arguments(parser)` and `run(args) -> int`:
-run = orchestrator/runner.py, plan = orchestrator/planner.py, results = orchestrator/query/cli.py,
-report = orchestrator/report/cli.py. Each is imported only when its command runs, and none
+run = orchestrator/runner.py, plan = orchestrator/planner.py, results =
+orchestrator/query/results_command.py,
+report = orchestrator/report/report_command.py. Each is imported only when its command runs, and
+none
 imports torch or Ray at module level: a bad sweep file is reported before either is imported
 (tests/orchestrator/test_cli.py checks sys.modules).
 Exit codes: 0 done; 1 the sweep ran but trials failed, or `plan`: some config does not fit even
@@ -49,15 +51,15 @@ def _command(name: str) -> ModuleType:
 
         return planner
     if name == "results":
-        from orchestrator.query import cli as results
+        from orchestrator.query import results_command as results
 
         return results
     if name == "report":
-        from orchestrator.report import cli as report
+        from orchestrator.report import report_command as report
 
         return report
-    if name == "baseline":  # orchestrator/baseline.py (issue 13: the reference baseline)
-        from orchestrator import baseline
+    if name == "baseline":  # orchestrator/baseline_run.py (issue 13: the reference baseline)
+        from orchestrator import baseline_run as baseline
 
         return baseline
     from orchestrator import runner

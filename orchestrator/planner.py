@@ -200,7 +200,7 @@ def format_plan(rows: list[PlanRow]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from orchestrator.spec import add_spec_arguments
+    from orchestrator.sweepfile import add_spec_arguments
 
     add_spec_arguments(parser)
     parser.add_argument("--samples", type=int, default=8, help="configs to sample")
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
 
     quiet_logs(verbose=False)  # torch's profiler (the LSTM estimate) prints USDT / ERROR lines
     from orchestrator.cluster import gpu_total_bytes
-    from orchestrator.spec import load_spec_from_args, parse_size
+    from orchestrator.sweepfile import load_spec_from_args, parse_size
 
     gpu_total = parse_size(args.gpu_memory, "--gpu-memory") if args.gpu_memory else None
     spec = load_spec_from_args(args)

@@ -39,7 +39,7 @@ from orchestrator.cluster import (
     results_root_for,
     tune_storage_path,
 )
-from orchestrator.spec import SpecError, SweepSpec, spec_diff
+from orchestrator.sweepfile import SpecError, SweepSpec, spec_diff
 from trainables import names
 from trainables.errors import SersweepError
 
@@ -156,14 +156,14 @@ def run_sweep(
     base: dict[str, Any] = {}
     teacher: dict[str, Any] = {}
     if spec.distill:
-        from orchestrator.distill import resolve_teacher
+        from orchestrator.teacher import resolve_teacher
 
         base["distill"] = resolve_teacher(spec, results_root)
         teacher = {key: base["distill"][key] for key in ("teacher_sweep", "teacher_trial")}
     store.repair()  # what a killed driver left: truncated, temporary, half-written trials
     write_spec(store.sweep_dir, spec.as_dict())
     if spec.search.baseline:  # cached per data config: cheap after a corpus' first sweep
-        from orchestrator.baseline import write_sweep_baseline
+        from orchestrator.baseline_run import write_sweep_baseline
 
         try:
             write_sweep_baseline(spec, store.sweep_dir, data)
@@ -362,7 +362,7 @@ def _resources(spec: SweepSpec) -> dict[str, float] | Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from orchestrator.spec import add_spec_arguments
+    from orchestrator.sweepfile import add_spec_arguments
 
     add_spec_arguments(parser)
     parser.add_argument("--results", default=None, help="results root (path or URI)")
@@ -381,7 +381,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """`sweep.py SPACE.yaml`: run the sweep, print the leaderboard; 1 when trials failed,
     130 / 143 when SIGINT / SIGTERM stopped it (one line: the same command continues)."""
-    from orchestrator.spec import load_spec_from_args
+    from orchestrator.sweepfile import load_spec_from_args
 
     _refuse_early_if_locked(args)
     spec = load_spec_from_args(args)
@@ -417,7 +417,7 @@ def _refuse_early_if_locked(args: argparse.Namespace) -> None:
     it is the step that decides."""
     import yaml
 
-    from orchestrator.spec.load import resolve_spec_path
+    from orchestrator.sweepfile.load import resolve_spec_path
 
     try:
         path = resolve_spec_path(args.space)

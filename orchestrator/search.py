@@ -1,7 +1,8 @@
 """The Optuna side of a sweep: sampling the search space, the sampler, and the study rebuilt from
 the store.
 
-- `to_optuna` / `optuna_distributions`: a ParamSpec (orchestrator/spec) -> its Optuna distribution.
+- `to_optuna` / `optuna_distributions`: a ParamSpec (orchestrator/sweepfile) -> its Optuna
+distribution.
 - `sample_params`: define-by-run sampling, conditional params (`when:`) in dependency order.
 - `make_sampler`: search.sampler -> the Optuna sampler, seeded.
 - `study_from_trials`: THE function that rebuilds a study from stored trial rows; resume
@@ -28,9 +29,9 @@ import optuna.distributions as od
 import pandas as pd
 
 from orchestrator.dotted import get_dotted
-from orchestrator.spec import ParamSpec, SpecError, SweepSpec
-from orchestrator.spec.distributions import freeze_value
 from orchestrator.store import ResultStore, schema
+from orchestrator.sweepfile import ParamSpec, SpecError, SweepSpec
+from orchestrator.sweepfile.distributions import freeze_value
 
 Params = tuple[dict[str, Any], dict[str, od.BaseDistribution]]
 

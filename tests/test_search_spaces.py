@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from orchestrator.search import sample_params
-from orchestrator.spec import SEARCH_SPACES, load_spec
+from orchestrator.sweepfile import SEARCH_SPACES, load_spec
 from trainables.config import DATA_DEFAULTS, DISTILL_DEFAULTS, TRAIN_DEFAULTS
 from trainables.data.widths import feature_width
 from trainables.models import MODELS, build_model

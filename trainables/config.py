@@ -1,7 +1,7 @@
 """Defaults of the `data` and `train` sections of a sweep file: the one place they are spelled.
 
 Model defaults are the keyword defaults of each model's constructor (trainables/models/).
-orchestrator/spec/sections.py validates a sweep file against these keys and fills them in;
+orchestrator/sweepfile/sections.py validates a sweep file against these keys and fills them in;
 `train_section` is the one place a trial config's train section is merged with its defaults, and
 `member_count` the one place the number of members (folds x seeds) is computed.
 """
@@ -89,13 +89,15 @@ DISTILL_DEFAULTS: dict[str, Any] = {
     # hidden layers matched, counted from the INPUT side (0 = the first hidden of both models):
     # N = the first N ([0, ..., N-1]), or an explicit list of indices (-1 = the last, the head's)
     "mse_layers": 2,
-    "experiment": None,  # one of trainables.distill.EXPERIMENTS: overrides kd_weight/mse_layers
+    # one of trainables.distill_loss.EXPERIMENTS: overrides kd_weight/mse_layers
+    "experiment": None,
 }
 TEACHER_DEFAULTS: dict[str, Any] = {"results": None, "pick": "best"}
 
 
 def with_defaults(section: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `defaults` updated with `section` (no validation: orchestrator/spec validates)."""
+    """A copy of `defaults` updated with `section` (no validation: orchestrator/sweepfile
+    validates)."""
     merged = copy.deepcopy(defaults)
     merged.update(copy.deepcopy(section))
     return merged
@@ -117,5 +119,5 @@ FoldT = TypeVar("FoldT")
 def member_pairs(folds: Sequence[FoldT], train: Mapping[str, Any]) -> list[tuple[FoldT, int]]:
     """The members of a trial in index order: member i is (fold, seed) = pairs[i], folds outer,
     seeds inner (itertools.product order). The trainer's members and the reference baseline's
-    rows (trainables/baseline.py) both come from here, so they pair member by member."""
+    rows (trainables/egemaps_baseline.py) both come from here, so they pair member by member."""
     return [(fold, int(seed)) for fold in folds for seed in train["seeds"]]

@@ -23,7 +23,7 @@ from trainables.batching import (
 )
 from trainables.collapse import collapse_rule, epoch_collapse
 from trainables.data.base import Fold, PreparedData
-from trainables.distill import AGREEMENT_ACC, AGREEMENT_CONFUSION, Distiller, agreement
+from trainables.distill_loss import AGREEMENT_ACC, AGREEMENT_CONFUSION, Distiller, agreement
 from trainables.errors import TrainingError
 from trainables.member_eval import MemberEvaluation
 from trainables.memory.oom import retry_on_oom

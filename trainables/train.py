@@ -20,7 +20,7 @@ import torch
 from trainables.batching import MicroBatch, fold_stats
 from trainables.config import member_pairs, train_section
 from trainables.data.base import Fold, PreparedData
-from trainables.distill import build_teacher, load_teacher_states, teacher_state_for
+from trainables.distill_loss import build_teacher, load_teacher_states, teacher_state_for
 from trainables.errors import ConfigError, TrainingError
 from trainables.members import VAL_KEYS, Member
 from trainables.names import (
@@ -98,7 +98,7 @@ class LockstepTrainer:
 
     def _teachers(self, pairs: list[tuple[Fold, int]]) -> list[torch.nn.Module]:
         """One frozen teacher per member: the teacher checkpoint (read once) matched by fold and
-        seed (see trainables/distill.py)."""
+        seed (see trainables/distill_loss.py)."""
         cfg = self.config["distill"]
         states = load_teacher_states(cfg["teacher_checkpoint"])
         data = self.data

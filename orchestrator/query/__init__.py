@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from orchestrator.query.baselines import confusion, confusion_record, read_baselines
 from orchestrator.query.compaction import compact
 from orchestrator.query.frames import (
     best_trial,
@@ -23,7 +24,6 @@ from orchestrator.query.frames import (
     summary,
 )
 from orchestrator.query.paired import TIE_RULE, Paired, member_values, paired_difference
-from orchestrator.query.reference import confusion, confusion_record, read_baselines
 from orchestrator.query.results import (
     QueryError,
     Results,

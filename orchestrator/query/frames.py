@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from orchestrator.query.baselines import confusion, confusion_record, read_baselines
 from orchestrator.query.paired import TIE_RULE, member_values, paired_difference
-from orchestrator.query.reference import confusion, confusion_record, read_baselines
 from orchestrator.query.results import QueryError, Results, check_column, display_name
 from orchestrator.query.sql import filter_where
 from orchestrator.store import read_dir, schema

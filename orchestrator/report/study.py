@@ -3,7 +3,7 @@ rebuild (orchestrator/search.py: study_from_trials), each trial carrying the dis
 parameter has in the sweep file (results/<sweep>/spec.yaml), so Optuna's plots put a
 `loguniform` parameter on a log axis and an `int` one on integer ticks.
 
-Only `search.params` of spec.yaml is parsed (orchestrator/spec: parse_param), not the whole
+Only `search.params` of spec.yaml is parsed (orchestrator/sweepfile: parse_param), not the whole
 sweep file: a report is often made on another machine than the sweep ran on, where the full
 validation (corpus paths, GPUs) would refuse a file that is fine for drawing. Without a readable
 spec.yaml (a sweep recorded before it was written) the distributions are guessed from the stored
@@ -26,8 +26,8 @@ import yaml
 
 from orchestrator.query import Results, param_columns
 from orchestrator.search import study_from_trials, to_optuna
-from orchestrator.spec import SpecError, parse_param
 from orchestrator.store import schema
+from orchestrator.sweepfile import SpecError, parse_param
 
 SPEC_FILE = "spec.yaml"
 # Guessing a scale without the spec: values spanning this ratio or more are drawn on a log axis.

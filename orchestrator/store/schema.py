@@ -34,7 +34,8 @@ PARAM_PREFIX = "param."
 OPTUNA_PARAMS_PREFIX = "optuna:"  # top-level config keys with Optuna-native values (runner.py)
 COMPACT_PREFIX = "compact-"  # merged files; no "." / "_" prefix so pyarrow datasets read them
 TABLES = ("trials", "epochs", "members")
-# results/<sweep>/baseline.parquet, written by trainables/baseline.py (its BASELINE_FILE; spelled
+# results/<sweep>/baseline.parquet, written by trainables/egemaps_baseline.py (its BASELINE_FILE;
+# spelled
 # again here so readers of the store do not import torch; tests/orchestrator/query checks both).
 BASELINE_FILE = "baseline.parquet"
 BASELINE_ID = "baseline"  # its row's trial_id in the leaderboard

@@ -357,7 +357,7 @@ def test_dockerignore_semantics_of_this_helper():
     assert rules, "empty .dockerignore"
     assert _ignored(".venv/bin/python")
     assert _ignored("orchestrator/__pycache__/spec.cpython-311.pyc")
-    assert not _ignored("orchestrator/spec.py")
+    assert not _ignored("orchestrator/sweepfile.py")
 
 
 def test_build_context_keeps_every_copy_source_and_drops_junk():

@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.cli import SUBCOMMANDS, build_parser, main, program_name
 from orchestrator.cluster import ClusterError, results_root_for
-from orchestrator.spec import load_spec_from_args
+from orchestrator.sweepfile import load_spec_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,8 +137,8 @@ def test_plan_exits_1_when_a_config_cannot_fit(tmp_path: Path,
 
 def test_the_resume_refusal_lists_the_changed_keys(tmp_path: Path) -> None:
     from orchestrator.runner import check_same_sweep
-    from orchestrator.spec import SpecError, load_spec
     from orchestrator.store import ResultStore, write_spec
+    from orchestrator.sweepfile import SpecError, load_spec
 
     space = tmp_path / "tiny.yaml"
     space.write_text(SWEEP)

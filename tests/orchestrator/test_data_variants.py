@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from orchestrator.runner import data_variants
-from orchestrator.spec import SpecError, load_spec
+from orchestrator.sweepfile import SpecError, load_spec
 from trainables.data import PreparedData, prepared_key
 from trainables.trainable import _prepare
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import cli, query
-from orchestrator.spec import load_spec
+from orchestrator.sweepfile import load_spec
 from trainables.data import prepare_data
 from trainables.memory import plan_micro_batch
 

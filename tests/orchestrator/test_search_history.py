@@ -13,9 +13,9 @@ from pathlib import Path
 import optuna
 
 from orchestrator.search import TrialSpace, study_with_history
-from orchestrator.spec import load_spec
 from orchestrator.store import ResultStore
 from orchestrator.store.rows import TrialBuffer, trial_rows
+from orchestrator.sweepfile import load_spec
 from trainables import names
 
 SPEC = Path(__file__).parent / "tiny_sweep.yaml"

@@ -17,7 +17,7 @@ import pytest
 from orchestrator import cli
 from orchestrator.journal import JOURNAL_FILE, open_journal
 from orchestrator.search import make_sampler, sample_params
-from orchestrator.spec import SpecError, load_spec
+from orchestrator.sweepfile import SpecError, load_spec
 
 TINY = Path(__file__).with_name("tiny_sweep.yaml")
 TRIALS, PART = 5, 2

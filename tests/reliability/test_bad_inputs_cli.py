@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from orchestrator.cli import main
-from orchestrator.spec import load_spec
+from orchestrator.sweepfile import load_spec
 from tests.reliability.drivers import REPO, driver_env
 from tests.reliability.test_bad_spec_files import BAD, GENERATED, ROWS
 from tests.trainables.data.fixtures import make_iemocap_tree, make_manifest, write_wav

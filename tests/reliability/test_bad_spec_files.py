@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.spec import SpecError, load_spec
+from orchestrator.sweepfile import SpecError, load_spec
 
 BAD = Path(__file__).parent / "bad_inputs"
 GENERATED = {

@@ -13,8 +13,8 @@ import pytest
 
 from orchestrator import query
 from orchestrator.search import study_with_history
-from orchestrator.spec import load_spec
 from orchestrator.store import ResultStore
+from orchestrator.sweepfile import load_spec
 from tests.reliability.drivers import (
     Driver,
     describe,

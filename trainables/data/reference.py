@@ -4,7 +4,7 @@ One definition, used twice:
 * the calibration of a corpus (`reference_uar`): each utterance becomes the mean and std of its
   frame features over its valid frames; docs/data.md reports it for the synthetic corpus: far
   from chance (0.25) but far from 1.0, so sweeps have something to find;
-* the reference baseline of every sweep (trainables/baseline.py), on eGeMAPS functionals.
+* the reference baseline of every sweep (trainables/egemaps_baseline.py), on eGeMAPS functionals.
 
 The classifier is scikit-learn's `SimpleImputer -> StandardScaler -> LogisticRegression`
 (L2, L-BFGS, multinomial, `class_weight="balanced"`): fit on a fold's training split only (the

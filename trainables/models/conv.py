@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.models.checks import check_int_list
 from trainables.models.masked_norm import MaskedBatchNorm1d
+from trainables.models.param_checks import check_int_list
 from trainables.models.pooling import conv_lengths
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.models.checks import check_choice, check_float, check_int_list
+from trainables.models.param_checks import check_choice, check_float, check_int_list
 
 NORMS = ("none", "batch", "layer")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from trainables.models.checks import check_choice
+from trainables.models.param_checks import check_choice
 
 POOLINGS = ("max", "mean", "last")
 

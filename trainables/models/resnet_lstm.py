@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.models.checks import check_choice, check_float, check_int, check_int_list
 from trainables.models.head import DNNHead
 from trainables.models.masked_norm import MaskedBatchNorm2d
+from trainables.models.param_checks import check_choice, check_float, check_int, check_int_list
 from trainables.models.pooling import POOLINGS, conv_lengths, mask_time, masked_pool
 from trainables.models.sequence import MaskedLSTM
 

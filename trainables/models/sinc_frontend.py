@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.models.checks import check_choice, check_int, check_int_list
+from trainables.models.param_checks import check_choice, check_int, check_int_list
 from trainables.models.pooling import conv_lengths, length_mask
 
 FRAMINGS = ("per_frame", "shared", "naive")

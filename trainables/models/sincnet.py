@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.models.checks import Constraint, check_choice, check_float, check_int
 from trainables.models.cnn_lstm import require_raw
 from trainables.models.head import DNNHead
+from trainables.models.param_checks import Constraint, check_choice, check_float, check_int
 from trainables.models.pooling import POOLINGS, mask_time, masked_pool
 from trainables.models.sequence import MaskedLSTM, TransformerStack
 from trainables.models.sinc_frontend import SincFrontend

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.models.checks import check_choice, check_float, check_int
 from trainables.models.head import DNNHead
+from trainables.models.param_checks import check_choice, check_float, check_int
 from trainables.models.pooling import length_mask, mask_time, masked_pool, valid_lengths
 
 SSL_POOLINGS = ("mean", "max", "last", "stats", "attentive")

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError
-from trainables.models.checks import Constraint, check_choice, check_float, check_int
 from trainables.models.conv import ConvStack1d
 from trainables.models.head import DNNHead
+from trainables.models.param_checks import Constraint, check_choice, check_float, check_int
 from trainables.models.pooling import POOLINGS, mask_time, masked_pool
 from trainables.models.sequence import TransformerStack
 

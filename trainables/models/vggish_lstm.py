@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from trainables.errors import ConfigError, DataError
-from trainables.models.checks import check_choice, check_float, check_int
 from trainables.models.head import DNNHead
+from trainables.models.param_checks import check_choice, check_float, check_int
 from trainables.models.pooling import POOLINGS, mask_time, masked_pool
 from trainables.models.sequence import MaskedLSTM
 

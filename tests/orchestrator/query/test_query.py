@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import query
-from orchestrator.query import cli as results_cli
+from orchestrator.query import results_command as results_cli
 from orchestrator.store import ResultStore
 
 # trial id -> (objective, status, layers, lr, pooling); failed trials have no objective

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import query
-from orchestrator.query import cli as results_cli
+from orchestrator.query import results_command as results_cli
 from orchestrator.store import ResultStore, schema
 
 FOLDS = [f"session_{i}" for i in range(1, 6)]
@@ -109,7 +109,7 @@ def test_leaderboard_shows_paired_columns_and_ties(sweep: str) -> None:
 
 # --- B: the baseline as a reference row --------------------------------------------------------
 def test_baseline_is_a_reference_row_with_paired_differences(sweep: str) -> None:
-    from trainables.baseline import BASELINE_FIELDS, BASELINE_FILE, write_baseline
+    from trainables.egemaps_baseline import BASELINE_FIELDS, BASELINE_FILE, write_baseline
 
     assert schema.BASELINE_FILE == BASELINE_FILE
     rows = []

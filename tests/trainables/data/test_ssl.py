@@ -288,7 +288,7 @@ def test_cuda_extraction_in_float16_matches_the_cpu_and_fits_its_measured_batch(
     assert (a - b).abs().max() <= 2e-2 * b.abs().max()  # fp16 activations vs fp32
     settings = ssl_settings({"ssl": TINY})
     line = extraction_memory(settings, 32000, "float16")
-    from trainables.data.ssl.memory import measure_extraction_memory
+    from trainables.data.ssl.extraction_memory import measure_extraction_memory
 
     real = measure_extraction_memory(settings, 32000, 4, "cuda")
     assert real <= line.peak(4) * 1.5 and line.peak(4) <= real * 3  # fake CPU path vs cuDNN

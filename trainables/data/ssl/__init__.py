@@ -13,7 +13,7 @@ once per data config into a memory-mapped cache that every trial reads (model.na
 
 from __future__ import annotations
 
-from trainables.data.ssl.memory import (
+from trainables.data.ssl.extraction_memory import (
     ExtractionMemory,
     cache_bytes,
     estimate_extraction_memory,

@@ -99,7 +99,7 @@ class SslFeatureExtractor(FeatureExtractor):
         """The cached (or freshly extracted) hidden states of `waves` and their frame counts."""
         from trainables.data.ssl.encoders import build_encoder, checkpoint_identity
         from trainables.data.ssl.extract import extract_to, plan_rows
-        from trainables.data.ssl.memory import auto_cuda_seconds
+        from trainables.data.ssl.extraction_memory import auto_cuda_seconds
 
         settings = self.settings
         max_samples = int(round(max_seconds * SAMPLE_RATE))

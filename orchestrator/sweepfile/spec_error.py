@@ -1,6 +1,7 @@
 """SpecError: what is wrong in a sweep file, where (file, line, key path) and what was expected.
 
-The spec package's face (orchestrator/spec/__init__.py) exports it; every module of the package
+The spec package's face (orchestrator/sweepfile/__init__.py) exports it; every module of the
+package
 (yaml_loader, distributions, checks, sections, params, distill, load) raises it.
 """
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.spec import SpecError, SweepSpec, thaw
 from orchestrator.store import schema
+from orchestrator.sweepfile import SpecError, SweepSpec, thaw
 from trainables.config import DATA_DEFAULTS, with_defaults
 from trainables.names import CHECKPOINT_FILE
 

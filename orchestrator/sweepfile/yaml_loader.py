@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.spec.errors import SpecError
+from orchestrator.sweepfile.spec_error import SpecError
 
 KeyPath = tuple[str, ...]
 _MERGE_TAG = "tag:yaml.org,2002:merge"

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.data import prepare_data
-from trainables.distill import (
+from trainables.distill_loss import (
     EXPERIMENTS,
     Distiller,
     effective,

@@ -7,12 +7,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from orchestrator.spec import checks as sc
-from orchestrator.spec import distill as sd
-from orchestrator.spec import sections as ss
-from orchestrator.spec.checks import Ctx, Expect, check_value
-from orchestrator.spec.distributions import ParamSpec, freeze_value, parse_param
-from orchestrator.spec.errors import SpecError
+from orchestrator.sweepfile import context as sc
+from orchestrator.sweepfile import distill_section as sd
+from orchestrator.sweepfile import sections as ss
+from orchestrator.sweepfile.context import Ctx, Expect, check_value
+from orchestrator.sweepfile.distributions import ParamSpec, freeze_value, parse_param
+from orchestrator.sweepfile.spec_error import SpecError
 from trainables.config import DATA_DEFAULTS, TRAIN_DEFAULTS
 
 PARAMS = ("search", "params")

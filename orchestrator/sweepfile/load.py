@@ -17,14 +17,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.spec import checks as sc
-from orchestrator.spec import distill as sd
-from orchestrator.spec import sections as ss
-from orchestrator.spec.checks import Ctx, unknown_key
-from orchestrator.spec.constraints import check_constraints
-from orchestrator.spec.errors import SpecError
-from orchestrator.spec.params import validate_params
-from orchestrator.spec.sweep import (
+from orchestrator.sweepfile import context as sc
+from orchestrator.sweepfile import distill_section as sd
+from orchestrator.sweepfile import sections as ss
+from orchestrator.sweepfile.constraints import check_constraints
+from orchestrator.sweepfile.context import Ctx, unknown_key
+from orchestrator.sweepfile.params import validate_params
+from orchestrator.sweepfile.spec_error import SpecError
+from orchestrator.sweepfile.sweep_spec import (
     ResourceSpec,
     SchedulerSpec,
     SearchSpec,
@@ -32,7 +32,7 @@ from orchestrator.spec.sweep import (
     apply_params,
     freeze,
 )
-from orchestrator.spec.yaml_loader import load_yaml_file, parse_override_value
+from orchestrator.sweepfile.yaml_loader import load_yaml_file, parse_override_value
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 TOP_KEYS = ("name", "data", "model", "train", "search", "resources", "results", "distill")

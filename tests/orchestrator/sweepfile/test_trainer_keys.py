@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.spec import SpecError, load_spec
 from orchestrator.store import write_spec
-from tests.orchestrator.spec.test_spec import SWEEP, write
-from tests.orchestrator.spec.test_spec import toy as toy  # autouse: registers "toy"
+from orchestrator.sweepfile import SpecError, load_spec
+from tests.orchestrator.sweepfile.test_spec import SWEEP, write
+from tests.orchestrator.sweepfile.test_spec import toy as toy  # autouse: registers "toy"
 
 
 def _with(text: str, section: str, line: str) -> str:

@@ -10,9 +10,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.spec import checks as sc
-from orchestrator.spec.checks import Ctx, Expect, check_value, unknown_key
-from orchestrator.spec.errors import SpecError
+from orchestrator.sweepfile import context as sc
+from orchestrator.sweepfile.context import Ctx, Expect, check_value, unknown_key
+from orchestrator.sweepfile.spec_error import SpecError
 from trainables.config import (
     DATA_DEFAULTS,
     MAX_SECONDS,
@@ -338,7 +338,7 @@ def search(ctx: Ctx, raw: dict[str, Any], epochs: int) -> dict[str, Any]:
                                       given.get("tuner_trials", TUNER_TRIALS_DEFAULT), 1),
         "scheduler": scheduler(ctx, given.get("scheduler", {"type": "asha"}), epochs),
         "params": given.get("params"),
-        # the reference baseline at the sweep's start (orchestrator/baseline.py; cached)
+        # the reference baseline at the sweep's start (orchestrator/baseline_run.py; cached)
         "baseline": check_value(ctx, ("search", "baseline"), given.get("baseline", True),
                                 Expect((bool,))),
     }

@@ -15,17 +15,17 @@ Sampling the params (Optuna) is orchestrator/search.py; nothing here imports Opt
 
 from __future__ import annotations
 
-from orchestrator.spec.distributions import ParamSpec, parse_param
-from orchestrator.spec.errors import SpecError
-from orchestrator.spec.load import (
+from orchestrator.sweepfile.distributions import ParamSpec, parse_param
+from orchestrator.sweepfile.load import (
     SEARCH_SPACES,
     add_spec_arguments,
     load_spec,
     load_spec_from_args,
     resolve_spec_path,
 )
-from orchestrator.spec.sections import parse_size
-from orchestrator.spec.sweep import (
+from orchestrator.sweepfile.sections import parse_size
+from orchestrator.sweepfile.spec_error import SpecError
+from orchestrator.sweepfile.sweep_spec import (
     SAME_ON_RESUME,
     ResourceSpec,
     SchedulerSpec,

@@ -14,7 +14,7 @@ import torch
 import yaml
 from torch import nn
 
-from orchestrator.spec import SEARCH_SPACES, SpecError, load_spec, resolve_spec_path
+from orchestrator.sweepfile import SEARCH_SPACES, SpecError, load_spec, resolve_spec_path
 from trainables.config import DATA_DEFAULTS, TRAIN_DEFAULTS
 from trainables.errors import ConfigError
 from trainables.models import MODELS
@@ -200,7 +200,7 @@ def test_a_searched_model_family_gets_its_own_keys(tmp_path: Path,
         "    model.hidden: {choice: [[16], [16, 16]], when: {model.name: [toy]}}\n"
         "    model.depth: {int: [1, 3], when: {model.name: [other]}}")
     spec = load_spec(write(tmp_path, text))
-    from orchestrator.spec import apply_params
+    from orchestrator.sweepfile import apply_params
     cfg = apply_params(spec.base_config(), {"model.name": "other", "model.depth": 2})
     assert cfg["model"] == {"name": "other", "depth": 2}
     bad = text.replace("when: {model.name: [other]}", "when: {model.name: [toy]}")

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.spec import SpecError
-from orchestrator.spec.yaml_loader import load_yaml_file, parse_override_value, parse_yaml_text
+from orchestrator.sweepfile import SpecError
+from orchestrator.sweepfile.yaml_loader import (
+    load_yaml_file,
+    parse_override_value,
+    parse_yaml_text,
+)
 
 
 def test_yaml_12_floats_and_line_map() -> None:

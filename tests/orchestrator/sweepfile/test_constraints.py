@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.spec import SpecError, load_spec, spec_diff
+from orchestrator.sweepfile import SpecError, load_spec, spec_diff
 
 SWEEP = """name: dm
 data: {corpus: synthetic, features: logmel}

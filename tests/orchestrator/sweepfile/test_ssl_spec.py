@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.spec import SpecError, load_spec
+from orchestrator.sweepfile import SpecError, load_spec
 
 SWEEP = """name: ssl
 data: {{corpus: synthetic, features: ssl, {data}}}

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from tests.trainables.data.fixtures import SMALL_SYNTHETIC
-from trainables.baseline import (
+from trainables.data import prepare_data
+from trainables.egemaps_baseline import (
     BASELINE_FILE,
     BASELINE_SCHEMA,
     align,
@@ -24,7 +25,6 @@ from trainables.baseline import (
     run_baseline,
     write_baseline,
 )
-from trainables.data import prepare_data
 from trainables.errors import DataError
 from trainables.metrics import metrics_from_confusion
 from trainables.train import LockstepTrainer

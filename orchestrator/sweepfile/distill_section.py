@@ -11,7 +11,7 @@
 
 Defaults and the experiment table live in trainables (config.DISTILL_DEFAULTS,
 distill.EXPERIMENTS);
-the teacher itself is resolved in the driver by orchestrator/distill.py.
+the teacher itself is resolved in the driver by orchestrator/teacher.py.
 """
 
 from __future__ import annotations
@@ -20,18 +20,19 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from orchestrator.spec import checks as sc
-from orchestrator.spec.checks import Ctx, Expect, check_value, unknown_key
+from orchestrator.sweepfile import context as sc
+from orchestrator.sweepfile.context import Ctx, Expect, check_value, unknown_key
 from trainables.config import DISTILL_DEFAULTS, TEACHER_DEFAULTS
 
 SEARCHABLE = ("temperature", "kd_weight", "mse_weight", "mse_layers", "experiment")
 
 
-# trainables.distill imports torch: read its tables on first use, so that a sweep file without a
+# trainables.distill_loss imports torch: read its tables on first use, so that a sweep file
+# without a
 # distill section (or with a typo found earlier) is checked without importing torch.
 @cache
 def _tables() -> tuple[dict[str, Expect], dict[str, tuple[float, bool, float | None]]]:
-    from trainables.distill import EXPERIMENTS, MAX_MSE_LAYERS
+    from trainables.distill_loss import EXPERIMENTS, MAX_MSE_LAYERS
 
     expect = {
         "temperature": Expect((float,)),

@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from orchestrator import cli
-from orchestrator.distill import resolve_teacher
-from orchestrator.spec import SpecError, load_spec
 from orchestrator.store import ResultStore
+from orchestrator.sweepfile import SpecError, load_spec
+from orchestrator.teacher import resolve_teacher
 
 DATA = {"corpus": "synthetic", "features": "logmel", "max_seconds": 0.5, "n_mels": 8,
         "use_folds": 1, "synthetic_utterances": 120}

@@ -9,7 +9,7 @@ import pytest
 from torch import nn
 
 from orchestrator.search import grid_search_space, optuna_distributions, sample_params, to_optuna
-from orchestrator.spec import (
+from orchestrator.sweepfile import (
     ParamSpec,
     SpecError,
     apply_params,

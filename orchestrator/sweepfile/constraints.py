@@ -2,7 +2,8 @@
 like), checked for every combination the search can draw, before Ray starts.
 
 The rules live with the model: a family's class attribute `CONSTRAINTS` (a tuple of
-trainables.models.checks.Constraint: keys, rule text, predicate). Here each rule is evaluated on
+trainables.models.param_checks.Constraint: keys, rule text, predicate). Here each rule is
+evaluated on
 the cartesian product of the values its keys can take in this sweep:
 - a key that is not searched: its value in the model section (one value);
 - `choice`: every choice; `int`: every value when the range holds at most ENUMERATE_AT_MOST of
@@ -22,9 +23,9 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from orchestrator.spec import checks as sc
-from orchestrator.spec.checks import Ctx
-from orchestrator.spec.distributions import ParamSpec, freeze_value
+from orchestrator.sweepfile import context as sc
+from orchestrator.sweepfile.context import Ctx
+from orchestrator.sweepfile.distributions import ParamSpec, freeze_value
 
 ENUMERATE_AT_MOST = 64  # values of one int range taken one by one; beyond: the endpoints
 _PARAMS = ("search", "params")

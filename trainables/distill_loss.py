@@ -1,6 +1,6 @@
 """Knowledge distillation: a frozen teacher per member, the KD and hidden-MSE loss terms.
 
-The trial config's `distill` section (resolved in the driver by orchestrator/distill.py) names the
+The trial config's `distill` section (resolved in the driver by orchestrator/teacher.py) names the
 teacher: its model config and the checkpoint (`trainer.pt` of the teacher trial, holding every
 member's `best_state`). Each student member distils from the teacher member of the same fold and
 seed (else the same fold's first seed). The student's loss is
@@ -232,7 +232,7 @@ def build_teacher(distill_cfg: Mapping[str, Any], state: dict[str, torch.Tensor]
     model_cfg = distill_cfg.get("teacher_model")
     if not isinstance(model_cfg, Mapping) or "name" not in model_cfg:
         raise ConfigError("distill.teacher_model", "the driver did not resolve the teacher's "
-                          "model config (orchestrator/distill.py resolve_teacher)")
+                          "model config (orchestrator/teacher.py resolve_teacher)")
     teacher = build_model(copy.deepcopy(dict(model_cfg)), n_features=n_features,
                           n_classes=n_classes)
     try:

@@ -15,8 +15,8 @@ from pathlib import Path
 from types import UnionType
 from typing import Any
 
-from orchestrator.spec.errors import SpecError
-from orchestrator.spec.yaml_loader import KeyPath, LoadedYaml
+from orchestrator.sweepfile.spec_error import SpecError
+from orchestrator.sweepfile.yaml_loader import KeyPath, LoadedYaml
 
 _NOT_MODEL_KEYS = ("self", "n_classes", "n_features")
 

@@ -1,4 +1,5 @@
-"""The sweep's reference baseline (trainables/baseline.py: eGeMAPS functionals + standardized
+"""The sweep's reference baseline (trainables/egemaps_baseline.py: eGeMAPS functionals +
+standardized
 logistic regression, on the sweep's own members) written to results/<sweep>/baseline.parquet, and
 the `baseline` subcommand (`sweep.py baseline SPACE.yaml`: add_arguments + run).
 
@@ -15,10 +16,10 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch, via trainables.baseline: imported in the functions that need it
+if TYPE_CHECKING:  # torch, via trainables.egemaps_baseline: imported in the functions that need it
     import pandas as pd
 
-    from orchestrator.spec import SweepSpec
+    from orchestrator.sweepfile import SweepSpec
     from trainables.data import PreparedData
 
 DESCRIPTION = ("Compute the sweep's reference baseline (eGeMAPS functionals + standardized "
@@ -34,7 +35,7 @@ def write_sweep_baseline(
 ) -> tuple[str, pd.DataFrame]:
     """Run (or read from the cache) the baseline of `spec`'s data and members and write it to
     `sweep_dir`/baseline.parquet. Returns (path written, the per-member frame)."""
-    from trainables.baseline import run_baseline, write_baseline
+    from trainables.egemaps_baseline import run_baseline, write_baseline
 
     base = spec.base_config()
     frame = run_baseline(base["data"], base["train"], data=data, progress=progress)
@@ -59,7 +60,7 @@ def summary_line(frame: pd.DataFrame, metric: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from orchestrator.spec import add_spec_arguments
+    from orchestrator.sweepfile import add_spec_arguments
 
     add_spec_arguments(parser)
     parser.add_argument("--results", default=None,
@@ -70,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """`sweep.py baseline SPACE.yaml`: compute and write the baseline; 0 when written."""
     from orchestrator.cluster import results_root_for
-    from orchestrator.spec import load_spec_from_args
     from orchestrator.store import ResultStore
+    from orchestrator.sweepfile import load_spec_from_args
 
     spec = load_spec_from_args(args)
     root = results_root_for(args.results or spec.results or "results")

@@ -1,5 +1,6 @@
 """Per-member reads beside the tables: the reference baseline of each sweep
-(results/<sweep>/baseline.parquet, trainables/baseline.py) and confusion matrices with class
+(results/<sweep>/baseline.parquet, trainables/egemaps_baseline.py) and confusion matrices with
+class
 names (a trial's members, or the baseline's).
 """
 

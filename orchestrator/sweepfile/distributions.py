@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.spec.errors import SpecError
+from orchestrator.sweepfile.spec_error import SpecError
 
 KINDS = ("uniform", "loguniform", "int", "choice")
 _OPTIONS = ("step", "log", "when")

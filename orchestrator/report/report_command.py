@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from orchestrator.query import QueryError, load
-from orchestrator.query.cli import resolve_target
+from orchestrator.query.results_command import resolve_target
 from orchestrator.report.html import write_report
 
 DESCRIPTION = "Write the HTML report of each sweep under a results directory."

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.dotted import get_dotted
-from orchestrator.spec import checks as sc
-from orchestrator.spec.distributions import ParamSpec
-from orchestrator.spec.sections import RESOURCE_KEYS, TUNER_TRIALS_DEFAULT
+from orchestrator.sweepfile import context as sc
+from orchestrator.sweepfile.distributions import ParamSpec
+from orchestrator.sweepfile.sections import RESOURCE_KEYS, TUNER_TRIALS_DEFAULT
 
 
 class FrozenDict(dict):
@@ -70,7 +70,8 @@ class SearchSpec:
     max_concurrent: int | None  # None = as many as the resources allow
     scheduler: SchedulerSpec
     params: tuple[ParamSpec, ...]  # in dependency order (a param after those its `when` names)
-    baseline: bool = True  # compute the reference baseline at the start (orchestrator/baseline)
+    # compute the reference baseline at the start (orchestrator/baseline_run)
+    baseline: bool = True
     tuner_trials: int = TUNER_TRIALS_DEFAULT  # trials per Ray Tune Tuner (runner.run_sweep)
 
 

@@ -58,7 +58,7 @@ def check_int_list(
 class Constraint:
     """A constructor rule over several hyper-parameters of one family, declared beside the
     family (its class attribute `CONSTRAINTS`) so that the sweep-file loader can check every
-    combination a search may draw before anything trains (orchestrator/spec/constraints.py).
+    combination a search may draw before anything trains (orchestrator/sweepfile/constraints.py).
     `holds(**{key: value for key in keys})` is True when the combination is valid; the
     constructor keeps raising its own ConfigError for the same rule."""
 
