@@ -182,6 +182,13 @@ def corpora() -> tuple[str, ...]:
     return tuple(CORPORA)
 
 
+def corpus_class(name: str) -> type:
+    """The Corpus class registered as `name` (its needs_root and the like)."""
+    from trainables.data import CORPORA
+
+    return CORPORA[name]
+
+
 def feature_kinds() -> tuple[str, ...]:
     from trainables.data import FEATURES
 

@@ -6,66 +6,28 @@ filled in, or raises SpecError at the offending key.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from orchestrator.sweepfile import context as sc
 from orchestrator.sweepfile.context import Ctx, Expect, check_value, unknown_key
 from orchestrator.sweepfile.spec_error import SpecError
 from trainables.config import (
-    DATA_DEFAULTS,
-    MAX_SECONDS,
-    NORMALIZE_KINDS,
-    TRAIN_DEFAULTS,
-    VAL_PROTOCOLS,
+    DATA,
+    MAX_INT,
+    RESOURCES,
+    SCHEDULER,
+    SEARCH,
+    TRAIN,
+    Key,
+    defaults,
 )
-from trainables.names import SELECTABLE_METRICS, VAL_LOSS, VAL_UAR
+from trainables.names import VAL_LOSS
 
-# Closed sets and lower bounds of data/train values (config.py spells the keys and defaults).
-ENUMS: dict[str, tuple[str, ...]] = {
-    "data.val": VAL_PROTOCOLS,
-    "data.normalize": NORMALIZE_KINDS,
-    "data.folds": ("by_session", "by_speaker", "official"),
-    "train.optimizer": ("adamw", "sgd"),
-    "train.schedule": ("cosine", "constant"),
-    "train.amp": ("auto", "on", "off"),
-    "train.device": ("auto", "cpu", "cuda"),
-}
-# key -> (bound, inclusive): value >= bound (inclusive) or value > bound.
-MINIMA: dict[str, tuple[float, bool]] = {
-    "data.classes": (2, True), "data.n_mels": (1, True), "data.n_mfcc": (1, True),
-    "data.downsample": (1, True), "data.max_seconds": (0, False), "data.n_folds": (2, True),
-    "data.use_folds": (1, True), "data.synthetic_utterances": (1, True),
-    "train.epochs": (1, True), "train.batch_size": (1, True), "train.micro_batch": (1, True),
-    "train.lr": (0, False), "train.weight_decay": (0, True), "train.momentum": (0, True),
-    "train.warmup_epochs": (0, True), "train.grad_clip": (0, True),
-    "train.collapse_patience": (1, True),
-    "train.collapse_margin": (0, True), "train.collapse_top_share": (0, False),
-    "data.val_fraction": (0, False),
-}
-# key -> inclusive upper bound
-MAXIMA: dict[str, float] = {"data.max_seconds": MAX_SECONDS, "train.collapse_margin": 1.0,
-                            "train.collapse_top_share": 1.0, "data.val_fraction": 1.0}
-# Types of keys whose default is None (anything else with a None default accepts any value).
-NULLABLE: dict[str, Expect] = {
-    "data.root": Expect((str,), True),
-    "data.use_folds": Expect((int,), True),
-    "data.corpora": Expect((list,), True),
-    "train.micro_batch": Expect((int,), True),
-}
-CORPORA_WITH_ROOT = ("iemocap", "meld", "manifest")
-SEARCH_KEYS = ("metric", "mode", "sampler", "trials", "seed", "max_concurrent", "scheduler",
-               "params", "baseline", "tuner_trials")
-# Trials per Ray Tune Tuner (runner.run_sweep): Tune's driver state grows with every trial of one
-# Tuner (bench/soak.py: ~250 KiB/trial and rising time per trial), so a long sweep runs as
-# consecutive Tuners, each resumed from the store.
-TUNER_TRIALS_DEFAULT = 200
-SCHEDULER_KEYS = ("type", "grace_period", "reduction_factor", "max_t")
-RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial", "gpu_memory_fraction", "memory_budget",
-                 "max_failures")
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
-SCHEDULERS = ("asha", "none")
+SECTION_KEYS: dict[str, dict[str, Key]] = {"data": DATA, "train": TRAIN}
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 SIZE_UNITS = "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB"
@@ -84,59 +46,91 @@ def section(ctx: Ctx, raw: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _registry(name: str) -> tuple[str, ...]:
+    return sc.corpora() if name == "corpora" else sc.feature_kinds()
+
+
+def expect_of(key: Key) -> Expect:
+    """What a declared key accepts, as the type checker's Expect (bounds: check_bounds)."""
+    if key.choices is not None or key.registry is not None:
+        values = key.choices if key.registry is None else _registry(key.registry)
+        return Expect((str,), key.accepts_none(), values=values)
+    if key.types is None:
+        return replace(sc.expect_from_default(key.default), nullable=key.accepts_none())
+    return Expect(key.types, key.accepts_none())
+
+
 def expect_for(section_name: str, key: str) -> Expect:
-    dotted = f"{section_name}.{key}"
-    if dotted == "data.corpus":
-        return Expect((str,), values=sc.corpora())
-    if dotted == "data.features":
-        return Expect((str,), values=sc.feature_kinds())
-    if dotted == "data.classes":  # IEMOCAP: 4 or 6; a manifest: the list of class names
-        return Expect((int, list))
-    if dotted in ENUMS:
-        return Expect((str,), values=ENUMS[dotted])
-    if dotted in NULLABLE:
-        return NULLABLE[dotted]
-    defaults = DATA_DEFAULTS if section_name == "data" else TRAIN_DEFAULTS
-    return sc.expect_from_default(defaults[key])
+    return expect_of(SECTION_KEYS[section_name][key])
+
+
+def check_number(ctx: Ctx, path: Sequence[str], value: Any,
+                 bounds: Sequence[tuple[str, float]] = (), name: str | None = None) -> None:
+    """A number is finite, an integer at most MAX_INT in size, and within `bounds`
+    ([(">=", 1), ...]); anything else passes (the type check is check_value's)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    name = name or path[-1]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ctx.err(path, f"{name} must be a finite number, but got {value}")
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise ctx.err(path, f"{name} must be at most {MAX_INT} in size, but got {value}")
+    lows = [(_MIRROR[op], bound) for op, bound in bounds if op in (">=", ">")]
+    for op, bound in bounds:
+        if not _HOLDS[op](value, bound):
+            # past an upper bound: the whole range ("0 < x <= 1"); below a lower one: that bound
+            low = "".join(f"{b:g} {o} " for o, b in lows) if op in ("<=", "<") else ""
+            raise ctx.err(path, f"{low}{name} {op} {bound:g} must hold, but got {value}")
+
+
+_HOLDS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<=": lambda v, b: v <= b,
+          "<": lambda v, b: v < b}
+_MIRROR = {">=": "<=", ">": "<"}
+
+
+def check_key(ctx: Ctx, path: Sequence[str], key: Key, value: Any) -> Any:
+    """One value of a declared key: its type or choices, finiteness and bounds."""
+    if key.words and value in key.words:
+        return value
+    value = check_value(ctx, path, value, expect_of(key))
+    check_number(ctx, path, value, key.bounds())
+    return value
 
 
 def check_minimum(ctx: Ctx, path: tuple[str, ...], dotted: str, value: Any) -> None:
-    """The bounds of MINIMA and MAXIMA (the name is older than MAXIMA)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    name = dotted.split(".")[-1]
-    if dotted in MINIMA:
-        bound, inclusive = MINIMA[dotted]
-        if (value < bound) if inclusive else (value <= bound):
-            op = ">=" if inclusive else ">"
-            raise ctx.err(path, f"{name} {op} {bound} must hold, but got {value}")
-    if dotted in MAXIMA and value > MAXIMA[dotted]:
-        raise ctx.err(path, f"{name} <= {MAXIMA[dotted]:g} must hold, but got {value}")
+    """The bounds of the data/train key `dotted` (also each end of its searched range)."""
+    section_name, _, key = dotted.partition(".")
+    check_number(ctx, path, value, SECTION_KEYS[section_name][key].bounds(), name=key)
 
 
 def check_entry(ctx: Ctx, path: tuple[str, ...], section_name: str, key: str, value: Any) -> Any:
     """One data/train value (also each choice of a searched data/train key)."""
-    value = check_value(ctx, path, value, expect_for(section_name, key))
-    check_minimum(ctx, path, f"{section_name}.{key}", value)
+    value = check_key(ctx, path, SECTION_KEYS[section_name][key], value)
     if f"{section_name}.{key}" == "train.seeds":
         if not value:
             raise ctx.err(path, "seeds needs at least one seed, e.g. [0], but got []")
         check_value(ctx, path, value, Expect((list,), item=int))
+        for i, seed in enumerate(value):
+            check_number(ctx, (*path, str(i)), seed)
+        twice = sorted({s for s in value if list(value).count(s) > 1})
+        if twice:
+            raise ctx.err(path, f"seeds must be distinct (a repeated seed trains an identical "
+                          f"member: std 0, false confidence), but {twice} repeat")
     return value
 
 
 def check_known_keys(ctx: Ctx, raw: dict[str, Any], name: str) -> None:
     """Every key of the data or train section is one of its defaults' keys (no registry
     needed: a misspelt key is reported before the corpus/feature registries are imported)."""
-    defaults = DATA_DEFAULTS if name == "data" else TRAIN_DEFAULTS
+    keys = SECTION_KEYS[name]
     for key in section(ctx, raw, name):
-        if key not in defaults:
-            raise unknown_key(ctx, (name,), key, defaults, f"the {name} section")
+        if key not in keys:
+            raise unknown_key(ctx, (name,), key, keys, f"the {name} section")
 
 
 def data_or_train(ctx: Ctx, raw: dict[str, Any], name: str) -> dict[str, Any]:
     check_known_keys(ctx, raw, name)
-    out = dict(DATA_DEFAULTS if name == "data" else TRAIN_DEFAULTS)
+    out = defaults(SECTION_KEYS[name])
     for key, value in section(ctx, raw, name).items():
         out[key] = check_entry(ctx, (name, key), name, key, value)
     if name == "train" and out["reweight"] is True and out["rebalance"] is True:
@@ -168,7 +162,7 @@ def check_data_root(ctx: Ctx, data: dict[str, Any],
         check_corpora(ctx, data)
         return
     corpus, root = data["corpus"], data["root"]
-    if corpus not in CORPORA_WITH_ROOT:
+    if not sc.corpus_class(corpus).needs_root:
         return
     if root is None:
         raise ctx.err(path, f"corpus {corpus} needs data.root (the release directory "
@@ -245,42 +239,22 @@ def parse_size(value: str, what: str) -> int | None:
         raise SpecError(what, None, exc.message) from None
 
 
+def _take(ctx: Ctx, path: tuple[str, ...], keys: Mapping[str, Key], given: Mapping[str, Any],
+          name: str) -> Any:
+    """given[name] (or its declared default) checked against its declaration."""
+    return check_key(ctx, (*path, name), keys[name], given.get(name, keys[name].default))
+
+
 def resources(ctx: Ctx, raw: dict[str, Any]) -> dict[str, Any]:
     given = section(ctx, raw, "resources")
     for key in given:
-        if key not in RESOURCE_KEYS:
-            raise unknown_key(ctx, ("resources",), key, RESOURCE_KEYS, "the resources section")
+        if key not in RESOURCES:
+            raise unknown_key(ctx, ("resources",), key, RESOURCES, "the resources section")
     path = ("resources",)
-    cpus = check_value(ctx, (*path, "cpus_per_trial"), given.get("cpus_per_trial", 1),
-                       Expect((int, float)))
-    if cpus <= 0:
-        raise ctx.err((*path, "cpus_per_trial"), f"cpus_per_trial > 0 must hold, but got {cpus}")
-    gpus = given.get("gpus_per_trial", "auto")
-    if gpus != "auto":
-        gpus = check_value(ctx, (*path, "gpus_per_trial"), gpus, Expect((int, float)))
-        if gpus < 0:
-            raise ctx.err((*path, "gpus_per_trial"), f"gpus_per_trial >= 0 (or auto) must hold, "
-                          f"but got {gpus}")
-    frac = check_value(ctx, (*path, "gpu_memory_fraction"), given.get("gpu_memory_fraction", 0.9),
-                       Expect((float,)))
-    if not 0 < frac <= 1:
-        raise ctx.err((*path, "gpu_memory_fraction"), f"0 < gpu_memory_fraction <= 1 must hold, "
-                      f"but got {frac}")
-    failures = check_value(ctx, (*path, "max_failures"), given.get("max_failures", 1),
-                           Expect((int,)))
-    if failures < -1:
-        raise ctx.err((*path, "max_failures"), f"max_failures >= 0 (or -1 = retry forever) must "
-                      f"hold, but got {failures}")
-    budget = parse_bytes(ctx, (*path, "memory_budget"), given.get("memory_budget"))
-    return {"cpus_per_trial": cpus, "gpus_per_trial": gpus, "gpu_memory_fraction": frac,
-            "memory_budget": budget, "max_failures": failures}
-
-
-def _int_at_least(ctx: Ctx, path: tuple[str, ...], value: Any, low: int, nullable: bool = False):
-    value = check_value(ctx, path, value, Expect((int,), nullable))
-    if value is not None and value < low:
-        raise ctx.err(path, f"{path[-1]} >= {low} must hold, but got {value}")
-    return value
+    out = {name: _take(ctx, path, RESOURCES, given, name) for name in RESOURCES
+           if name != "memory_budget"}  # a size with a unit: parse_bytes
+    return {**out, "memory_budget": parse_bytes(ctx, (*path, "memory_budget"),
+                                                given.get("memory_budget"))}
 
 
 def scheduler(ctx: Ctx, given: Any, epochs: int) -> dict[str, Any]:
@@ -291,54 +265,35 @@ def scheduler(ctx: Ctx, given: Any, epochs: int) -> dict[str, Any]:
         raise ctx.err(path, f"scheduler is asha, none or a mapping {{type: asha, grace_period: 2}}"
                       f", but got {sc.describe(given)}")
     for key in given:
-        if key not in SCHEDULER_KEYS:
-            raise unknown_key(ctx, path, key, SCHEDULER_KEYS, "search.scheduler")
-    kind = check_value(ctx, (*path, "type"), given.get("type", "asha"),
-                       Expect((str,), values=SCHEDULERS))
-    grace = _int_at_least(ctx, (*path, "grace_period"), given.get("grace_period", 1), 1)
-    factor = check_value(ctx, (*path, "reduction_factor"), given.get("reduction_factor", 3),
-                         Expect((float,)))
-    if factor <= 1:
-        raise ctx.err((*path, "reduction_factor"), f"reduction_factor > 1 must hold, but got "
-                      f"{factor}")
-    max_t = _int_at_least(ctx, (*path, "max_t"), given.get("max_t"), 1, nullable=True)
-    max_t = epochs if max_t is None else max_t
-    return {"type": kind, "grace_period": min(grace, max_t), "reduction_factor": factor,
-            "max_t": max_t}
+        if key not in SCHEDULER:
+            raise unknown_key(ctx, path, key, SCHEDULER, "search.scheduler")
+    out = {name: _take(ctx, path, SCHEDULER, given, name) for name in SCHEDULER}
+    max_t = epochs if out["max_t"] is None else out["max_t"]
+    return {**out, "grace_period": min(out["grace_period"], max_t), "max_t": max_t}
 
 
 def search(ctx: Ctx, raw: dict[str, Any], epochs: int) -> dict[str, Any]:
     """The scalar entries of the search section (params are validated by params.py)."""
     given = section(ctx, raw, "search")
     for key in given:
-        if key not in SEARCH_KEYS:
-            raise unknown_key(ctx, ("search",), key, SEARCH_KEYS, "the search section")
-    metric = check_value(ctx, ("search", "metric"), given.get("metric", VAL_UAR),
+        if key not in SEARCH:
+            raise unknown_key(ctx, ("search",), key, SEARCH, "the search section")
+    metric = check_value(ctx, ("search", "metric"), given.get("metric", SEARCH["metric"].default),
                          Expect((str,)))
-    if metric not in SELECTABLE_METRICS:
-        pattern = "|".join(m.removeprefix("val_") for m in SELECTABLE_METRICS)
+    if metric not in SEARCH["metric"].choices:
+        pattern = "|".join(m.removeprefix("val_") for m in SEARCH["metric"].choices)
         raise ctx.err(("search", "metric"), f"metric must be val_<{pattern}> (a validation "
                       f"metric; test metrics are never optimized), but got {metric!r}")
     natural = "min" if metric == VAL_LOSS else "max"
-    mode = check_value(ctx, ("search", "mode"), given.get("mode", natural),
-                       Expect((str,), values=("max", "min")))
+    mode = _take(ctx, ("search",), SEARCH, {"mode": natural, **given}, "mode")
     if mode != natural:
         raise ctx.err(("search", "mode"), f"{metric} is {natural}imized, so mode must be "
                       f"{natural}, but got {mode!r}")
+    plain = [k for k in SEARCH if k not in ("metric", "mode", "scheduler", "params")]
     return {
         "metric": metric,
         "mode": mode,
-        "sampler": check_value(ctx, ("search", "sampler"), given.get("sampler", "tpe"),
-                               Expect((str,), values=SAMPLERS)),
-        "trials": _int_at_least(ctx, ("search", "trials"), given.get("trials", 10), 1),
-        "seed": _int_at_least(ctx, ("search", "seed"), given.get("seed", 0), 0, nullable=True),
-        "max_concurrent": _int_at_least(ctx, ("search", "max_concurrent"),
-                                        given.get("max_concurrent"), 1, nullable=True),
-        "tuner_trials": _int_at_least(ctx, ("search", "tuner_trials"),
-                                      given.get("tuner_trials", TUNER_TRIALS_DEFAULT), 1),
-        "scheduler": scheduler(ctx, given.get("scheduler", {"type": "asha"}), epochs),
+        **{name: _take(ctx, ("search",), SEARCH, given, name) for name in plain},
+        "scheduler": scheduler(ctx, given.get("scheduler", SEARCH["scheduler"].default), epochs),
         "params": given.get("params"),
-        # the reference baseline at the sweep's start (orchestrator/baseline_run.py; cached)
-        "baseline": check_value(ctx, ("search", "baseline"), given.get("baseline", True),
-                                Expect((bool,))),
     }

@@ -17,7 +17,7 @@ from typing import Any
 from orchestrator.dotted import get_dotted
 from orchestrator.sweepfile import context as sc
 from orchestrator.sweepfile.distributions import ParamSpec
-from orchestrator.sweepfile.sections import RESOURCE_KEYS, TUNER_TRIALS_DEFAULT
+from trainables.config import RESOURCES, SEARCH
 
 
 class FrozenDict(dict):
@@ -71,8 +71,8 @@ class SearchSpec:
     scheduler: SchedulerSpec
     params: tuple[ParamSpec, ...]  # in dependency order (a param after those its `when` names)
     # compute the reference baseline at the start (orchestrator/baseline_run)
-    baseline: bool = True
-    tuner_trials: int = TUNER_TRIALS_DEFAULT  # trials per Ray Tune Tuner (runner.run_sweep)
+    baseline: bool = SEARCH["baseline"].default
+    tuner_trials: int = SEARCH["tuner_trials"].default  # trials per Ray Tune Tuner
 
 
 @dataclass(frozen=True)
@@ -80,17 +80,17 @@ class ResourceSpec:
     """Per-trial resources. gpus_per_trial "auto" (the default): 0 on a machine/cluster without a
     GPU, else the planner's memory-based share of one GPU. `dict(spec.resources)` works."""
 
-    cpus_per_trial: float = 1
-    gpus_per_trial: float | str = "auto"
-    gpu_memory_fraction: float = 0.9
+    cpus_per_trial: float = RESOURCES["cpus_per_trial"].default
+    gpus_per_trial: float | str = RESOURCES["gpus_per_trial"].default
+    gpu_memory_fraction: float = RESOURCES["gpu_memory_fraction"].default
     memory_budget: int | None = None  # bytes; None = gpu_memory_fraction of the GPU
-    max_failures: int = 1  # Ray retries of a crashed trial; -1 = forever
+    max_failures: int = RESOURCES["max_failures"].default  # Ray retries; -1 = forever
 
     def keys(self) -> list[str]:
-        return list(RESOURCE_KEYS)
+        return list(RESOURCES)
 
     def __getitem__(self, key: str) -> Any:
-        if key not in RESOURCE_KEYS:
+        if key not in RESOURCES:
             raise KeyError(key)
         return getattr(self, key)
 

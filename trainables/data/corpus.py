@@ -28,6 +28,13 @@ class Corpus(ABC):
     """One corpus kind. `load` is the template: `_load` reads, then the content is validated."""
 
     name: ClassVar[str]
+    # The facts the rest of the product asks about a corpus, declared here (a new corpus is its
+    # file plus one line in corpora.py): the sweep file must give data.root; how `corpus: multi`
+    # maps its labels onto multi.SHARED_CLASSES (None: its labels are already those names);
+    # the folds `corpus: multi` cuts it by when its entry names none (None: data.folds).
+    needs_root: ClassVar[bool] = False
+    shared_labels: ClassVar[dict[str, str] | None] = None
+    default_folds: ClassVar[str | None] = None
 
     def load(self, data_cfg: dict[str, Any], progress: Progress | None = None) -> CorpusContent:
         content = self._load(data_cfg, progress)

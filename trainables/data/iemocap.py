@@ -64,6 +64,7 @@ def _index(root: Path) -> list[tuple[str, str]]:
 
 class IemocapCorpus(Corpus):
     name = "iemocap"
+    needs_root = True
 
     def _load(self, data_cfg: dict[str, Any],
               progress: Callable[[str], None] | None) -> CorpusContent:

@@ -50,6 +50,7 @@ def _optional(row: dict[str, str], key: str) -> str | None:
 
 class ManifestCorpus(Corpus):
     name = "manifest"
+    needs_root = True
 
     def _load(self, data_cfg: dict[str, Any],
               progress: Callable[[str], None] | None) -> CorpusContent:

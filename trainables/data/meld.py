@@ -58,6 +58,9 @@ def _audio_dir(root: Path, split: str) -> Path:
 
 class MeldCorpus(Corpus):
     name = "meld"
+    needs_root = True
+    shared_labels = {"neutral": "neutral", "joy": "happy", "sadness": "sad", "anger": "angry"}
+    default_folds = "official"
 
     def _load(self, data_cfg: dict[str, Any],
               progress: Callable[[str], None] | None) -> CorpusContent:

@@ -8,12 +8,14 @@
 
 Each entry is a small `data` section of its own (corpus, root and optionally name, folds, n_folds,
 seed, synthetic_utterances, classes); the rest (features, max_seconds, ...) comes from the outer
-section. Labels are mapped onto SHARED_CLASSES (MELD: joy -> happy, anger -> angry, sadness -> sad,
-neutral -> neutral; its other emotions are dropped). Utterance ids, speakers and sessions are
-prefixed with the entry's name (`meld/...`), so nothing collides across corpora and each row's
-corpus is known (PreparedData.corpus_of: the members report each corpus' own test UAR).
+section. Labels are mapped onto SHARED_CLASSES by each corpus class' `shared_labels` (MELD: joy ->
+happy, anger -> angry, sadness -> sad, neutral -> neutral; its other emotions are dropped).
+Utterance ids, speakers and sessions are prefixed with the entry's name (`meld/...`), so nothing
+collides across corpora and each row's corpus is known (PreparedData.corpus_of: the members
+report each corpus' own test UAR).
 
-Folds: each corpus is folded by its own rule (default: official for MELD, else data.folds), and
+Folds: each corpus is folded by its own rule (default: its class' `default_folds`, official for
+MELD, else data.folds), and
 fold k of the union joins fold k of every corpus (a corpus with fewer folds repeats its folds:
 MELD's one official split is then used with every IEMOCAP session fold).
 """
@@ -32,10 +34,6 @@ from trainables.data.folds import make_folds
 from trainables.errors import ConfigError
 
 SHARED_CLASSES = ["neutral", "happy", "sad", "angry"]
-LABEL_MAPS: dict[str, dict[str, str]] = {
-    "meld": {"neutral": "neutral", "joy": "happy", "sadness": "sad", "anger": "angry"},
-}
-DEFAULT_FOLDS = {"meld": "official"}
 ENTRY_KEYS = ("corpus", "root", "name", "folds", "n_folds", "seed", "synthetic_utterances",
               "classes")
 SEP = "/"  # between the corpus name and the corpus' own id / speaker / session
@@ -102,7 +100,7 @@ class MultiCorpus(Corpus):
         for entry in entries(data_cfg, self.parts):
             name, corpus = entry["name"], entry["corpus"]
             content = self.parts[corpus]().load(sub_config(data_cfg, entry), progress)
-            mapping = LABEL_MAPS.get(corpus, {c: c for c in SHARED_CLASSES})
+            mapping = self.parts[corpus].shared_labels or {c: c for c in SHARED_CLASSES}
             kept = [u for u in content.utterances if u.label in mapping]
             info["corpora"].append(name)
             info["dropped"][name] = len(content.utterances) - len(kept)
@@ -132,7 +130,8 @@ def multi_folds(data_cfg: Mapping[str, Any], parts: Mapping[str, type[Corpus]],
     per_corpus = []
     for entry in entries(data_cfg, parts):
         idx = np.flatnonzero(arr_names == entry["name"])
-        kind = entry.get("folds") or DEFAULT_FOLDS.get(entry["corpus"], data_cfg["folds"])
+        kind = (entry.get("folds") or parts[entry["corpus"]].default_folds
+                or data_cfg["folds"])
         folds = make_folds(kind, [speakers[i] for i in idx], [sessions[i] for i in idx],
                            [splits[i] for i in idx], entry.get("n_folds", data_cfg["n_folds"]),
                            entry.get("seed", data_cfg["seed"]))
