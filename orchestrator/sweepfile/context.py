@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 from orchestrator.sweepfile.spec_error import SpecError
 from orchestrator.sweepfile.yaml_loader import KeyPath, LoadedYaml
+from trainables.config import MAX_INT
 
 _NOT_MODEL_KEYS = ("self", "n_classes", "n_features")
 
@@ -142,6 +144,18 @@ def _type_ok(value: Any, t: type) -> bool:
     return isinstance(value, t)
 
 
+def check_finite(ctx: Ctx, path: Sequence[str], value: Any, name: str | None = None) -> None:
+    """A number is finite and an integer at most MAX_INT in size (NaN passes every bound; a
+    huge count hangs); anything else passes."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    name = name or path[-1]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ctx.err(path, f"{name} must be a finite number, but got {value}")
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise ctx.err(path, f"{name} must be at most {MAX_INT} in size, but got {value}")
+
+
 def check_value(ctx: Ctx, path: Sequence[str], value: Any, expect: Expect) -> Any:
     """`value` if it meets `expect` (ints become floats where a float is expected)."""
     if value is None:
@@ -159,6 +173,7 @@ def check_value(ctx: Ctx, path: Sequence[str], value: Any, expect: Expect) -> An
         return value
     if not any(_type_ok(value, t) for t in expect.types):
         raise ctx.err(path, f"expected {expect.name()}, but got {describe(value)}")
+    check_finite(ctx, path, value)
     if expect.types == (float,):
         return float(value)
     if expect.item is not None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.sweepfile.spec_error import SpecError
+from trainables.config import MAX_INT
 
 KINDS = ("uniform", "loguniform", "int", "choice")
 _OPTIONS = ("step", "log", "when")
@@ -132,6 +133,9 @@ class ParamSpec:
         if self.kind == "int" and not (isinstance(low, int) and isinstance(high, int)):
             raise SpecError(None, key, f"{{int: [low, high]}} needs integers, but got "
                             f"low={low!r}, high={high!r}")
+        if self.kind == "int" and max(abs(low), abs(high)) > MAX_INT:
+            raise SpecError(None, key, f"low and high must be at most {MAX_INT} in size, but "
+                            f"got low={low}, high={high}")
         if low > high:
             raise SpecError(None, key, f"low <= high must hold, but got low={low}, high={high}")
         is_log = self.log or self.kind == "loguniform"

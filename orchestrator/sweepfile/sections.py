@@ -6,7 +6,6 @@ filled in, or raises SpecError at the offending key.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -17,7 +16,6 @@ from orchestrator.sweepfile.context import Ctx, Expect, check_value, unknown_key
 from orchestrator.sweepfile.spec_error import SpecError
 from trainables.config import (
     DATA,
-    MAX_INT,
     RESOURCES,
     SCHEDULER,
     SEARCH,
@@ -71,10 +69,7 @@ def check_number(ctx: Ctx, path: Sequence[str], value: Any,
     if isinstance(value, bool) or not isinstance(value, int | float):
         return
     name = name or path[-1]
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ctx.err(path, f"{name} must be a finite number, but got {value}")
-    if isinstance(value, int) and abs(value) > MAX_INT:
-        raise ctx.err(path, f"{name} must be at most {MAX_INT} in size, but got {value}")
+    sc.check_finite(ctx, path, value, name)
     lows = [(_MIRROR[op], bound) for op, bound in bounds if op in (">=", ">")]
     for op, bound in bounds:
         if not _HOLDS[op](value, bound):
