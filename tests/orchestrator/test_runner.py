@@ -1,18 +1,27 @@
-"""A real small sweep through the command line: real Ray, real Optuna, real Parquet."""
+"""A real small sweep through the command line: real Ray, real Optuna, real Parquet; and the
+refusal and the memory budget, which need no Ray, on their own path without it."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import optuna
 import pandas as pd
 import pytest
+import torch
 
 from orchestrator import cli, query
+from orchestrator.planner import TrialPlanner, trial_budget_bytes
+from orchestrator.runner import check_same_sweep
+from orchestrator.search import TrialSpace
+from orchestrator.store import ResultStore, schema, write_spec
 from orchestrator.sweepfile import load_spec
 from trainables.data import prepare_data
 from trainables.memory import plan_micro_batch
+from trainables.train import LockstepTrainer
 
 TINY = str(Path(__file__).with_name("tiny_sweep.yaml"))
 
@@ -75,21 +84,44 @@ def test_rerun_continues_without_rerunning_or_duplicating(
     assert len(pd.read_parquet(tmp_path / "tiny" / "trials")) == 4
 
 
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
 def test_a_different_sweep_file_cannot_continue_a_recorded_sweep(
-    ray_local, tmp_path: Path, cache_dir: str, capsys: pytest.CaptureFixture
+    tmp_path: Path, cache_dir: str, capsys: pytest.CaptureFixture
 ) -> None:
-    assert _sweep(tmp_path, cache_dir, "--trials", "1") == cli.EXIT_OK
-    before = sorted(p.name for p in (tmp_path / "tiny" / "trials").iterdir())
+    """The refusal comes before Ray starts (no ray_local): a sweep recorded by the store (its
+    spec.yaml, as run_sweep writes it) and the same command with another model value."""
+    recorded = load_spec(TINY, overrides=[f"data.cache_dir={cache_dir}"])
+    write_spec(ResultStore(str(tmp_path), recorded.name).sweep_dir, recorded.as_dict())
+    before = _files(tmp_path)
     code = _sweep(tmp_path, cache_dir, "--trials", "2", "--set", "model.layers=2")
     assert code == cli.EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "model" in err and "different" in err and "Traceback" not in err
-    assert sorted(p.name for p in (tmp_path / "tiny" / "trials").iterdir()) == before
+    assert _files(tmp_path) == before  # nothing written, no lease left behind
+    # the same file continues it (refused only by what differs)
+    check_same_sweep(ResultStore(str(tmp_path), recorded.name), recorded)
 
 
-def test_memory_budget_shrinks_the_micro_batch_and_accumulates(
-    ray_local, tmp_path: Path, cache_dir: str
-) -> None:
+def _nested(flat: dict[str, Any]) -> dict[str, Any]:
+    """A TrialSpace result as the trial receives it (Tune un-flattens the "/" keys)."""
+    config: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key.startswith(schema.OPTUNA_PARAMS_PREFIX) or "/" not in key:
+            continue
+        *parents, last = key.split("/")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return config
+
+
+def test_memory_budget_shrinks_the_micro_batch_and_accumulates(cache_dir: str) -> None:
+    """resources.memory_budget -> the driver's TrialPlanner -> the sampled trial config -> the
+    trainer's micro-batch and accumulation: the path run_sweep takes, without Ray."""
     spec = load_spec(TINY, overrides=[f"data.cache_dir={cache_dir}"])
     data = prepare_data(dict(spec.data))
     config = spec.base_config()
@@ -97,15 +129,16 @@ def test_memory_budget_shrinks_the_micro_batch_and_accumulates(
     estimate = plan_micro_batch(config, data, 2**40).estimate
     budget = estimate.peak(4) + (estimate.peak(5) - estimate.peak(4)) // 2
     assert plan_micro_batch(config, data, budget).micro_batch == 4
-    code = _sweep(
-        tmp_path,
-        cache_dir,
-        "--trials", "1",
-        "--set", f"resources.memory_budget={budget}B",
-        "--set", "search.params={}",
-    )  # fmt: skip
-    assert code == cli.EXIT_OK
-    trial = pd.read_parquet(tmp_path / "tiny" / "trials").iloc[0]
-    assert trial["micro_batch"] == 4 and trial["accumulation"] == 4  # 4 x 4 = batch 16
-    assert trial["estimated_peak_bytes"] <= budget
-    assert trial["status"] == "completed"
+    spec = load_spec(TINY, overrides=[f"data.cache_dir={cache_dir}",
+                                      f"resources.memory_budget={budget}B", "search.params={}"])
+    planner = TrialPlanner(tuple(data.features.shape[1:]), data.n_features, data.n_classes,
+                           len(data.folds), trial_budget_bytes(dict(spec.resources), None))
+    flat = TrialSpace(spec, plan=planner)(optuna.create_study().ask())
+    trial = _nested(flat) | {"runtime": {**_nested(flat).get("runtime", {}),
+                                         "metric": spec.search.metric, "mode": spec.search.mode}}
+    trainer = LockstepTrainer(trial, data, torch.device("cpu"))
+    while not trainer.finished:
+        trainer.run_epoch()
+    ran = trainer.runtime_info()
+    assert ran["micro_batch"] == 4 and ran["accumulation"] == 4  # 4 x 4 = batch 16
+    assert ran["estimated_peak_bytes"] <= budget
