@@ -11,6 +11,7 @@ in the defaults;
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -49,6 +50,48 @@ class Key:
         """[(operator, bound)] in the order they are checked, e.g. [(">", 0), ("<=", 600.0)]."""
         pairs = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
         return [(op, bound) for op, bound in pairs if bound is not None]
+
+    def violation(self, name: str, value: Any) -> str | None:
+        """What is wrong with `value` for this key, None when nothing: null where not accepted,
+        a word or choice outside the declared ones, a number of the wrong kind, not finite, too
+        large or out of bounds (the sweep file's own checks add the type messages with lines;
+        this is what a config that skips the sweep file is checked with)."""
+        if value is None:
+            return None if self.accepts_none() else f"{name} must not be null"
+        if value in self.words:
+            return None
+        if self.choices is not None:
+            return None if value in self.choices else (
+                f"expected one of {', '.join(map(str, self.choices))}, but got {value!r}")
+        types = self.types or (type(self.default),)
+        if int in types or float in types:
+            whole = float not in types
+            if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+                return f"expected {'an integer' if whole else 'a number'}, but got {value!r}"
+        return number_problem(name, value, self.bounds())
+
+
+_HOLDS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<=": lambda v, b: v <= b,
+          "<": lambda v, b: v < b}
+_MIRROR = {">=": "<=", ">": "<"}
+
+
+def number_problem(name: str, value: Any, bounds: Sequence[tuple[str, float]] = ()) -> str | None:
+    """A number is finite, an integer at most MAX_INT in size (NaN passes every comparison; a
+    huge count hangs), and within `bounds` ([(">=", 1), ...]); anything else passes."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be a finite number, but got {value}"
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        return f"{name} must be at most {MAX_INT} in size, but got {value}"
+    lows = [(_MIRROR[op], bound) for op, bound in bounds if op in _MIRROR]
+    for op, bound in bounds:
+        if not _HOLDS[op](value, bound):
+            # past an upper bound: the whole range ("0 < x <= 1"); below a lower one: that bound
+            low = "".join(f"{b:g} {o} " for o, b in lows) if op in ("<=", "<") else ""
+            return f"{low}{name} {op} {bound:g} must hold, but got {value}"
+    return None
 
 
 MAX_INT = 2**31 - 1  # the largest integer any key takes (a huge count hangs; seeds fit int32)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import math
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 
 from orchestrator.sweepfile.spec_error import SpecError
 from orchestrator.sweepfile.yaml_loader import KeyPath, LoadedYaml
-from trainables.config import MAX_INT
+from trainables.config import number_problem
 
 _NOT_MODEL_KEYS = ("self", "n_classes", "n_features")
 
@@ -144,16 +143,11 @@ def _type_ok(value: Any, t: type) -> bool:
     return isinstance(value, t)
 
 
-def check_finite(ctx: Ctx, path: Sequence[str], value: Any, name: str | None = None) -> None:
-    """A number is finite and an integer at most MAX_INT in size (NaN passes every bound; a
-    huge count hangs); anything else passes."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    name = name or path[-1]
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ctx.err(path, f"{name} must be a finite number, but got {value}")
-    if isinstance(value, int) and abs(value) > MAX_INT:
-        raise ctx.err(path, f"{name} must be at most {MAX_INT} in size, but got {value}")
+def check_finite(ctx: Ctx, path: Sequence[str], value: Any) -> None:
+    """A number is finite and of sane size (trainables/config.py: number_problem)."""
+    problem = number_problem(path[-1], value)
+    if problem:
+        raise ctx.err(path, problem)
 
 
 def check_value(ctx: Ctx, path: Sequence[str], value: Any, expect: Expect) -> Any:

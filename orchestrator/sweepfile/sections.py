@@ -22,6 +22,7 @@ from trainables.config import (
     TRAIN,
     Key,
     defaults,
+    number_problem,
 )
 from trainables.names import VAL_LOSS
 
@@ -64,23 +65,10 @@ def expect_for(section_name: str, key: str) -> Expect:
 
 def check_number(ctx: Ctx, path: Sequence[str], value: Any,
                  bounds: Sequence[tuple[str, float]] = (), name: str | None = None) -> None:
-    """A number is finite, an integer at most MAX_INT in size, and within `bounds`
-    ([(">=", 1), ...]); anything else passes (the type check is check_value's)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    name = name or path[-1]
-    sc.check_finite(ctx, path, value, name)
-    lows = [(_MIRROR[op], bound) for op, bound in bounds if op in (">=", ">")]
-    for op, bound in bounds:
-        if not _HOLDS[op](value, bound):
-            # past an upper bound: the whole range ("0 < x <= 1"); below a lower one: that bound
-            low = "".join(f"{b:g} {o} " for o, b in lows) if op in ("<=", "<") else ""
-            raise ctx.err(path, f"{low}{name} {op} {bound:g} must hold, but got {value}")
-
-
-_HOLDS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<=": lambda v, b: v <= b,
-          "<": lambda v, b: v < b}
-_MIRROR = {">=": "<=", ">": "<"}
+    """A number finite, of sane size and within `bounds` (config.number_problem)."""
+    problem = number_problem(name or path[-1], value, bounds)
+    if problem:
+        raise ctx.err(path, problem)
 
 
 def check_key(ctx: Ctx, path: Sequence[str], key: Key, value: Any) -> Any:

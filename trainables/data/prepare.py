@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from trainables.config import DATA_DEFAULTS, MAX_SECONDS, NORMALIZE_KINDS, with_defaults
+from trainables.config import DATA, DATA_DEFAULTS, with_defaults
 from trainables.data import cache
 from trainables.data.base import SAMPLE_RATE, PreparedData
 from trainables.data.corpora import SINGLE_CORPORA, get_corpus
@@ -25,24 +25,14 @@ from trainables.data.multi import multi_folds
 from trainables.errors import ConfigError
 from trainables.names import DATA_SKIPPED_CLIPS
 
-# speaker: label-free and fold-independent, so applied here (and cached) like utterance
-NORMALIZE = NORMALIZE_KINDS  # config.py spells them
-
 
 def _check(cfg: dict[str, Any]) -> None:
-    if cfg["normalize"] not in NORMALIZE:
-        raise ConfigError("data.normalize", f"expected one of {list(NORMALIZE)}, "
-                                            f"found {cfg['normalize']!r}")
-    ms = cfg["max_seconds"]
-    if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 < ms <= MAX_SECONDS:
-        raise ConfigError("data.max_seconds", f"expected a number of seconds in "
-                                              f"(0, {MAX_SECONDS:g}], found {ms!r}")
-    ds = cfg["downsample"]
-    if isinstance(ds, bool) or not isinstance(ds, int) or ds < 1:
-        raise ConfigError("data.downsample", f"expected an integer >= 1, found {ds!r}")
-    uf = cfg["use_folds"]
-    if uf is not None and (isinstance(uf, bool) or not isinstance(uf, int) or uf < 1):
-        raise ConfigError("data.use_folds", f"expected null or an integer >= 1, found {uf!r}")
+    """The data keys prepare_data relies on, for a config that skips the sweep file: checked
+    against their declarations (trainables/config.py: DATA), the one place they are stated."""
+    for name in ("normalize", "max_seconds", "downsample", "use_folds"):
+        problem = DATA[name].violation(name, cfg[name])
+        if problem:
+            raise ConfigError(f"data.{name}", problem)
 
 
 def _build(cfg: dict[str, Any], progress: Callable[[str], None] | None) -> dict[str, Any]:
