@@ -19,7 +19,9 @@ device (load.py), so a rule broken by fixed values only was reported there.
 
 from __future__ import annotations
 
+import copy
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +41,12 @@ def _candidates(p: ParamSpec) -> list[Any]:
         if (int(p.high) - int(p.low)) // step + 1 <= ENUMERATE_AT_MOST:
             return list(range(int(p.low), int(p.high) + 1, step))
     return [p.low, p.high]
+
+
+def _spec_text(p: ParamSpec) -> str:
+    spec = p.to_yaml()
+    spec.pop("when", None)
+    return str(spec)
 
 
 def _describe(p: ParamSpec | None, key: str, base: Mapping[str, Any]) -> str:
@@ -90,3 +98,45 @@ def check_constraints(ctx: Ctx, params: Sequence[ParamSpec],
                 raise ctx.err((*_PARAMS, f"model.{first}"), (
                     f"{named} can be drawn together as {drawn}, which breaks {family}'s rule "
                     f"{rule.rule}; change the choices so that every combination holds"))
+
+
+def _ends(p: ParamSpec) -> list[Any]:
+    """The values of `p` a family's own limits are tried with: every choice, or the two ends of
+    a range (a uniform range's high end is never drawn, so just below it stands for it)."""
+    if p.kind == "choice":
+        return p.real_choices()
+    if p.kind == "uniform" and p.step is None and p.high > p.low:
+        return [p.low, math.nextafter(float(p.high), float(p.low))]
+    return [p.low, p.high]
+
+
+def check_drawn_values(ctx: Ctx, params: Sequence[ParamSpec],
+                       models: Mapping[str, Mapping[str, Any]], n_features: int,
+                       n_classes: int) -> None:
+    """Every value a searched model key can draw (each choice, each end of a range) passes the
+    family's own limits: the constructor's checks (trainables/models/param_checks.py, beside
+    each constructor: the one place they are declared), run by building the family on the meta
+    device with that value over its base values. Else a SpecError at the searched key."""
+    import torch
+
+    from trainables.errors import ConfigError
+    from trainables.models import build_model
+
+    for family, base in models.items():
+        for p in params:
+            key = p.key.removeprefix("model.")
+            if not p.key.startswith("model.") or key == "name" or not _applies(p, family):
+                continue
+            if key not in sc.model_signature(family).defaults:
+                continue  # another family's key (params.py names it)
+            for value in _ends(p):
+                try:
+                    with torch.device("meta"):
+                        build_model({**copy.deepcopy(dict(base)), key: value},
+                                    n_features=n_features, n_classes=n_classes)
+                except ConfigError as exc:
+                    if exc.key != p.key:
+                        continue  # a rule over several keys: check_constraints' business
+                    raise ctx.err((*_PARAMS, p.key), f"{p.key} {_spec_text(p)} can draw "
+                                  f"{value!r}, which model {family!r} refuses: "
+                                  f"{exc.message}") from None

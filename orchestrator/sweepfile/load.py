@@ -20,7 +20,7 @@ from typing import Any
 from orchestrator.sweepfile import context as sc
 from orchestrator.sweepfile import distill_section as sd
 from orchestrator.sweepfile import sections as ss
-from orchestrator.sweepfile.constraints import check_constraints
+from orchestrator.sweepfile.constraints import check_constraints, check_drawn_values
 from orchestrator.sweepfile.context import Ctx, unknown_key
 from orchestrator.sweepfile.params import validate_params
 from orchestrator.sweepfile.spec_error import SpecError
@@ -156,6 +156,8 @@ def _validate(ctx: Ctx, raw: dict[str, Any], default_name: str) -> dict[str, Any
                 models[fam] = apply_params(base, {"model.name": fam})["model"]
                 _build_model(ctx, data, models[fam])
     check_constraints(ctx, search["params"], models)
+    check_drawn_values(ctx, search["params"], models, sc.feature_width(data),
+                       _n_classes(data["classes"]))
     return {"name": name, "data": data, "model": model, "train": train,
             "search": SearchSpec(**search), "resources": ResourceSpec(**resources),
             "results": results, "distill": distill}

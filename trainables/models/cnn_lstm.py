@@ -8,7 +8,7 @@ from torch import nn
 from trainables.errors import ConfigError
 from trainables.models.conv import ConvStack1d
 from trainables.models.head import DNNHead
-from trainables.models.param_checks import check_choice, check_float, check_int
+from trainables.models.param_checks import MAX_DEPTH, check_choice, check_float, check_int
 from trainables.models.pooling import POOLINGS, mask_time, masked_pool
 from trainables.models.sequence import MaskedLSTM
 
@@ -47,7 +47,7 @@ class CnnLstm(nn.Module):
         require_raw("cnn_lstm", n_features)
         self.pooling = check_choice("model.pooling", pooling, POOLINGS)
         check_int("model.lstm_hidden", lstm_hidden)
-        check_int("model.lstm_layers", lstm_layers)
+        check_int("model.lstm_layers", lstm_layers, maximum=MAX_DEPTH)
         check_float("model.dropout", dropout, 0.0, 1.0)
         self.cnn = ConvStack1d(1, channels, kernel_sizes, strides, bool(batch_norm))
         self.dropout = nn.Dropout(dropout)

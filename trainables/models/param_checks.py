@@ -20,11 +20,20 @@ def check_choice(key: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
-def check_int(key: str, value: Any, minimum: int = 1) -> int:
+# The largest integer hyper-parameter (a width, a size, a rate) and the deepest stack (layers,
+# blocks) a family takes: a huge value would hang building the model (orchestrator/sweepfile/
+# constraints.py builds every drawable end of a searched range on the meta device).
+MAX_WIDTH = 2**16
+MAX_DEPTH = 128
+
+
+def check_int(key: str, value: Any, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
     # bool is an int subclass: `layers: true` in a YAML file is a mistake, not 1.
+    name = key.rsplit(".", 1)[-1]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        name = key.rsplit(".", 1)[-1]
         raise ConfigError(key, f"{name} must be an integer >= {minimum}, but got {value!r}")
+    if value > maximum:
+        raise ConfigError(key, f"{name} must be an integer <= {maximum}, but got {value!r}")
     return value
 
 
@@ -41,7 +50,8 @@ def check_int_list(
 ) -> list[int]:
     name = key.rsplit(".", 1)[-1]
     ok = isinstance(value, list | tuple) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value
+        isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= MAX_WIDTH
+        for v in value
     )
     if not ok or (not allow_empty and len(value) == 0):
         raise ConfigError(

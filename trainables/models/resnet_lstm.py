@@ -11,7 +11,13 @@ from torch import nn
 
 from trainables.models.head import DNNHead
 from trainables.models.masked_norm import MaskedBatchNorm2d
-from trainables.models.param_checks import check_choice, check_float, check_int, check_int_list
+from trainables.models.param_checks import (
+    MAX_DEPTH,
+    check_choice,
+    check_float,
+    check_int,
+    check_int_list,
+)
 from trainables.models.pooling import POOLINGS, conv_lengths, mask_time, masked_pool
 from trainables.models.sequence import MaskedLSTM
 
@@ -75,9 +81,9 @@ class ResNetLstm(nn.Module):
     ) -> None:
         super().__init__()
         channels = check_int_list("model.channels", channels)
-        check_int("model.blocks", blocks)
+        check_int("model.blocks", blocks, maximum=MAX_DEPTH)
         check_int("model.lstm_hidden", lstm_hidden)
-        check_int("model.lstm_layers", lstm_layers)
+        check_int("model.lstm_layers", lstm_layers, maximum=MAX_DEPTH)
         check_float("model.dropout", dropout, 0.0, 1.0)
         self.pooling = check_choice("model.pooling", pooling, POOLINGS)
         self.stem = nn.Sequential(

@@ -12,7 +12,13 @@ from torch import nn
 from trainables.errors import ConfigError
 from trainables.models.cnn_lstm import require_raw
 from trainables.models.head import DNNHead
-from trainables.models.param_checks import Constraint, check_choice, check_float, check_int
+from trainables.models.param_checks import (
+    MAX_DEPTH,
+    Constraint,
+    check_choice,
+    check_float,
+    check_int,
+)
 from trainables.models.pooling import POOLINGS, mask_time, masked_pool
 from trainables.models.sequence import MaskedLSTM, TransformerStack
 from trainables.models.sinc_frontend import SincFrontend
@@ -66,7 +72,7 @@ class SincNet(nn.Module):
         check_int("model.sample_rate", sample_rate)
         check_choice("model.sequence", sequence, SEQUENCES)
         check_int("model.seq_hidden", seq_hidden)
-        check_int("model.seq_layers", seq_layers)
+        check_int("model.seq_layers", seq_layers, maximum=MAX_DEPTH)
         check_int("model.seq_heads", seq_heads)
         check_float("model.dropout", dropout, 0.0, 1.0)
         self.pooling = check_choice("model.pooling", pooling, POOLINGS)

@@ -13,7 +13,13 @@ from torch import nn
 from trainables.errors import ConfigError
 from trainables.models.conv import ConvStack1d
 from trainables.models.head import DNNHead
-from trainables.models.param_checks import Constraint, check_choice, check_float, check_int
+from trainables.models.param_checks import (
+    MAX_DEPTH,
+    Constraint,
+    check_choice,
+    check_float,
+    check_int,
+)
 from trainables.models.pooling import POOLINGS, mask_time, masked_pool
 from trainables.models.sequence import TransformerStack
 
@@ -52,7 +58,7 @@ class Transformer(nn.Module):
         head_norm: str = "layer",
     ) -> None:
         super().__init__()
-        check_int("model.layers", layers)
+        check_int("model.layers", layers, maximum=MAX_DEPTH)
         check_int("model.d_model", d_model)
         check_int("model.heads", heads)
         check_int("model.ff_dim", ff_dim)

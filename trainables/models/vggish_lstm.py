@@ -13,7 +13,7 @@ from torch import nn
 
 from trainables.errors import ConfigError, DataError
 from trainables.models.head import DNNHead
-from trainables.models.param_checks import check_choice, check_float, check_int
+from trainables.models.param_checks import MAX_DEPTH, check_choice, check_float, check_int
 from trainables.models.pooling import POOLINGS, mask_time, masked_pool
 from trainables.models.sequence import MaskedLSTM
 
@@ -87,7 +87,7 @@ class VggishLstm(nn.Module):
         check_float("model.width", width, 1e-3, 16.0)
         check_int("model.embedding", embedding)
         check_int("model.lstm_hidden", lstm_hidden)
-        check_int("model.lstm_layers", lstm_layers)
+        check_int("model.lstm_layers", lstm_layers, maximum=MAX_DEPTH)
         check_float("model.dropout", dropout, 0.0, 1.0)
         self.pooling = check_choice("model.pooling", pooling, POOLINGS)
         self.cnn = vggish_features(width)

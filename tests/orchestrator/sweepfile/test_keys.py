@@ -160,3 +160,35 @@ def test_the_design_doc_key_table_is_the_declarations() -> None:
     design = (ROOT / "docs" / "design.md").read_text()
     assert key_table() in design, "regenerate it: python -c 'from trainables.config import " \
                                   "key_table; print(key_table())'"
+
+
+TRANSFORMER = """\
+name: limits
+data: {corpus: synthetic, features: logmel, n_mels: 16}
+model: {name: transformer, layers: 1, d_model: 32, heads: 2, ff_dim: 32}
+search:
+  params:
+"""
+
+
+@pytest.mark.parametrize(("param", "fragment"), [
+    ("model.dropout: {uniform: [0.9, 1.5]}", "can draw 1.4"),
+    ("model.dropout: {choice: [0.1, 1.0]}", "can draw 1.0"),
+    ("model.layers: {int: [1, 1000000]}", "layers must be an integer <= 128"),
+    ("model.d_model: {choice: [32, 1000000000]}", "d_model must be an integer <= 65536"),
+    ("model.pooling: {choice: [mean, maxx]}", "pooling must be one of"),
+])
+def test_searched_model_values_are_checked_against_the_family_limits(
+        tmp_path: Path, param: str, fragment: str) -> None:
+    """The family's own constructor checks (its declared limits) see each drawable end."""
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, TRANSFORMER + f"    {param}\n"))
+    assert info.value.key == f"search.params.{param.split(':')[0]}", str(info.value)
+    assert fragment in info.value.message and "transformer" in info.value.message
+
+
+def test_a_range_up_to_an_open_limit_is_accepted(tmp_path: Path) -> None:
+    """dropout is in [0, 1): a uniform [0, 1] range never draws 1 itself."""
+    spec = load_spec(write(tmp_path, TRANSFORMER + "    model.dropout: {uniform: [0.0, 1.0]}\n"
+                                                   "    model.layers: {int: [1, 4]}\n"))
+    assert [p.key for p in spec.search.params] == ["model.dropout", "model.layers"]
