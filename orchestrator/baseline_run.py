@@ -35,7 +35,8 @@ def write_sweep_baseline(
 ) -> tuple[str, pd.DataFrame]:
     """Run (or read from the cache) the baseline of `spec`'s data and members and write it to
     `sweep_dir`/baseline.parquet. Returns (path written, the per-member frame)."""
-    from trainables.egemaps_baseline import run_baseline, write_baseline
+    from orchestrator.store.baseline_table import write_baseline
+    from trainables.egemaps_baseline import run_baseline
 
     base = spec.base_config()
     frame = run_baseline(base["data"], base["train"], data=data, progress=progress)

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +45,6 @@ from trainables.names import SCALAR_METRICS, split_metric
 
 Progress = Callable[[str], None]
 
-BASELINE_FILE = "baseline.parquet"  # results/<sweep>/baseline.parquet
 BASELINE_NAME = "egemaps88_logreg"
 BASELINE_VERSION = 1  # bump when the functionals or the classifier change: old caches unread
 N_FUNCTIONALS = 88
@@ -56,26 +53,6 @@ N_FUNCTIONALS = 88
 FRONT_END_KEYS = ("features", "n_mels", "n_mfcc", "compare_deltas", "downsample", "max_seconds",
                   "normalize", "ssl")
 
-_F, _I, _S, _B = pa.float64(), pa.int64(), pa.string(), pa.bool_()
-_MATRIX = pa.list_(pa.list_(pa.int64()))
-# (column, type, doc) of baseline.parquet: one row per member.
-BASELINE_FIELDS: list[tuple[str, pa.DataType, str]] = [
-    ("member", _I, "member index (config.member_pairs order: folds outer, seeds inner)"),
-    ("fold", _S, "fold name"),
-    ("seed", _I, "seed of the member (the baseline itself is deterministic)"),
-    *[(split_metric(s, m), _F, f"{m} of the baseline on the {s} split")
-      for s in ("val", "test") for m in SCALAR_METRICS],
-    ("val_confusion", _MATRIX, "confusion matrix on validation, rows = true class"),
-    ("test_confusion", _MATRIX, "confusion matrix on test, rows = true class"),
-    ("classes", pa.list_(pa.string()), "class names: the order of the confusion's rows/columns"),
-    ("n_train", _I, "training utterances"),
-    ("n_val", _I, "validation utterances"),
-    ("n_test", _I, "test utterances"),
-    ("converged", _B, "L-BFGS converged before max_iter"),
-    ("fit_seconds", _F, "seconds to fit and score the fold"),
-    ("baseline", _S, f"which reference: {BASELINE_NAME} (v{BASELINE_VERSION})"),
-]
-BASELINE_SCHEMA = pa.schema([pa.field(n, t, metadata={"doc": d}) for n, t, d in BASELINE_FIELDS])
 
 
 # -- eGeMAPS functionals ------------------------------------------------------------------------
@@ -188,7 +165,8 @@ def _result_key(f_key: str, data: PreparedData, seeds: list[int]) -> str:
 def run_baseline(data_cfg: dict[str, Any], train_cfg: dict[str, Any] | None = None,
                  data: PreparedData | None = None, progress: Progress | None = None
                  ) -> pd.DataFrame:
-    """The reference baseline on the sweep's members: one row per member (BASELINE_FIELDS).
+    """The reference baseline on the sweep's members: one row per member (the columns of
+    orchestrator/store/schema.py: BASELINE_FIELDS; the store writes them, store/baseline_table).
 
     `data_cfg`/`train_cfg`: the sweep's `data` and `train` sections (defaults filled in here);
     `data`: the sweep's PreparedData when the caller has it (else prepare_data(data_cfg) builds
@@ -210,7 +188,7 @@ def run_baseline(data_cfg: dict[str, Any], train_cfg: dict[str, Any] | None = No
     result_path = folder / f"result_{_result_key(f_key, data, seeds)}.parquet" if folder else None
     if result_path is not None and result_path.exists():
         try:
-            frame = read_baseline(result_path)
+            frame = _read_cached(result_path)
         except (OSError, pa.ArrowException):  # unreadable: rebuilt below
             frame = None
         if frame is not None:
@@ -223,63 +201,19 @@ def run_baseline(data_cfg: dict[str, Any], train_cfg: dict[str, Any] | None = No
     rows = [{"member": i, "fold": fold.name, "seed": seed, **per_fold[fold.name],
              "classes": list(data.classes), "baseline": BASELINE_NAME}
             for i, (fold, seed) in enumerate(member_pairs(data.folds, {"seeds": seeds}))]
-    frame = pd.DataFrame(rows, columns=[n for n, _, _ in BASELINE_FIELDS])
+    frame = pd.DataFrame(rows)
     if result_path is not None:
-        write_baseline(frame, result_path.parent, result_path.name)
+        cache._write_atomic(result_path, lambda out: frame.to_parquet(out, compression="zstd"))
     if progress:
         progress(f"baseline: test UAR {frame['test_uar'].mean():.3f} over {len(frame)} members")
     frame.attrs.update(cache="miss", functionals_cache=f_status)
     return frame
 
 
-# -- the file ------------------------------------------------------------------------------------
-def to_table(frame: pd.DataFrame) -> pa.Table:
-    """The frame as a pyarrow table with BASELINE_SCHEMA (missing/extra columns refused)."""
-    names = [n for n, _, _ in BASELINE_FIELDS]
-    if list(frame.columns) != names:
-        raise ValueError(f"baseline frame columns {list(frame.columns)}, expected {names}")
-    return pa.Table.from_pandas(frame, schema=BASELINE_SCHEMA, preserve_index=False)
-
-
-def write_baseline(frame: pd.DataFrame, sweep_dir: str | os.PathLike,
-                   name: str = BASELINE_FILE) -> str:
-    """Write `frame` to <sweep_dir>/baseline.parquet atomically; returns the path written.
-
-    Local: a hidden temporary file in the same folder (`.<name>.tmp-<uuid>`, invisible to globs
-    and pyarrow datasets, as the store does) renamed over the target. A URI (s3://...): one PUT,
-    which object stores make atomic.
-    """
-    table = to_table(frame)
-    location = str(sweep_dir)
-    if "://" in location:
-        import pyarrow.fs as pafs
-
-        fs, base = pafs.FileSystem.from_uri(location)
-        path = f"{base.rstrip('/')}/{name}"
-        fs.create_dir(base, recursive=True)
-        with fs.open_output_stream(path) as out:
-            pq.write_table(table, out, compression="zstd")
-        return location.rstrip("/") + "/" + name
-    folder = Path(location)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / name
-    tmp = folder / f".{name}.tmp-{uuid.uuid4().hex}"
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, target)  # atomic on POSIX: readers see the old file or the new one
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return str(target)
-
-
-def read_baseline(path: str | os.PathLike) -> pd.DataFrame:
-    """baseline.parquet (a sweep folder or the file itself) as a DataFrame; confusions and
-    classes as Python lists."""
-    location = str(path)
-    if not location.endswith(".parquet"):
-        location = location.rstrip("/") + "/" + BASELINE_FILE
-    frame = pq.read_table(location).to_pandas()
+def _read_cached(path: Path) -> pd.DataFrame:
+    """A cached result (this module's own cache, not the results folder), list columns as
+    Python lists."""
+    frame = pq.read_table(path).to_pandas()
     for col in ("val_confusion", "test_confusion", "classes"):
         frame[col] = [_plain(v) for v in frame[col]]
     return frame
@@ -290,12 +224,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray | list | tuple):
         return [_plain(v) for v in value]
     return value.item() if isinstance(value, np.generic) else value
-
-
-def baseline_for_sweep(data_cfg: dict[str, Any], train_cfg: dict[str, Any],
-                       sweep_dir: str | os.PathLike, data: PreparedData | None = None,
-                       progress: Progress | None = None) -> tuple[pd.DataFrame, str]:
-    """What `sweep.py baseline SPACE.yaml` (and a sweep at its start) calls: run_baseline on the
-    sweep's resolved data/train sections, then <sweep_dir>/baseline.parquet; (frame, path)."""
-    frame = run_baseline(data_cfg, train_cfg, data=data, progress=progress)
-    return frame, write_baseline(frame, sweep_dir)

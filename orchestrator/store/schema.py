@@ -34,10 +34,28 @@ PARAM_PREFIX = "param."
 OPTUNA_PARAMS_PREFIX = "optuna:"  # top-level config keys with Optuna-native values (runner.py)
 COMPACT_PREFIX = "compact-"  # merged files; no "." / "_" prefix so pyarrow datasets read them
 TABLES = ("trials", "epochs", "members")
-# results/<sweep>/baseline.parquet, written by trainables/egemaps_baseline.py (its BASELINE_FILE;
-# spelled
-# again here so readers of the store do not import torch; tests/orchestrator/query checks both).
+# results/<sweep>/baseline.parquet: the reference baseline computed by
+# trainables/egemaps_baseline.py (run_baseline), written and read by
+# orchestrator/store/baseline_table.py. One row per member.
 BASELINE_FILE = "baseline.parquet"
+_MATRIX = pa.list_(pa.list_(pa.int64()))
+BASELINE_FIELDS: list[tuple[str, pa.DataType, str]] = [  # (column, type, doc)
+    ("member", pa.int64(), "member index (config.member_pairs order: folds outer, seeds inner)"),
+    ("fold", pa.string(), "fold name"),
+    ("seed", pa.int64(), "seed of the member (the baseline itself is deterministic)"),
+    *[(names.split_metric(s, m), pa.float64(), f"{m} of the baseline on the {s} split")
+      for s in ("val", "test") for m in names.SCALAR_METRICS],
+    ("val_confusion", _MATRIX, "confusion matrix on validation, rows = true class"),
+    ("test_confusion", _MATRIX, "confusion matrix on test, rows = true class"),
+    ("classes", pa.list_(pa.string()), "class names: the order of the confusion's rows/columns"),
+    ("n_train", pa.int64(), "training utterances"),
+    ("n_val", pa.int64(), "validation utterances"),
+    ("n_test", pa.int64(), "test utterances"),
+    ("converged", pa.bool_(), "L-BFGS converged before max_iter"),
+    ("fit_seconds", pa.float64(), "seconds to fit and score the fold"),
+    ("baseline", pa.string(), "which reference, e.g. egemaps88_logreg (egemaps_baseline.py)"),
+]
+BASELINE_SCHEMA = pa.schema([pa.field(n, t, metadata={"doc": d}) for n, t, d in BASELINE_FIELDS])
 BASELINE_ID = "baseline"  # its row's trial_id in the leaderboard
 REFERENCE = "reference"  # its row's status: shown, never ranked
 

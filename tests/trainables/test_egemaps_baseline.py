@@ -1,5 +1,5 @@
 """The reference baseline (eGeMAPS functionals + standardized logistic regression) on the
-sweep's own members: pairing, metrics, caching, the file, and that it learns (and can fail)."""
+sweep's own members: pairing, metrics, caching, and that it learns (and can fail)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from tests.trainables.data.fixtures import SMALL_SYNTHETIC
 from trainables.data import prepare_data
 from trainables.egemaps_baseline import (
-    BASELINE_FILE,
-    BASELINE_SCHEMA,
     align,
-    baseline_for_sweep,
     egemaps_functionals,
     functionals_key,
-    read_baseline,
     run_baseline,
-    write_baseline,
 )
 from trainables.errors import DataError
 from trainables.metrics import metrics_from_confusion
@@ -112,27 +105,6 @@ def test_align_reorders_by_id_and_refuses_missing_ids() -> None:
         align(["a", "b", "c"], x, ["a", "z"])
 
 
-def test_write_baseline_is_atomic_and_typed(small: dict, tmp_path: Path) -> None:
-    sweep_dir = tmp_path / "results" / "sweep"
-    path = write_baseline(small["frame"], sweep_dir)
-    assert path == str(sweep_dir / BASELINE_FILE)
-    assert sorted(p.name for p in sweep_dir.iterdir()) == [BASELINE_FILE]  # no temp file left
-    schema = pq.read_schema(path)
-    assert schema.field("test_confusion").type == pa.list_(pa.list_(pa.int64()))
-    assert schema.field("classes").type == pa.list_(pa.string())
-    assert schema.field("test_uar").metadata[b"doc"]
-    assert schema.remove_metadata().equals(BASELINE_SCHEMA.remove_metadata(),
-                                           check_metadata=False)
-    back = read_baseline(sweep_dir)
-    assert back["test_confusion"][0] == small["frame"]["test_confusion"][0]
-    assert back["classes"][0] == ["neutral", "happy", "sad", "angry"]
-    # a rewrite replaces the file whole
-    write_baseline(small["frame"].head(2), sweep_dir)
-    assert len(read_baseline(sweep_dir / BASELINE_FILE)) == 2
-    with pytest.raises(ValueError, match="columns"):
-        write_baseline(small["frame"].drop(columns="test_uar"), sweep_dir)
-
-
 @pytest.mark.slow
 def test_default_synthetic_corpus(tmp_path: Path) -> None:
     """The full default corpus (800 utterances, 5 folds; ~80 s idle): the eGeMAPS baseline is
@@ -146,10 +118,3 @@ def test_default_synthetic_corpus(tmp_path: Path) -> None:
     data.labels = data.labels[perm]
     assert run_baseline(cfg, {"seeds": [0]}, data=data)["test_uar"].mean() < 0.32
 
-
-def test_baseline_for_sweep_writes_the_sweeps_file(small: dict, tmp_path: Path) -> None:
-    frame, path = baseline_for_sweep(small["cfg"], {"seeds": [0, 1]}, tmp_path / "sweep",
-                                     data=small["data"])
-    assert path == str(tmp_path / "sweep" / BASELINE_FILE)
-    pd.testing.assert_frame_equal(read_baseline(path).drop(columns="fit_seconds"),
-                                  frame.drop(columns="fit_seconds"))
