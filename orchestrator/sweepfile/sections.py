@@ -268,7 +268,7 @@ def search(ctx: Ctx, raw: dict[str, Any], epochs: int) -> dict[str, Any]:
         raise ctx.err(("search", "metric"), f"metric must be val_<{pattern}> (a validation "
                       f"metric; test metrics are never optimized), but got {metric!r}")
     natural = "min" if metric == VAL_LOSS else "max"
-    mode = _take(ctx, ("search",), SEARCH, {"mode": natural, **given}, "mode")
+    mode = _take(ctx, ("search",), SEARCH, given, "mode") or natural  # null: the metric's own
     if mode != natural:
         raise ctx.err(("search", "mode"), f"{metric} is {natural}imized, so mode must be "
                       f"{natural}, but got {mode!r}")
