@@ -129,13 +129,14 @@ def run_sweep(
     from orchestrator.journal import journal_storage
     from orchestrator.planner import PlannerByData, TrialPlanner, trial_budget_bytes
     from orchestrator.search import SweepSearch, TrialSpace, study_with_history
-    from orchestrator.store import ResultStore, write_spec
+    from orchestrator.store import ResultStore, schema, write_spec
     from orchestrator.store.callback import StoreCallback, WriteFailureStop
     from trainables.data import prepare_data, prepared_key
     from trainables.trainable import train_trial
 
     started = time.monotonic()
-    store = ResultStore(results_root, spec.name)
+    store = ResultStore(results_root, spec.name,
+                        param_types=schema.param_types(spec.search.params, spec.base_config()))
     check_same_sweep(store, spec)
     history, sampler, recorded = study_with_history(spec, store)
     remaining = spec.search.trials - recorded

@@ -37,9 +37,13 @@ CORRUPT_DIR = "corrupt"  # <sweep>/corrupt/<table>/: files ResultStore.repair mo
 class ResultStore:
     """The store of one sweep under `root` (a local path or a pyarrow.fs URI)."""
 
-    def __init__(self, root: str, sweep: str) -> None:
+    def __init__(
+        self, root: str, sweep: str, *, param_types: dict[str, pa.DataType] | None = None
+    ) -> None:
+        """`param_types`: the sweep's `schema.param_types` (the writer's; readers need none)."""
         self.root = root
         self.sweep = sweep
+        self.param_types = dict(param_types or {})
         self.sweep_dir = join(root, sweep) if "://" in root else os.path.join(root, sweep)
         self.fs, self._path = resolve(self.sweep_dir)
 
@@ -66,7 +70,9 @@ class ResultStore:
         written: list[str] = []
         try:
             for table, rows in (("epochs", epochs), ("members", members), ("trials", [trial_row])):
-                write_table(self.fs, self._file(table, trial_id), schema.to_table(table, rows))
+                types = self.param_types if table == "trials" else None
+                write_table(self.fs, self._file(table, trial_id),
+                            schema.to_table(table, rows, types))
                 written.append(self._file(table, trial_id))
         except StoreWriteError:
             # A new trial half-written (disk full, read-only) is taken back, so readers see only

@@ -44,18 +44,6 @@ class TrialBuffer:
             self.epochs[(int(row.get("member", 0)), int(epoch or 0))] = row  # re-report: last wins
 
 
-def param_value(value: Any) -> Any:
-    """Typed scalars stay; lists, tuples and dicts become JSON strings."""
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, default=str)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    try:  # numpy scalars
-        return value.item()
-    except AttributeError:
-        return str(value)
-
-
 def _isnan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
@@ -175,7 +163,7 @@ def trial_rows(
         reported_std = mean_std(m.get(metric) for m in members)[1]
     row[schema.OBJECTIVE_STD] = _null(float(reported_std))
     for key in param_keys:
-        row[schema.param_column(key)] = param_value(get_dotted(config, key))
+        row[schema.param_column(key)] = schema.param_store_value(get_dotted(config, key))
     epochs = [
         {**{c: r.get(c) for c in _EPOCH_COLUMNS}, "member": m, "epoch": e}
         for (m, e), r in buffer.epochs.items()

@@ -9,8 +9,10 @@ epochs/<trial_id>.parquet   one row per member x epoch (EPOCHS)
 members/<trial_id>.parquet  one row per member (MEMBERS)
 
 `param.<dotted key>` columns (e.g. `param.train.lr`, `param.model.layers`) hold the trial's sampled
-value of that key, read from the nested trial config: bool, int64, float64 and string values keep
-their type; lists and dicts are stored as a JSON string. Metric names come from trainables.names.
+value of that key, read from the nested trial config. Their types are fixed by the sweep's search
+space (`param_types`), never by the values drawn, so every file of a sweep has one schema: ranges
+are double (int: int64), a choice is bool / int64 / double (`[0, 0.1]`) when all its values are,
+else string (lists and dicts as JSON). Metric names come from trainables.names.
 
 Mean/std over members are trainables.stats.mean_std: the sample std (ddof=1), null for a
 one-member trial. Collapsed members are included in every mean (their UAR of ~0.25 is the truth
@@ -21,13 +23,14 @@ trials with the same columns.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
+from orchestrator.dotted import get_dotted
 from trainables import names
 
 PARAM_PREFIX = "param."
@@ -183,6 +186,48 @@ def param_column(key: str) -> str:
     return PARAM_PREFIX + key
 
 
+def _choice_type(choices: list[Any]) -> pa.DataType:
+    """The column type of a choice: bool (all bools), int64 (all integers), double (numbers,
+    e.g. `[0, 0.1]`), string (text, lists as JSON, or a mix). None choices do not count."""
+    kinds = {param_type(param_store_value(c)) for c in choices} - {pa.null()}
+    if not kinds:
+        return _S
+    if kinds <= {_I, _F}:
+        return _F if _F in kinds else _I
+    return kinds.pop() if len(kinds) == 1 else _S
+
+
+def param_types(
+    params: Iterable[Any], base: Mapping[str, Any] | None = None
+) -> dict[str, pa.DataType]:
+    """{`param.<key>` column: its Arrow type} fixed by the search-space declaration
+    (orchestrator.sweepfile.ParamSpec: key, kind, real_choices()), so every trials file of a
+    sweep has one schema whatever values were drawn: uniform / loguniform -> double, int ->
+    int64, choice -> `_choice_type` (bool, int64, double, or string for text, lists (JSON) and
+    mixes). `base`: the sweep's base config; a conditional param a trial did not sample keeps
+    its base value (or null), so that value's type joins the declared ones."""
+    out = {}
+    for p in params:
+        values = list(p.real_choices()) if p.kind == "choice" else [
+            0 if p.kind == "int" else 0.0]
+        if base is not None:
+            values.append(get_dotted(base, p.key))
+        out[param_column(p.key)] = _choice_type(values)
+    return out
+
+
+def param_store_value(value: Any) -> Any:
+    """A param's value as stored: typed scalars stay; lists, tuples and dicts become JSON."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=str)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:  # numpy scalars
+        return value.item()
+    except AttributeError:
+        return str(value)
+
+
 def param_type(value: object) -> pa.DataType:
     """Arrow type of a stored param value (lists/dicts are JSON strings before this)."""
     if value is None:
@@ -219,12 +264,21 @@ def as_list(value: object) -> list | None:
     return value
 
 
-def to_table(table: str, rows: list[dict]) -> pa.Table:
-    """Rows -> an Arrow table with the fixed schema of `table` (+ typed extra columns)."""
+def to_table(
+    table: str, rows: list[dict], types: Mapping[str, pa.DataType] | None = None
+) -> pa.Table:
+    """Rows -> an Arrow table with the fixed schema of `table`, plus one column per name in
+    `types` (the sweep's `param_types`: present in every file, null where a row lacks it) and
+    any other extra column typed from its values. A value that does not fit its declared type
+    (a text in a double column) is a bug upstream and raises."""
     schema = SCHEMAS[table]
     fields = list(schema)
-    extra = sorted({k for row in rows for k in row} - set(schema.names))
+    declared = {k: v for k, v in (types or {}).items() if k not in schema.names}
+    extra = sorted(({k for row in rows for k in row} - set(schema.names)) | set(declared))
     for name in extra:
+        if name in declared:
+            fields.append(pa.field(name, declared[name]))
+            continue
         values = [row.get(name) for row in rows]
         kinds = {param_type(v) for v in values} - {pa.null()}
         if kinds == {_I, _F}:
