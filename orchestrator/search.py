@@ -265,14 +265,31 @@ def _sweep_search_class() -> type:
     class SweepSearch(OptunaSearch):
         """OptunaSearch that tells Optuna `live_trial_state` of an ended trial: PRUNED for a
         trial the scheduler stopped (Ray's tells it COMPLETE, since its result has the metric),
-        FAIL for one that raised or has no objective, COMPLETE otherwise (with the objective)."""
+        FAIL for one that raised or has no objective, COMPLETE otherwise (with the objective).
+        `fence` (store.lock.Fence): once the driver's lease is lost, Optuna (and so the sweep's
+        journal, which the new holder rebuilt) is told and asked nothing more."""
+
+        def __init__(self, *args: Any, fence: Any = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.fence = fence
+
+        def _fenced_out(self) -> bool:
+            return self.fence is not None and self.fence.lost_reason() is not None
+
+        def suggest(self, trial_id: str) -> dict | None:
+            if self._fenced_out():
+                return None  # launch nothing: the runner's stopper ends the run
+            return super().suggest(trial_id)
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if not result.get(ERROR_REASON):  # a failure report's NaN is no intermediate value
+            # a failure report's NaN is no intermediate value
+            if not result.get(ERROR_REASON) and not self._fenced_out():
                 super().on_trial_result(trial_id, result)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None,
                               error: bool = False) -> None:
+            if self._fenced_out():
+                return
             state = live_trial_state(result, error)
             if (state == optuna.trial.TrialState.COMPLETE or trial_id in self._completed_trials
                     or trial_id not in self._ot_trials):

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -29,6 +30,7 @@ from orchestrator.store.files import (
     resolve,
     write_table,
 )
+from orchestrator.store.lock import SweepLockLostError
 
 log = logging.getLogger(__name__)
 CORRUPT_DIR = "corrupt"  # <sweep>/corrupt/<table>/: files ResultStore.repair moved aside
@@ -38,12 +40,16 @@ class ResultStore:
     """The store of one sweep under `root` (a local path or a pyarrow.fs URI)."""
 
     def __init__(
-        self, root: str, sweep: str, *, param_types: dict[str, pa.DataType] | None = None
+        self, root: str, sweep: str, *, param_types: dict[str, pa.DataType] | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> None:
-        """`param_types`: the sweep's `schema.param_types` (the writer's; readers need none)."""
+        """`param_types`: the sweep's `schema.param_types`; `fence`: raises SweepLockLostError
+        once the writer no longer holds the sweep's lease (lock.Fence.check), run before and
+        after each trial is written (the writer's; readers need neither)."""
         self.root = root
         self.sweep = sweep
         self.param_types = dict(param_types or {})
+        self.fence = fence
         self.sweep_dir = join(root, sweep) if "://" in root else os.path.join(root, sweep)
         self.fs, self._path = resolve(self.sweep_dir)
 
@@ -66,18 +72,26 @@ class ResultStore:
             unique[tuple(row.get(k) for k in schema.EPOCH_KEY)] = row
         epochs = sorted(unique.values(), key=lambda r: (r.get("member"), r.get("epoch")))
         members = [{**row, **base} for row in member_rows]
+        if self.fence is not None:
+            self.fence()
         recorded = self.fs.get_file_info(self._file("trials", trial_id)).is_file
         written: list[str] = []
         try:
             for table, rows in (("epochs", epochs), ("members", members), ("trials", [trial_row])):
                 types = self.param_types if table == "trials" else None
+                # the trials file makes the trial recorded: the fence is checked right before
+                # it appears, and again after (a writer stalled in between takes it back)
                 write_table(self.fs, self._file(table, trial_id),
-                            schema.to_table(table, rows, types))
+                            schema.to_table(table, rows, types),
+                            before_commit=self.fence if table == "trials" else None)
                 written.append(self._file(table, trial_id))
-        except StoreWriteError:
-            # A new trial half-written (disk full, read-only) is taken back, so readers see only
-            # complete trials; a rewrite keeps its files (each is the old or the new version).
-            # Where even deleting fails, the next run's repair() moves them aside.
+            if self.fence is not None:
+                self.fence()
+        except (StoreWriteError, SweepLockLostError):
+            # A new trial half-written (disk full, read-only, lease lost) is taken back, so
+            # readers see only complete trials of the lease holder; a rewrite keeps its files
+            # (each is the old or the new version). Where even deleting fails, the next run's
+            # repair() moves them aside.
             if not recorded:
                 for path in written:
                     with contextlib.suppress(OSError):
