@@ -143,6 +143,7 @@ def run_sweep(
                         param_types=schema.param_types(spec.search.params, spec.base_config()),
                         fence=None if fence is None else fence.check)
     check_same_sweep(store, spec)
+    store.claim_identity()  # refuses recorded trials without spec.yaml (nothing written yet)
     history, sampler, recorded = study_with_history(spec, store)
     remaining = spec.search.trials - recorded
     if recorded:
@@ -166,8 +167,14 @@ def run_sweep(
 
         base["distill"] = resolve_teacher(spec, results_root)
         teacher = {key: base["distill"][key] for key in ("teacher_sweep", "teacher_trial")}
-    store.repair()  # what a killed driver left: truncated, temporary, half-written trials
+    # Nothing is written before the run can start: lease held (run), spec valid, Ray reached.
+    ray_init(address, verbose)
+    quiet_logs(verbose)  # ray.init set the `ray` logger's level again
+    if fence is not None:
+        fence.check()
+    store.repair()  # what a killed driver left: truncated, temporary, half-written, foreign
     write_spec(store.sweep_dir, spec.as_dict())
+    store.write_identity()
     if spec.search.baseline:  # cached per data config: cheap after a corpus' first sweep
         from orchestrator.baseline_run import write_sweep_baseline
 
@@ -175,8 +182,6 @@ def run_sweep(
             write_sweep_baseline(spec, store.sweep_dir, data)
         except SersweepError as exc:  # the reference must never stop the sweep itself
             print(f"baseline: not computed ({exc}); `sweep.py baseline` retries it")
-    ray_init(address, verbose)
-    quiet_logs(verbose)  # ray.init set the `ray` logger's level again
 
     metric_key = names.mean_key(spec.search.metric)  # what ASHA prunes on, each epoch
     budget = trial_budget_bytes(dict(spec.resources), gpu_total_bytes())

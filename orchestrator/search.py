@@ -200,13 +200,15 @@ def study_with_history(
     spec: SweepSpec, store: ResultStore
 ) -> tuple[optuna.storages.InMemoryStorage, optuna.samplers.BaseSampler, int]:
     """Resume: a fresh in-memory study holding every trial the store already recorded (their
-    Optuna-native values, column optuna_params_json), its sampler, and the number recorded."""
-    trials = store.read_trials()
+    Optuna-native values, column optuna_params_json), its sampler, and the number recorded
+    (the trials that count: store.recorded_trials)."""
+    trials = store.recorded_trials()
     sampler = make_sampler(spec, recorded=len(trials))
     storage = optuna.storages.InMemoryStorage()
 
     def params_of(row: dict[str, Any]) -> Params:
-        native = json.loads(row.get(schema.OPTUNA_PARAMS_JSON) or "{}")
+        text = row.get(schema.OPTUNA_PARAMS_JSON)  # a null reads as NaN (pandas string dtype)
+        native = json.loads(text) if isinstance(text, str) and text else {}
         return native, optuna_distributions(spec, native)
 
     study_from_trials(trials, direction=spec.search.mode, params_of=params_of, sampler=sampler,

@@ -33,6 +33,7 @@ from orchestrator.store import schema
 from trainables.errors import SersweepError
 
 log = logging.getLogger(__name__)
+SPEC_FILE = "spec.yaml"  # <sweep>/spec.yaml: the sweep as run (SweepSpec.as_dict)
 
 
 def resolve(location: str) -> tuple[pafs.FileSystem, str]:
@@ -106,11 +107,15 @@ def write_table(fs: pafs.FileSystem, path: str, table: pa.Table,
     _atomic_write(fs, path, lambda out: pq.write_table(table, out, **options), before_commit)
 
 
+def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write a small file atomically."""
+    _atomic_write(fs, path, lambda out: out.write(data))
+
+
 def write_spec(sweep_dir: str, spec_dict: dict) -> None:
     """Write <sweep_dir>/spec.yaml atomically (sweep_dir: a path or URI)."""
     fs, path = resolve(sweep_dir)
-    text = yaml.safe_dump(spec_dict, sort_keys=False).encode()
-    _atomic_write(fs, join(path, "spec.yaml"), lambda out: out.write(text))
+    write_bytes(fs, join(path, SPEC_FILE), yaml.safe_dump(spec_dict, sort_keys=False).encode())
 
 
 def is_complete_name(name: str) -> bool:

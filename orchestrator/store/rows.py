@@ -24,7 +24,7 @@ from trainables import names
 from trainables.stats import mean_std
 
 log = logging.getLogger(__name__)
-_KEYS = (schema.TRIAL_ID, schema.SWEEP)  # ResultStore.write_trial adds them
+_KEYS = (schema.TRIAL_ID, schema.SWEEP, schema.SWEEP_ID)  # ResultStore.write_trial adds them
 _EPOCH_COLUMNS = [n for n in schema.EPOCHS_SCHEMA.names if n not in _KEYS]
 _MEMBER_COLUMNS = [n for n in schema.MEMBERS_SCHEMA.names if n not in _KEYS]
 

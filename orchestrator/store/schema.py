@@ -58,6 +58,7 @@ FAILED_STATUSES = (FAILED, DOES_NOT_FIT)  # raised: the `error` column says why
 
 # Columns every reader names (the full list, typed and documented, is TRIAL_FIELDS etc. below).
 TRIAL_ID, SWEEP, STATUS, ERROR = "trial_id", "sweep", "status", "error"
+SWEEP_ID = "sweep_id"  # the sweep's identity (<sweep>/sweep_id): a row counts only in its sweep
 ERROR_TRACEBACK = names.ERROR_TRACEBACK  # "error_traceback"
 OBJECTIVE = names.OBJECTIVE
 OBJECTIVE_STD = names.OBJECTIVE_STD
@@ -74,6 +75,8 @@ EPOCH_METRICS = (names.TRAIN_LOSS, names.VAL_LOSS) + BEST_METRICS
 
 _F, _I, _S, _B = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 _TS = pa.timestamp("us", tz="UTC")
+_SWEEP_ID_DOC = ("identity of the sweep that wrote the row (<sweep>/sweep_id); a row of another "
+                 "sweep is moved aside, never counted (null: written before sweep ids)")
 _MATRIX = pa.list_(pa.list_(pa.int64()))  # a confusion matrix, rows = true class
 _NAMES = pa.list_(pa.string())
 
@@ -92,6 +95,7 @@ def _agg_fields() -> list[tuple[str, pa.DataType, str]]:
 TRIAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("trial_id", _S, "Ray Tune trial id; the key of the row"),
     ("sweep", _S, "sweep name (results/<sweep>/)"),
+    (SWEEP_ID, _S, _SWEEP_ID_DOC),
     ("status", _S, "one of STATUSES"),
     ("error", _S, "why a failed / does_not_fit trial failed, one line `Type: message` (no "
                   "traceback, no colour codes), else null"),
@@ -133,6 +137,7 @@ TRIAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
 EPOCH_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("trial_id", _S, "trial id"),
     ("sweep", _S, "sweep name"),
+    (SWEEP_ID, _S, _SWEEP_ID_DOC),
     ("member", _I, "member index within the trial"),
     ("fold", _S, "fold name"),
     ("seed", _I, "seed of the member"),
@@ -152,6 +157,7 @@ EPOCH_FIELDS: list[tuple[str, pa.DataType, str]] = [
 MEMBER_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("trial_id", _S, "trial id"),
     ("sweep", _S, "sweep name"),
+    (SWEEP_ID, _S, _SWEEP_ID_DOC),
     ("member", _I, "member index"),
     ("fold", _S, "fold name"),
     ("seed", _I, "seed"),
