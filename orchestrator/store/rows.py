@@ -36,9 +36,14 @@ class TrialBuffer:
     started_at: float
     last: dict[str, Any] = field(default_factory=dict)
     epochs: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    objectives: dict[int, float] = field(default_factory=dict)  # epoch -> reported objective
 
     def add(self, result: dict[str, Any]) -> None:
         self.last = dict(result)
+        objective, epoch = result.get(names.OBJECTIVE), result.get(names.EPOCH)
+        if (epoch is not None and objective is not None and not _isnan(objective)
+                and not result.get(names.ERROR_REASON)):  # what the searcher hears (search.py)
+            self.objectives[int(epoch)] = float(objective)
         for row in schema.report_json(result, names.MEMBER_ROWS_JSON, []):
             epoch = row.get("epoch", result.get(names.EPOCH))
             self.epochs[(int(row.get("member", 0)), int(epoch or 0))] = row  # re-report: last wins
@@ -127,6 +132,9 @@ def trial_rows(
         schema.METRIC: metric,
         schema.MODE: mode,
         schema.EPOCHS_RUN: int(last.get(names.EPOCH) or 0),
+        schema.OBJECTIVE_BY_EPOCH: json.dumps(
+            {str(e): v for e, v in sorted(buffer.objectives.items())}
+        ) if buffer.objectives else None,
         schema.OPTUNA_PARAMS_JSON: json.dumps(native, default=str) if native else None,
         schema.CONFIG_JSON: json.dumps(
             {k: config[k] for k in ("data", "model", "train", "distill") if k in config},

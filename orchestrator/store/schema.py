@@ -63,6 +63,8 @@ ERROR_TRACEBACK = names.ERROR_TRACEBACK  # "error_traceback"
 OBJECTIVE = names.OBJECTIVE
 OBJECTIVE_STD = names.OBJECTIVE_STD
 MODE, METRIC, EPOCHS_RUN = "mode", "metric", "epochs_run"
+OBJECTIVE_BY_EPOCH = "objective_by_epoch"
+STARTED_AT, ENDED_AT = "started_at", "ended_at"
 MEMBERS, MEMBERS_COLLAPSED = "members", names.MEMBERS_COLLAPSED
 CONFIG_JSON, CHECKPOINT_PATH = "config_json", "checkpoint_path"
 OPTUNA_PARAMS_JSON = "optuna_params_json"
@@ -106,6 +108,8 @@ TRIAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("metric", _S, "the sweep's search.metric, e.g. val_uar"),
     ("mode", _S, "max | min"),
     ("epochs_run", _I, "last reported epoch (0 if none)"),
+    (OBJECTIVE_BY_EPOCH, _S, "JSON {epoch: objective} of every report (what Optuna heard as "
+                             "intermediate values; null when none)"),
     ("optuna_params_json", _S, "JSON of the Optuna-native sampled values (for resume)"),
     ("config_json", _S, "JSON of the trial's whole config: data, model, train (and distill)"),
     ("checkpoint_path", _S, "the trial's last Tune checkpoint (trainer.pt: each member's best)"),
