@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 import optuna
+import pandas as pd
+import pytest
 
 from orchestrator.search import TrialSpace, study_with_history
 from orchestrator.store import ResultStore
@@ -146,3 +148,42 @@ def test_every_epoch_reaches_optuna_live_and_in_the_rebuild(tmp_path: Path) -> N
         start = 1_700_000_000.0 + starts[t.user_attrs["trial_id"]]
         assert t.datetime_start.timestamp() == start
         assert t.datetime_complete.timestamp() == start + 50.0
+
+
+def _journal_matches_store(sweep_dir: Path) -> dict[str, tuple]:
+    """Every store trial is in the sweep's journal once, with the store's state, value, every
+    epoch's objective, start order; returns the journal by trial_id."""
+    from orchestrator.journal import JOURNAL_FILE, open_journal
+    from orchestrator.search import trial_state
+    from orchestrator.store import schema
+
+    study = optuna.load_study(study_name="tiny",
+                              storage=open_journal(sweep_dir / JOURNAL_FILE))
+    rows = {r["trial_id"]: r for r in pd.read_parquet(sweep_dir / "trials").to_dict("records")}
+    journal = _by_trial_id(study)
+    assert sorted(journal) == sorted(rows)
+    for tid, (state, value, steps) in journal.items():
+        row = rows[tid]
+        assert state == trial_state(row), tid
+        if state != optuna.trial.TrialState.FAIL:
+            assert value == row[schema.OBJECTIVE], tid
+        epochs = json.loads(row[schema.OBJECTIVE_BY_EPOCH])
+        assert steps == {int(e): v for e, v in epochs.items()}, tid
+        assert max(steps) == row[schema.EPOCHS_RUN], tid  # no epoch missing at the end
+    return journal
+
+
+@pytest.mark.slow  # two runs of the tiny sweep under ASHA: ~60 s on 2 shared cores
+def test_the_journal_matches_the_store_after_a_live_run_and_after_a_resume(
+    ray_local, tmp_path: Path
+) -> None:
+    from orchestrator import cli
+
+    args = [str(SPEC), "--results", str(tmp_path), "--set", "train.epochs=3",
+            "--set", "search.scheduler.type=asha", "--set", "search.scheduler.grace_period=1",
+            "--set", f"data.cache_dir={tmp_path / 'c'}"]
+    assert cli.main([*args, "--trials", "3"]) in (cli.EXIT_OK, cli.EXIT_TRIALS_FAILED)
+    live = _journal_matches_store(tmp_path / "tiny")
+    assert cli.main([*args, "--trials", "4"]) in (cli.EXIT_OK, cli.EXIT_TRIALS_FAILED)
+    resumed = _journal_matches_store(tmp_path / "tiny")
+    assert {tid: resumed[tid] for tid in live} == live  # the rebuild is what Optuna heard live
