@@ -129,8 +129,13 @@ def ray_init(address: str | None, verbose: bool) -> None:
             print(f"note: {RAY_CLUSTER_FILE} names the Ray cluster at {recorded}, which does "
                   "not answer; starting a private Ray (pass --address to join another)")
     if not address or address == "local":
-        # A private Ray for this sweep; no dashboard, so nothing listens beyond loopback.
-        ray.init(include_dashboard=False, log_to_driver=verbose)
+        # A private Ray for this sweep; no dashboard, and no metrics exporter (Ray binds it to
+        # the node's address without auth, and refuses a loopback node address): nothing
+        # listens beyond loopback.
+        ray.init(include_dashboard=False, log_to_driver=verbose,
+                 _system_config={"enable_metrics_collection": False})
+        if DEFAULT_TOKEN_FILE.is_file() and DEFAULT_TOKEN_FILE.stat().st_uid == os.getuid():
+            DEFAULT_TOKEN_FILE.chmod(0o600)  # Ray writes the token it made 0644
         return
     if address == "auto" and RAY_CLUSTER_FILE.is_file():
         check_reachable(RAY_CLUSTER_FILE.read_text().strip())

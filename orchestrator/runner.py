@@ -44,7 +44,7 @@ from trainables import names
 from trainables.errors import SersweepError
 
 if TYPE_CHECKING:
-    from orchestrator.store import ResultStore
+    from orchestrator.store import ResultStore, SweepLock
     from trainables.data import PreparedData
 
 # Ray, Tune, torch, Optuna and pyarrow are imported where they are used (run_sweep, run): the
@@ -113,9 +113,12 @@ def run_sweep(
     address: str | None = None,
     verbose: bool = False,
     data: PreparedData | None = None,
+    lock: SweepLock | None = None,
 ) -> SweepOutcome:
     """Run (or continue) the sweep `spec`; every finished trial lands in the store. SIGINT /
-    SIGTERM during the trials stop them cleanly (outcome.interrupted; see interrupt.py)."""
+    SIGTERM during the trials stop them cleanly (outcome.interrupted; see interrupt.py).
+    `lock`: the driver's held SweepLock; every write is fenced by it and a lost lease ends the
+    run with SweepLockLostError (exit 2)."""
     from orchestrator.quiet import quiet_logs
 
     quiet_logs(verbose)  # before Ray is imported: it reads some of these at import
@@ -129,14 +132,18 @@ def run_sweep(
     from orchestrator.journal import journal_storage
     from orchestrator.planner import PlannerByData, TrialPlanner, trial_budget_bytes
     from orchestrator.search import SweepSearch, TrialSpace, study_with_history
-    from orchestrator.store import ResultStore, write_spec
+    from orchestrator.store import ResultStore, schema, write_spec
     from orchestrator.store.callback import StoreCallback, WriteFailureStop
     from trainables.data import prepare_data, prepared_key
     from trainables.trainable import train_trial
 
     started = time.monotonic()
-    store = ResultStore(results_root, spec.name)
+    fence = lock.fence() if lock is not None else None
+    store = ResultStore(results_root, spec.name,
+                        param_types=schema.param_types(spec.search.params, spec.base_config()),
+                        fence=None if fence is None else fence.check)
     check_same_sweep(store, spec)
+    store.claim_identity()  # refuses recorded trials without spec.yaml (nothing written yet)
     history, sampler, recorded = study_with_history(spec, store)
     remaining = spec.search.trials - recorded
     if recorded:
@@ -160,8 +167,14 @@ def run_sweep(
 
         base["distill"] = resolve_teacher(spec, results_root)
         teacher = {key: base["distill"][key] for key in ("teacher_sweep", "teacher_trial")}
-    store.repair()  # what a killed driver left: truncated, temporary, half-written trials
+    # Nothing is written before the run can start: lease held (run), spec valid, Ray reached.
+    ray_init(address, verbose)
+    quiet_logs(verbose)  # ray.init set the `ray` logger's level again
+    if fence is not None:
+        fence.check()
+    store.repair()  # what a killed driver left: truncated, temporary, half-written, foreign
     write_spec(store.sweep_dir, spec.as_dict())
+    store.write_identity()
     if spec.search.baseline:  # cached per data config: cheap after a corpus' first sweep
         from orchestrator.baseline_run import write_sweep_baseline
 
@@ -169,8 +182,6 @@ def run_sweep(
             write_sweep_baseline(spec, store.sweep_dir, data)
         except SersweepError as exc:  # the reference must never stop the sweep itself
             print(f"baseline: not computed ({exc}); `sweep.py baseline` retries it")
-    ray_init(address, verbose)
-    quiet_logs(verbose)  # ray.init set the `ray` logger's level again
 
     metric_key = names.mean_key(spec.search.metric)  # what ASHA prunes on, each epoch
     budget = trial_budget_bytes(dict(spec.resources), gpu_total_bytes())
@@ -217,6 +228,7 @@ def run_sweep(
             sampler=sampler,
             storage=storage,
             study_name=spec.name,
+            fence=fence,
         )
         if spec.search.scheduler.type == "asha":
             scheduler = ASHAScheduler(
@@ -238,7 +250,7 @@ def run_sweep(
             max_failures=spec.resources.max_failures,
             callbacks=[store_cb, console],
             verbose=verbose,
-            stop=CombinedStopper(stop, WriteFailureStop(store_cb)),
+            stop=CombinedStopper(stop, WriteFailureStop(store_cb, lock)),
             part=part,
         ).fit()
 
@@ -252,7 +264,8 @@ def run_sweep(
         while True:
             trials = min(remaining, spec.search.tuner_trials)
             fit_tuner(history, sampler, trials, part)
-            if trials == remaining or stop.signum is not None or store_cb.write_error is not None:
+            if (trials == remaining or stop.signum is not None or store_cb.write_error is not None
+                    or (lock is not None and not lock.valid())):
                 break
             history, sampler, now_recorded = study_with_history(spec, store)
             remaining = spec.search.trials - now_recorded
@@ -261,6 +274,8 @@ def run_sweep(
                 break
             part, last_recorded = part + 1, now_recorded
     console.close()
+    if lock is not None and not lock.valid():  # fenced out: launched and wrote nothing since
+        lock.check()
     if store_cb.write_error is not None:  # disk full / read-only: the run stopped (exit 2)
         raise store_cb.write_error
     return SweepOutcome(
@@ -399,7 +414,7 @@ def run(args: argparse.Namespace) -> int:
     # held until this run ends. SweepLockedError names the holder (exit 2).
     lock = SweepLock(store.sweep_dir, break_lock=args.break_lock).acquire()
     try:
-        code = _run_holding_lock(args, spec, store, results_root)
+        code = _run_holding_lock(args, spec, store, results_root, lock)
     except SersweepError:  # refused input writes nothing: no lease left behind either
         lock.release(forget=True)
         raise
@@ -441,7 +456,8 @@ def _refuse_early_if_locked(args: argparse.Namespace) -> None:
 
 
 def _run_holding_lock(
-    args: argparse.Namespace, spec: SweepSpec, store: ResultStore, results_root: str
+    args: argparse.Namespace, spec: SweepSpec, store: ResultStore, results_root: str,
+    lock: SweepLock | None = None,
 ) -> int:
     from orchestrator import query
     from orchestrator.interrupt import EXIT_CODES, Interrupted, interrupted_line, sigterm_raises
@@ -459,9 +475,8 @@ def _run_holding_lock(
         )
     try:
         with sigterm_raises():
-            outcome = run_sweep(
-                spec, results_root=results_root, address=args.address, verbose=args.verbose
-            )
+            outcome = run_sweep(spec, results_root=results_root, address=args.address,
+                                verbose=args.verbose, lock=lock)
     except (KeyboardInterrupt, Interrupted) as exc:  # before or after Tune's loop
         signum = getattr(exc, "signum", signal.SIGINT)
         recorded = len(store.completed_trial_ids())

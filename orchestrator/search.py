@@ -168,16 +168,19 @@ def study_from_trials(
     study_name: str | None = None,
 ) -> optuna.Study:
     """A study holding one Optuna trial per stored trial row (THE rebuild; see the module
-    docstring). `direction`: max | min (the sweep's mode). `params_of(row)` -> (params,
-    distributions); a row without params is skipped. State from `trial_state`, value = the
-    row's objective when COMPLETE or PRUNED, and the objective as the intermediate value at its
-    last epoch (what the running study holds last: Ray reports the objective every epoch, and
-    Optuna gives a PRUNED trial its last intermediate value; TPE reads only that one)."""
+    docstring), in start order (started_at), each carrying what the live study held: state from
+    `trial_state`, value = the row's objective when COMPLETE or PRUNED, every epoch's reported
+    objective as intermediate values (column objective_by_epoch; rows written before it: the
+    objective at the last epoch), start and end times, and the store's trial_id as the user
+    attribute `trial_id` (TRIAL_ID_ATTR). `direction`: max | min (the sweep's mode).
+    `params_of(row)` -> (params, distributions); a row without params is skipped."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the console shows what matters
     study = optuna.create_study(
         storage=storage, study_name=study_name, sampler=sampler,
         direction="maximize" if direction == "max" else "minimize",
     )
+    if schema.STARTED_AT in trials and len(trials):
+        trials = trials.sort_values([schema.STARTED_AT, schema.TRIAL_ID], kind="stable")
     for row in trials.to_dict("records"):
         params, distributions = params_of(row)
         if not params:
@@ -186,27 +189,52 @@ def study_from_trials(
         objective = row.get(schema.OBJECTIVE)
         scored = objective is not None and pd.notna(objective) and (
             state != optuna.trial.TrialState.FAIL)
-        epoch = row.get(schema.EPOCHS_RUN)
-        last = int(epoch) if epoch is not None and pd.notna(epoch) and epoch > 0 else None
-        study.add_trial(optuna.trial.create_trial(
+        trial = optuna.trial.create_trial(
             params=params, distributions=distributions, state=state,
             value=float(objective) if scored else None,
-            intermediate_values={last: float(objective)} if scored and last else None,
-        ))
+            intermediate_values=_intermediate_values(row, scored),
+            user_attrs={TRIAL_ID_ATTR: str(row[schema.TRIAL_ID])},
+        )
+        start, end = _moment(row.get(schema.STARTED_AT)), _moment(row.get(schema.ENDED_AT))
+        if start is not None:
+            trial.datetime_start = start
+            trial.datetime_complete = end if end is not None and end >= start else start
+        study.add_trial(trial)
     return study
+
+
+TRIAL_ID_ATTR = "trial_id"  # the user attribute naming a study trial's row in the store
+
+
+def _moment(value: Any) -> Any:
+    """A stored timestamp as an aware datetime, or None."""
+    if value is None or pd.isna(value):
+        return None
+    return pd.Timestamp(value).to_pydatetime()
+
+
+def _intermediate_values(row: Mapping[str, Any], scored: bool) -> dict[int, float] | None:
+    text = row.get(schema.OBJECTIVE_BY_EPOCH)
+    if isinstance(text, str) and text:
+        return {int(epoch): float(value) for epoch, value in json.loads(text).items()}
+    epoch, objective = row.get(schema.EPOCHS_RUN), row.get(schema.OBJECTIVE)
+    last = int(epoch) if epoch is not None and pd.notna(epoch) and epoch > 0 else None
+    return {last: float(objective)} if scored and last else None
 
 
 def study_with_history(
     spec: SweepSpec, store: ResultStore
 ) -> tuple[optuna.storages.InMemoryStorage, optuna.samplers.BaseSampler, int]:
     """Resume: a fresh in-memory study holding every trial the store already recorded (their
-    Optuna-native values, column optuna_params_json), its sampler, and the number recorded."""
-    trials = store.read_trials()
+    Optuna-native values, column optuna_params_json), its sampler, and the number recorded
+    (the trials that count: store.recorded_trials)."""
+    trials = store.recorded_trials()
     sampler = make_sampler(spec, recorded=len(trials))
     storage = optuna.storages.InMemoryStorage()
 
     def params_of(row: dict[str, Any]) -> Params:
-        native = json.loads(row.get(schema.OPTUNA_PARAMS_JSON) or "{}")
+        text = row.get(schema.OPTUNA_PARAMS_JSON)  # a null reads as NaN (pandas string dtype)
+        native = json.loads(text) if isinstance(text, str) and text else {}
         return native, optuna_distributions(spec, native)
 
     study_from_trials(trials, direction=spec.search.mode, params_of=params_of, sampler=sampler,
@@ -265,14 +293,50 @@ def _sweep_search_class() -> type:
     class SweepSearch(OptunaSearch):
         """OptunaSearch that tells Optuna `live_trial_state` of an ended trial: PRUNED for a
         trial the scheduler stopped (Ray's tells it COMPLETE, since its result has the metric),
-        FAIL for one that raised or has no objective, COMPLETE otherwise (with the objective)."""
+        FAIL for one that raised or has no objective, COMPLETE otherwise (with the objective).
+        `fence` (store.lock.Fence): once the driver's lease is lost, Optuna (and so the sweep's
+        journal, which the new holder rebuilt) is told and asked nothing more."""
+
+        def __init__(self, *args: Any, fence: Any = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.fence = fence
+            self._steps: dict[str, set[int]] = {}  # the steps each trial reported to Optuna
+
+        def _fenced_out(self) -> bool:
+            return self.fence is not None and self.fence.lost_reason() is not None
+
+        def suggest(self, trial_id: str) -> dict | None:
+            if self._fenced_out():
+                return None  # launch nothing: the runner's stopper ends the run
+            config = super().suggest(trial_id)
+            if trial_id in self._ot_trials:  # the store's key, for the journal's readers
+                self._ot_trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
+            return config
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if not result.get(ERROR_REASON):  # a failure report's NaN is no intermediate value
+            # a failure report's NaN is no intermediate value
+            if not result.get(ERROR_REASON) and not self._fenced_out():
                 super().on_trial_result(trial_id, result)
+                self._steps.setdefault(trial_id, set()).add(int(result["training_iteration"]))
+
+        def _report_last(self, trial_id: str, result: dict | None) -> None:
+            """Tune hands a result the scheduler stops on (ASHA's pruning rung, or max_t) to
+            on_trial_complete only: report it as that epoch's intermediate value first, so
+            Optuna holds every epoch the store holds, and a pruned trial's value is its last."""
+            if not result or result.get(ERROR_REASON) or trial_id not in self._ot_trials:
+                return
+            value, step = result.get(self.metric), result.get("training_iteration")
+            if value is None or step is None or value != value:  # NaN: not reported
+                return
+            if int(step) not in self._steps.get(trial_id, set()):
+                self._ot_trials[trial_id].report(float(value), int(step))
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None,
                               error: bool = False) -> None:
+            if self._fenced_out():
+                return
+            if trial_id not in self._completed_trials:
+                self._report_last(trial_id, result)
             state = live_trial_state(result, error)
             if (state == optuna.trial.TrialState.COMPLETE or trial_id in self._completed_trials
                     or trial_id not in self._ot_trials):

@@ -14,6 +14,7 @@ import time
 from ray.tune import Callback, Stopper
 
 from orchestrator.store.files import StoreWriteError
+from orchestrator.store.lock import SweepLock, SweepLockLostError
 from orchestrator.store.result_store import ResultStore
 from orchestrator.store.rows import (
     TrialBuffer,
@@ -23,6 +24,7 @@ from orchestrator.store.rows import (
     trial_gpus,
     trial_rows,
 )
+from trainables.errors import SersweepError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,9 @@ class StoreCallback(Callback):
         self.extra = dict(extra or {})
         self.classes = None if classes is None else [str(c) for c in classes]
         self.buffers: dict[str, TrialBuffer] = {}
-        self.write_error: StoreWriteError | None = None  # the first trial not written
+        # the first trial not written: StoreWriteError (the disk) or SweepLockLostError (another
+        # driver holds the sweep now): either ends the run (WriteFailureStop)
+        self.write_error: SersweepError | None = None
 
     def _buffer(self, trial) -> TrialBuffer:
         if trial.trial_id not in self.buffers:
@@ -90,6 +94,8 @@ class StoreCallback(Callback):
         row.update(self.extra)
         try:
             self.store.write_trial(row, epochs, members)
+        except SweepLockLostError as exc:  # fenced out: WriteFailureStop ends the sweep
+            self.write_error = self.write_error or exc
         except StoreWriteError as exc:  # the disk: WriteFailureStop ends the sweep
             log.error("trial %s not recorded: %s", trial.trial_id, exc)
             self.write_error = self.write_error or exc
@@ -98,13 +104,22 @@ class StoreCallback(Callback):
 
 
 class WriteFailureStop(Stopper):
-    """Stops the whole run once `callback` could not write a trial (its `write_error`)."""
+    """Stops the whole run once `callback` could not write a trial (its `write_error`), or, with
+    `lock`, at once when the driver's lease is no longer valid (lost or expired: SweepLock.valid,
+    no disk access), so a driver that lost its lease launches nothing more."""
 
-    def __init__(self, callback: StoreCallback) -> None:
+    def __init__(self, callback: StoreCallback, lock: SweepLock | None = None) -> None:
         self.callback = callback
+        self.lock = lock
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its run config into the experiment folder (for Tuner.restore, which the
+        # runner never uses): the lock's heartbeat thread stays with the live object
+        return {**self.__dict__, "lock": None}
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False  # no trial stops on its own result
 
     def stop_all(self) -> bool:
-        return self.callback.write_error is not None
+        return self.callback.write_error is not None or (
+            self.lock is not None and not self.lock.valid())

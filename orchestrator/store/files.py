@@ -33,6 +33,7 @@ from orchestrator.store import schema
 from trainables.errors import SersweepError
 
 log = logging.getLogger(__name__)
+SPEC_FILE = "spec.yaml"  # <sweep>/spec.yaml: the sweep as run (SweepSpec.as_dict)
 
 
 def resolve(location: str) -> tuple[pafs.FileSystem, str]:
@@ -70,16 +71,23 @@ def _write_file(fs: pafs.FileSystem, path: str, write: Callable[[io.IOBase], Non
         write(out)
 
 
-def _atomic_write(fs: pafs.FileSystem, path: str, write: Callable[[io.IOBase], None]) -> None:
+def _atomic_write(fs: pafs.FileSystem, path: str, write: Callable[[io.IOBase], None],
+                  before_commit: Callable[[], None] | None = None) -> None:
+    """`before_commit` runs last before the file appears under its name (the writer's fence:
+    it raises to abandon the write)."""
     folder, name = path.rsplit("/", 1)
     try:
         fs.create_dir(folder, recursive=True)
         if fs.type_name != "local":  # object stores: one PUT is atomic
+            if before_commit is not None:
+                before_commit()
             _write_file(fs, path, write)
             return
         tmp = join(folder, f".{name}.tmp-{uuid.uuid4().hex}")
         try:
             _write_file(fs, tmp, write)
+            if before_commit is not None:
+                before_commit()
             fs.move(tmp, path)  # rename(2): atomic, replaces
         except BaseException:
             try:
@@ -91,17 +99,23 @@ def _atomic_write(fs: pafs.FileSystem, path: str, write: Callable[[io.IOBase], N
         raise StoreWriteError(path, exc) from exc
 
 
-def write_table(fs: pafs.FileSystem, path: str, table: pa.Table, **options) -> None:
-    """Write one Parquet file atomically (`options`: pyarrow.parquet.write_table's)."""
+def write_table(fs: pafs.FileSystem, path: str, table: pa.Table,
+                before_commit: Callable[[], None] | None = None, **options) -> None:
+    """Write one Parquet file atomically (`options`: pyarrow.parquet.write_table's;
+    `before_commit`: see _atomic_write)."""
     options.setdefault("compression", "zstd")
-    _atomic_write(fs, path, lambda out: pq.write_table(table, out, **options))
+    _atomic_write(fs, path, lambda out: pq.write_table(table, out, **options), before_commit)
+
+
+def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write a small file atomically."""
+    _atomic_write(fs, path, lambda out: out.write(data))
 
 
 def write_spec(sweep_dir: str, spec_dict: dict) -> None:
     """Write <sweep_dir>/spec.yaml atomically (sweep_dir: a path or URI)."""
     fs, path = resolve(sweep_dir)
-    text = yaml.safe_dump(spec_dict, sort_keys=False).encode()
-    _atomic_write(fs, join(path, "spec.yaml"), lambda out: out.write(text))
+    write_bytes(fs, join(path, SPEC_FILE), yaml.safe_dump(spec_dict, sort_keys=False).encode())
 
 
 def is_complete_name(name: str) -> bool:

@@ -34,10 +34,16 @@ pid cannot be checked) and its lease expired (a heartbeat thread renews it every
 this machine keeps its lease even when the heartbeat is late: it is alive, so it may still run
 trials. Cross-machine expiry uses wall clocks: keep hosts within a few seconds (NTP).
 
-A holder whose lease was taken over (its heartbeat stopped for longer than the lease, or someone
-used --break-lock) finds a higher lease at its next heartbeat: `lost` becomes True, `on_lost` is
-called and `check()` raises SweepLockLostError, so the runner can stop (as with any lease without
-fencing, both may run for up to one heartbeat).
+Fencing: a holder whose lease was taken over (its heartbeat stopped for longer than the lease --
+SIGSTOP, `scontrol suspend`, `docker pause`, an NFS stall -- or someone used --break-lock) must
+not write once the new holder may. Every write to the store shows the lease's `Fence` (generation
+and token): `Fence.check()` lists the lock folder and reads the lease right before a trial's file
+appears (and again after: a write stalled in between is taken back), and refuses when a higher
+generation exists, the token changed, or the lease has expired by this machine's clock (another
+host may take an expired lease at any moment). The runner's stopper asks `valid()` (no disk) so
+a stalled driver that resumes launches nothing; the heartbeat never renews an expired lease.
+Either way `lost` becomes True, `on_lost` is called, and `check()` raises SweepLockLostError
+(one line, exit 2). Host names come from `HOSTNAME_ENV` when set, else socket.gethostname().
 
 Object stores (s3://, gs://, ...): pyarrow's filesystems offer no atomic create-if-absent, so a
 lease there could not be taken race-free. The lock is then NOT enforced: `acquire` logs one warning
@@ -79,6 +85,10 @@ log = logging.getLogger(__name__)
 
 LOCK_DIR = "driver.lock"  # <sweep>/driver.lock/lease-<N>.json
 BREAK_LOCK_FLAG = "--break-lock"  # named in the refusal message; the CLI defines it
+# The host name a lease records (default: socket.gethostname()). Containers sharing a results
+# folder that all report the same host name (docker's default is the container id, so they
+# rarely do) can be told apart with it; tests use it to play two machines.
+HOSTNAME_ENV = "SERSWEEP_HOSTNAME"
 DEFAULT_LEASE_SECONDS = 120.0
 DEFAULT_HEARTBEAT_SECONDS = 30.0
 _LEASE_NAME = re.compile(r"^lease-(\d+)\.json$")
@@ -170,7 +180,7 @@ def _machine() -> tuple[str, str | None, int | None]:
     pid_ns: int | None = None
     with contextlib.suppress(OSError):
         pid_ns = os.stat("/proc/self/ns/pid").st_ino
-    return socket.gethostname(), boot_id, pid_ns
+    return os.environ.get(HOSTNAME_ENV) or socket.gethostname(), boot_id, pid_ns
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
@@ -343,6 +353,71 @@ def _local_dir(sweep_dir: str | os.PathLike) -> Path | None:
     return Path(rest).absolute() if scheme == "file" else None
 
 
+@dataclass(frozen=True)
+class Fence:
+    """What a writer shows before each write to the store: the lease generation it holds, and
+    its token. `check()` reads the lease folder (one listing, one small read) and raises
+    SweepLockLostError unless that lease is still the one in force, not released, and not
+    expired by this machine's clock -- an expired lease may have been taken over by a driver
+    on another host at any moment, so its holder must not write any more even before it sees
+    the new lease. Picklable (paths and strings), so a searcher Tune pickles can carry it.
+    `lock_dir` None: an object store, where no lease is enforced (check passes)."""
+
+    sweep_dir: str
+    lock_dir: str | None
+    gen: int
+    token: str
+
+    def check(self) -> None:
+        reason = self.lost_reason()
+        if reason is not None:
+            raise SweepLockLostError(lost_message(self.sweep_dir, reason))
+
+    def lost_reason(self) -> str | None:
+        """Why the lease is no longer this writer's, else None."""
+        if self.lock_dir is None:
+            return None
+        lock_dir = Path(self.lock_dir)
+        gens = _lease_gens(lock_dir)
+        if gens and gens[-1] > self.gen:
+            return _taken_by(lock_dir, gens[-1])
+        try:
+            lease = _read_lease(_lease_path(lock_dir, self.gen), self.gen)
+        except FileNotFoundError:
+            return "its lease file was deleted"
+        except _Unreadable:
+            return "its lease file was overwritten"
+        if lease.token != self.token:
+            return "replaced by another driver"
+        if lease.released_at is not None:
+            return f"released at {lease.released_at}"
+        return _expired(lease)
+
+
+def _expired(lease: Lease, now: datetime | None = None) -> str | None:
+    """Why `lease` (this driver's own) has expired by this machine's clock, else None."""
+    late = ((now or _now()) - _parse_time(lease.expires_at)).total_seconds()
+    if late < 0:
+        return None
+    return (f"the lease expired {late:.0f} s ago (this driver was stalled -- suspended, "
+            f"paused or starved -- past its {lease.lease_seconds:.0f} s lease, so another "
+            "host may have taken the sweep over)")
+
+
+def _taken_by(lock_dir: Path, gen: int) -> str:
+    try:
+        return f"taken over by {_read_lease(_lease_path(lock_dir, gen), gen).describe()}"
+    except (FileNotFoundError, _Unreadable):
+        return f"taken over by another driver (lease {gen})"
+
+
+def lost_message(sweep_dir: str, reason: str) -> str:
+    """The one line a driver that lost its lease stops with."""
+    return (f"{sweep_dir}: this driver lost the sweep's driver lock ({reason}); it stopped "
+            "launching trials and recorded nothing after that. Trials recorded before are "
+            "intact; if no other driver runs this sweep, rerun the same command to continue it")
+
+
 class SweepLock:
     """The lease of one driver on one sweep folder (a path or URI).
 
@@ -492,6 +567,29 @@ class SweepLock:
         if self.lost_reason is not None:
             raise SweepLockLostError(self.lost_reason)
 
+    def fence(self) -> Fence:
+        """The Fence of the lease this driver holds (acquire first)."""
+        if self.lock_dir is None:
+            return Fence(self.sweep_dir, None, 0, "")
+        if self.lease is None:
+            raise RuntimeError("SweepLock.fence() needs the lease: acquire it first")
+        return Fence(self.sweep_dir, str(self.lock_dir), self.lease.gen, self.lease.token)
+
+    def valid(self) -> bool:
+        """Whether this driver may still launch trials, without touching the disk: the lease
+        is held, not found lost, and not expired by this machine's clock (a process stopped
+        past its lease must not act before its heartbeat notices). Writes check the Fence."""
+        if self.lock_dir is None:
+            return True
+        lease = self.lease
+        if lease is None or self.lost_reason is not None:
+            return False
+        reason = _expired(lease)
+        if reason is not None:
+            self._lose(lost_message(self.sweep_dir, reason))
+            return False
+        return True
+
     def __enter__(self) -> SweepLock:
         return self.acquire()
 
@@ -604,25 +702,11 @@ class SweepLock:
         lease = self.lease
         if lease is None or self.lock_dir is None:
             return
-        higher = [g for g in _lease_gens(self.lock_dir) if g > lease.gen]
-        reason = None
-        if higher:
-            try:
-                other = _read_lease(_lease_path(self.lock_dir, higher[-1]), higher[-1])
-                reason = f"taken over by {other.describe()}"
-            except (FileNotFoundError, _Unreadable):
-                reason = f"taken over by another driver (lease {higher[-1]})"
-        else:
-            try:
-                current = _read_lease(Path(lease.path), lease.gen)
-                if current.token != lease.token:
-                    reason = "replaced by another driver"
-            except FileNotFoundError:
-                reason = "its lease file was deleted"
-            except _Unreadable:
-                reason = "its lease file was overwritten"
+        # Our own file says when it expires; past that, another host may hold the sweep even
+        # if its lease is not listed yet: never renew an expired lease, it is lost.
+        reason = _expired(lease) or self.fence().lost_reason()
         if reason is not None:
-            self._lose(f"driver lock of {self.sweep_dir} lost: {reason}")
+            self._lose(lost_message(self.sweep_dir, reason))
             return
         now = _now()
         renewed = replace(lease, heartbeat_at=_iso(now),
@@ -631,8 +715,10 @@ class SweepLock:
         self.lease = renewed
 
     def _lose(self, reason: str) -> None:
+        if self.lost_reason is not None:
+            return
         self.lost_reason = reason
-        log.error("%s", reason)
+        log.info("%s", reason)  # the runner stops with this line (exit 2); once is enough
         if self.on_lost is not None:
             self.on_lost(reason)
 

@@ -24,7 +24,7 @@ from trainables import names
 from trainables.stats import mean_std
 
 log = logging.getLogger(__name__)
-_KEYS = (schema.TRIAL_ID, schema.SWEEP)  # ResultStore.write_trial adds them
+_KEYS = (schema.TRIAL_ID, schema.SWEEP, schema.SWEEP_ID)  # ResultStore.write_trial adds them
 _EPOCH_COLUMNS = [n for n in schema.EPOCHS_SCHEMA.names if n not in _KEYS]
 _MEMBER_COLUMNS = [n for n in schema.MEMBERS_SCHEMA.names if n not in _KEYS]
 
@@ -36,24 +36,17 @@ class TrialBuffer:
     started_at: float
     last: dict[str, Any] = field(default_factory=dict)
     epochs: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    objectives: dict[int, float] = field(default_factory=dict)  # epoch -> reported objective
 
     def add(self, result: dict[str, Any]) -> None:
         self.last = dict(result)
+        objective, epoch = result.get(names.OBJECTIVE), result.get(names.EPOCH)
+        if (epoch is not None and objective is not None and not _isnan(objective)
+                and not result.get(names.ERROR_REASON)):  # what the searcher hears (search.py)
+            self.objectives[int(epoch)] = float(objective)
         for row in schema.report_json(result, names.MEMBER_ROWS_JSON, []):
             epoch = row.get("epoch", result.get(names.EPOCH))
             self.epochs[(int(row.get("member", 0)), int(epoch or 0))] = row  # re-report: last wins
-
-
-def param_value(value: Any) -> Any:
-    """Typed scalars stay; lists, tuples and dicts become JSON strings."""
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, default=str)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    try:  # numpy scalars
-        return value.item()
-    except AttributeError:
-        return str(value)
 
 
 def _isnan(value: Any) -> bool:
@@ -139,6 +132,9 @@ def trial_rows(
         schema.METRIC: metric,
         schema.MODE: mode,
         schema.EPOCHS_RUN: int(last.get(names.EPOCH) or 0),
+        schema.OBJECTIVE_BY_EPOCH: json.dumps(
+            {str(e): v for e, v in sorted(buffer.objectives.items())}
+        ) if buffer.objectives else None,
         schema.OPTUNA_PARAMS_JSON: json.dumps(native, default=str) if native else None,
         schema.CONFIG_JSON: json.dumps(
             {k: config[k] for k in ("data", "model", "train", "distill") if k in config},
@@ -175,7 +171,7 @@ def trial_rows(
         reported_std = mean_std(m.get(metric) for m in members)[1]
     row[schema.OBJECTIVE_STD] = _null(float(reported_std))
     for key in param_keys:
-        row[schema.param_column(key)] = param_value(get_dotted(config, key))
+        row[schema.param_column(key)] = schema.param_store_value(get_dotted(config, key))
     epochs = [
         {**{c: r.get(c) for c in _EPOCH_COLUMNS}, "member": m, "epoch": e}
         for (m, e), r in buffer.epochs.items()

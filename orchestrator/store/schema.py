@@ -9,8 +9,10 @@ epochs/<trial_id>.parquet   one row per member x epoch (EPOCHS)
 members/<trial_id>.parquet  one row per member (MEMBERS)
 
 `param.<dotted key>` columns (e.g. `param.train.lr`, `param.model.layers`) hold the trial's sampled
-value of that key, read from the nested trial config: bool, int64, float64 and string values keep
-their type; lists and dicts are stored as a JSON string. Metric names come from trainables.names.
+value of that key, read from the nested trial config. Their types are fixed by the sweep's search
+space (`param_types`), never by the values drawn, so every file of a sweep has one schema: ranges
+are double (int: int64), a choice is bool / int64 / double (`[0, 0.1]`) when all its values are,
+else string (lists and dicts as JSON). Metric names come from trainables.names.
 
 Mean/std over members are trainables.stats.mean_std: the sample std (ddof=1), null for a
 one-member trial. Collapsed members are included in every mean (their UAR of ~0.25 is the truth
@@ -21,13 +23,14 @@ trials with the same columns.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
+from orchestrator.dotted import get_dotted
 from trainables import names
 
 PARAM_PREFIX = "param."
@@ -73,10 +76,13 @@ FAILED_STATUSES = (FAILED, DOES_NOT_FIT)  # raised: the `error` column says why
 
 # Columns every reader names (the full list, typed and documented, is TRIAL_FIELDS etc. below).
 TRIAL_ID, SWEEP, STATUS, ERROR = "trial_id", "sweep", "status", "error"
+SWEEP_ID = "sweep_id"  # the sweep's identity (<sweep>/sweep_id): a row counts only in its sweep
 ERROR_TRACEBACK = names.ERROR_TRACEBACK  # "error_traceback"
 OBJECTIVE = names.OBJECTIVE
 OBJECTIVE_STD = names.OBJECTIVE_STD
 MODE, METRIC, EPOCHS_RUN = "mode", "metric", "epochs_run"
+OBJECTIVE_BY_EPOCH = "objective_by_epoch"
+STARTED_AT, ENDED_AT = "started_at", "ended_at"
 MEMBERS, MEMBERS_COLLAPSED = "members", names.MEMBERS_COLLAPSED
 CONFIG_JSON, CHECKPOINT_PATH = "config_json", "checkpoint_path"
 OPTUNA_PARAMS_JSON = "optuna_params_json"
@@ -89,6 +95,8 @@ EPOCH_METRICS = (names.TRAIN_LOSS, names.VAL_LOSS) + BEST_METRICS
 
 _F, _I, _S, _B = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 _TS = pa.timestamp("us", tz="UTC")
+_SWEEP_ID_DOC = ("identity of the sweep that wrote the row (<sweep>/sweep_id); a row of another "
+                 "sweep is moved aside, never counted (null: written before sweep ids)")
 _MATRIX = pa.list_(pa.list_(pa.int64()))  # a confusion matrix, rows = true class
 _NAMES = pa.list_(pa.string())
 
@@ -107,6 +115,7 @@ def _agg_fields() -> list[tuple[str, pa.DataType, str]]:
 TRIAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("trial_id", _S, "Ray Tune trial id; the key of the row"),
     ("sweep", _S, "sweep name (results/<sweep>/)"),
+    (SWEEP_ID, _S, _SWEEP_ID_DOC),
     ("status", _S, "one of STATUSES"),
     ("error", _S, "why a failed / does_not_fit trial failed, one line `Type: message` (no "
                   "traceback, no colour codes), else null"),
@@ -117,6 +126,8 @@ TRIAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("metric", _S, "the sweep's search.metric, e.g. val_uar"),
     ("mode", _S, "max | min"),
     ("epochs_run", _I, "last reported epoch (0 if none)"),
+    (OBJECTIVE_BY_EPOCH, _S, "JSON {epoch: objective} of every report (what Optuna heard as "
+                             "intermediate values; null when none)"),
     ("optuna_params_json", _S, "JSON of the Optuna-native sampled values (for resume)"),
     ("config_json", _S, "JSON of the trial's whole config: data, model, train (and distill)"),
     ("checkpoint_path", _S, "the trial's last Tune checkpoint (trainer.pt: each member's best)"),
@@ -148,6 +159,7 @@ TRIAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
 EPOCH_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("trial_id", _S, "trial id"),
     ("sweep", _S, "sweep name"),
+    (SWEEP_ID, _S, _SWEEP_ID_DOC),
     ("member", _I, "member index within the trial"),
     ("fold", _S, "fold name"),
     ("seed", _I, "seed of the member"),
@@ -167,6 +179,7 @@ EPOCH_FIELDS: list[tuple[str, pa.DataType, str]] = [
 MEMBER_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("trial_id", _S, "trial id"),
     ("sweep", _S, "sweep name"),
+    (SWEEP_ID, _S, _SWEEP_ID_DOC),
     ("member", _I, "member index"),
     ("fold", _S, "fold name"),
     ("seed", _I, "seed"),
@@ -199,6 +212,48 @@ EPOCH_KEY = ("trial_id", "member", "epoch")
 def param_column(key: str) -> str:
     """`param_column("train.lr") == "param.train.lr"`."""
     return PARAM_PREFIX + key
+
+
+def _choice_type(choices: list[Any]) -> pa.DataType:
+    """The column type of a choice: bool (all bools), int64 (all integers), double (numbers,
+    e.g. `[0, 0.1]`), string (text, lists as JSON, or a mix). None choices do not count."""
+    kinds = {param_type(param_store_value(c)) for c in choices} - {pa.null()}
+    if not kinds:
+        return _S
+    if kinds <= {_I, _F}:
+        return _F if _F in kinds else _I
+    return kinds.pop() if len(kinds) == 1 else _S
+
+
+def param_types(
+    params: Iterable[Any], base: Mapping[str, Any] | None = None
+) -> dict[str, pa.DataType]:
+    """{`param.<key>` column: its Arrow type} fixed by the search-space declaration
+    (orchestrator.sweepfile.ParamSpec: key, kind, real_choices()), so every trials file of a
+    sweep has one schema whatever values were drawn: uniform / loguniform -> double, int ->
+    int64, choice -> `_choice_type` (bool, int64, double, or string for text, lists (JSON) and
+    mixes). `base`: the sweep's base config; a conditional param a trial did not sample keeps
+    its base value (or null), so that value's type joins the declared ones."""
+    out = {}
+    for p in params:
+        values = list(p.real_choices()) if p.kind == "choice" else [
+            0 if p.kind == "int" else 0.0]
+        if base is not None:
+            values.append(get_dotted(base, p.key))
+        out[param_column(p.key)] = _choice_type(values)
+    return out
+
+
+def param_store_value(value: Any) -> Any:
+    """A param's value as stored: typed scalars stay; lists, tuples and dicts become JSON."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=str)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:  # numpy scalars
+        return value.item()
+    except AttributeError:
+        return str(value)
 
 
 def param_type(value: object) -> pa.DataType:
@@ -237,12 +292,21 @@ def as_list(value: object) -> list | None:
     return value
 
 
-def to_table(table: str, rows: list[dict]) -> pa.Table:
-    """Rows -> an Arrow table with the fixed schema of `table` (+ typed extra columns)."""
+def to_table(
+    table: str, rows: list[dict], types: Mapping[str, pa.DataType] | None = None
+) -> pa.Table:
+    """Rows -> an Arrow table with the fixed schema of `table`, plus one column per name in
+    `types` (the sweep's `param_types`: present in every file, null where a row lacks it) and
+    any other extra column typed from its values. A value that does not fit its declared type
+    (a text in a double column) is a bug upstream and raises."""
     schema = SCHEMAS[table]
     fields = list(schema)
-    extra = sorted({k for row in rows for k in row} - set(schema.names))
+    declared = {k: v for k, v in (types or {}).items() if k not in schema.names}
+    extra = sorted(({k for row in rows for k in row} - set(schema.names)) | set(declared))
     for name in extra:
+        if name in declared:
+            fields.append(pa.field(name, declared[name]))
+            continue
         values = [row.get(name) for row in rows]
         kinds = {param_type(v) for v in values} - {pa.null()}
         if kinds == {_I, _F}:

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 import optuna
+import pandas as pd
+import pytest
 
 from orchestrator.search import TrialSpace, study_with_history
 from orchestrator.store import ResultStore
@@ -87,3 +89,101 @@ def test_study_after_a_run_equals_the_resume_rebuild(tmp_path: Path) -> None:
     assert list(stored["status"]) == ["completed", "pruned", "collapsed", "failed"]
     assert len({h[0] for h in live}) == len(TRIALS)  # distinct params: the match is 1:1
     assert _history(rebuilt) == live
+
+
+def _by_trial_id(study: optuna.Study) -> dict[str, tuple]:
+    """trial_id user attr -> (state, value, every intermediate value)."""
+    return {t.user_attrs["trial_id"]: (t.state, t.value, dict(t.intermediate_values))
+            for t in study.trials}
+
+
+def test_every_epoch_reaches_optuna_live_and_in_the_rebuild(tmp_path: Path) -> None:
+    """Issue 23.7: Tune hands the result its scheduler stops a trial on (ASHA's rung, or max_t)
+    to on_trial_complete only, never to on_trial_result. Live, Optuna must still hold that
+    epoch's value (a pruned trial's value is its last report, not the epoch before); rebuilt
+    from the store, each trial carries every epoch, its start/end times and its trial_id, in
+    start order."""
+    from orchestrator.search import SweepSearch
+
+    spec = load_spec(SPEC)
+    store = ResultStore(str(tmp_path), spec.name)
+    storage, sampler, _ = study_with_history(spec, store)
+    searcher = SweepSearch(space=TrialSpace(spec), metric=names.OBJECTIVE, mode="max",
+                           sampler=sampler, storage=storage, study_name=spec.name)
+    # the store lists trials by file name; start order differs from it on purpose
+    starts = {"completed": 300.0, "pruned": 100.0, "collapsed": 200.0, "failed": 400.0}
+    for tid, (objectives, finished, collapsed, raised) in TRIALS.items():
+        config = searcher.suggest(tid)
+        buffer = TrialBuffer(started_at=1_700_000_000.0 + starts[tid])
+        reports = [_report(e, o, finished and e == len(objectives), collapsed)
+                   for e, o in enumerate(objectives, start=1)]
+        for report in reports:
+            buffer.add(report)
+        if raised:
+            for report in reports:
+                searcher.on_trial_result(tid, report)
+            searcher.on_trial_complete(tid, error=True)
+        else:  # the scheduler stopped it on its last result: Tune's STOP path
+            for report in reports[:-1]:
+                searcher.on_trial_result(tid, report)
+            searcher.on_trial_complete(tid, result=reports[-1])
+        row, epochs, members = trial_rows(
+            trial_id=tid, config=config, buffer=buffer, param_keys=spec.param_keys(),
+            metric="val_uar", mode="max", status=None,
+            error="RuntimeError: boom" if raised else None, trial_gpus=0.0,
+            ended_at=1_700_000_050.0 + starts[tid])
+        store.write_trial(row, epochs, members)
+    live = _by_trial_id(searcher._ot_study)
+    for tid, (objectives, _, _, _) in TRIALS.items():
+        assert live[tid][2] == dict(enumerate(objectives, start=1)), tid
+    assert live["pruned"][:2] == (optuna.trial.TrialState.PRUNED, 0.28)
+    assert live["completed"][:2] == (optuna.trial.TrialState.COMPLETE, 0.50)
+
+    storage, _, _ = study_with_history(spec, store)
+    rebuilt = optuna.load_study(study_name=spec.name, storage=storage)
+    assert _by_trial_id(rebuilt) == live
+    assert [t.user_attrs["trial_id"] for t in rebuilt.trials] == [
+        "pruned", "collapsed", "completed", "failed"]  # start order
+    for t in rebuilt.trials:
+        start = 1_700_000_000.0 + starts[t.user_attrs["trial_id"]]
+        assert t.datetime_start.timestamp() == start
+        assert t.datetime_complete.timestamp() == start + 50.0
+
+
+def _journal_matches_store(sweep_dir: Path) -> dict[str, tuple]:
+    """Every store trial is in the sweep's journal once, with the store's state, value, every
+    epoch's objective, start order; returns the journal by trial_id."""
+    from orchestrator.journal import JOURNAL_FILE, open_journal
+    from orchestrator.search import trial_state
+    from orchestrator.store import schema
+
+    study = optuna.load_study(study_name="tiny",
+                              storage=open_journal(sweep_dir / JOURNAL_FILE))
+    rows = {r["trial_id"]: r for r in pd.read_parquet(sweep_dir / "trials").to_dict("records")}
+    journal = _by_trial_id(study)
+    assert sorted(journal) == sorted(rows)
+    for tid, (state, value, steps) in journal.items():
+        row = rows[tid]
+        assert state == trial_state(row), tid
+        if state != optuna.trial.TrialState.FAIL:
+            assert value == row[schema.OBJECTIVE], tid
+        epochs = json.loads(row[schema.OBJECTIVE_BY_EPOCH])
+        assert steps == {int(e): v for e, v in epochs.items()}, tid
+        assert max(steps) == row[schema.EPOCHS_RUN], tid  # no epoch missing at the end
+    return journal
+
+
+@pytest.mark.slow  # two runs of the tiny sweep under ASHA: ~60 s on 2 shared cores
+def test_the_journal_matches_the_store_after_a_live_run_and_after_a_resume(
+    ray_local, tmp_path: Path
+) -> None:
+    from orchestrator import cli
+
+    args = [str(SPEC), "--results", str(tmp_path), "--set", "train.epochs=3",
+            "--set", "search.scheduler.type=asha", "--set", "search.scheduler.grace_period=1",
+            "--set", f"data.cache_dir={tmp_path / 'c'}"]
+    assert cli.main([*args, "--trials", "3"]) in (cli.EXIT_OK, cli.EXIT_TRIALS_FAILED)
+    live = _journal_matches_store(tmp_path / "tiny")
+    assert cli.main([*args, "--trials", "4"]) in (cli.EXIT_OK, cli.EXIT_TRIALS_FAILED)
+    resumed = _journal_matches_store(tmp_path / "tiny")
+    assert {tid: resumed[tid] for tid in live} == live  # the rebuild is what Optuna heard live
