@@ -88,13 +88,15 @@ def check_same_sweep(store: ResultStore, spec: SweepSpec) -> None:
     import yaml
 
     from orchestrator.store import resolve
+    from orchestrator.sweepfile.yaml_loader import parse_recorded_spec
 
     fs, path = resolve(store.sweep_dir)
     info = fs.get_file_info(f"{path}/spec.yaml")
     if info.type == pafs.FileType.NotFound:
         return
     with fs.open_input_stream(info.path) as stream:
-        recorded = yaml.safe_load(stream.read()) or {}
+        text = stream.read().decode("utf-8", errors="replace")
+    recorded = parse_recorded_spec(text, f"{store.sweep_dir}/spec.yaml")  # one line if hand-broken
     current = yaml.safe_load(yaml.safe_dump(spec.as_dict(), sort_keys=False))
     changed = spec_diff(recorded, current)
     if changed:
@@ -418,17 +420,18 @@ def _refuse_early_if_locked(args: argparse.Namespace) -> None:
     import yaml
 
     from orchestrator.sweepfile.load import resolve_spec_path
+    from orchestrator.sweepfile.yaml_loader import load_yaml_file, parse_override_value
 
     try:
         path = resolve_spec_path(args.space)
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml_file(path).data  # bounded: an alias bomb is refused, not expanded
         if not isinstance(raw, dict):
             return
         name, results = raw.get("name", path.stem), raw.get("results", "results")
         for text in args.overrides:
             key, _, value = text.partition("=")
             if key.strip() in ("name", "results"):
-                parsed = yaml.safe_load(value)
+                parsed = parse_override_value(value, str(path), text)
                 name, results = (parsed, results) if key.strip() == "name" else (name, parsed)
         if not isinstance(name, str) or not isinstance(args.results or results, str):
             return
