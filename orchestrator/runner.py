@@ -384,6 +384,7 @@ def run(args: argparse.Namespace) -> int:
     """`sweep.py SPACE.yaml`: run the sweep, print the leaderboard; 1 when trials failed,
     130 / 143 when SIGINT / SIGTERM stopped it (one line: the same command continues)."""
     from orchestrator.sweepfile import load_spec_from_args
+    from orchestrator.sweepfile.load import results_root_error
 
     _refuse_early_if_locked(args)
     spec = load_spec_from_args(args)
@@ -395,11 +396,15 @@ def run(args: argparse.Namespace) -> int:
     results_root = results_root_for(args.results or spec.results or "results")
     from orchestrator.store import ResultStore, SweepLock
 
-    store = ResultStore(results_root, spec.name)
     # One driver per sweep (store/lock.py): taken before anything is written (repair, spec.yaml)
     # and before Ray or Tune is imported, so a second driver is refused within about a second;
-    # held until this run ends. SweepLockedError names the holder (exit 2).
-    lock = SweepLock(store.sweep_dir, break_lock=args.break_lock).acquire()
+    # held until this run ends. SweepLockedError names the holder (exit 2). A root that cannot
+    # hold a sweep (a file, driver.lock a file, an unreachable s3://) is one line, exit 2.
+    try:
+        store = ResultStore(results_root, spec.name)
+        lock = SweepLock(store.sweep_dir, break_lock=args.break_lock).acquire()
+    except OSError as exc:
+        raise results_root_error(results_root, exc) from None
     try:
         code = _run_holding_lock(args, spec, store, results_root)
     except SersweepError:  # refused input writes nothing: no lease left behind either
@@ -419,7 +424,7 @@ def _refuse_early_if_locked(args: argparse.Namespace) -> None:
     it is the step that decides."""
     import yaml
 
-    from orchestrator.sweepfile.load import resolve_spec_path
+    from orchestrator.sweepfile.load import resolve_spec_path, results_root_error
     from orchestrator.sweepfile.yaml_loader import load_yaml_file, parse_override_value
 
     try:
@@ -440,7 +445,10 @@ def _refuse_early_if_locked(args: argparse.Namespace) -> None:
         return
     from orchestrator.store import ResultStore, SweepLock
 
-    SweepLock(ResultStore(root, name).sweep_dir, break_lock=args.break_lock).refuse_if_held()
+    try:
+        SweepLock(ResultStore(root, name).sweep_dir, break_lock=args.break_lock).refuse_if_held()
+    except OSError as exc:  # an unreachable s3:// root: say so now, not after validation
+        raise results_root_error(root, exc) from None
 
 
 def _run_holding_lock(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import errno
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from orchestrator.sweepfile.sweep_spec import (
     freeze,
 )
 from orchestrator.sweepfile.yaml_loader import load_yaml_file, parse_override_value
+from trainables.errors import SersweepError
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 TOP_KEYS = ("name", "data", "model", "train", "search", "resources", "results", "distill")
@@ -81,6 +83,21 @@ def _set_override(ctx: Ctx, raw: dict[str, Any], text: str) -> None:
     params = search.get("params") if isinstance(search, dict) else None
     if len(path) == 2 and isinstance(params, dict):
         params.pop(key, None)  # --set pins a searched key to one value
+
+
+def results_root_error(root: str, exc: OSError) -> SersweepError:
+    """One line for a results root that cannot hold a sweep: a file where a folder must be
+    (the root itself, or <sweep>/driver.lock), a read-only or full disk, an unreachable
+    object store (s3://, gs://). Raised before anything is written."""
+    where = getattr(exc, "filename", None)
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    if exc.errno == errno.ENOTDIR:
+        reason += " (a file is in the way: the results root and <sweep>/driver.lock are folders)"
+    elif exc.errno == errno.EEXIST:
+        reason += " (a file is in the way: <sweep>/driver.lock is a folder)"
+    shown = f"{where}: {reason}" if where and str(where) not in reason else reason
+    return SersweepError(f"results root {root}: cannot hold the sweep: {shown}; pass --results "
+                         "a writable folder or a reachable storage URI (nothing was written)")
 
 
 def _n_classes(classes: int | list) -> int:
