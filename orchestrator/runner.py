@@ -384,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
     """`sweep.py SPACE.yaml`: run the sweep, print the leaderboard; 1 when trials failed,
     130 / 143 when SIGINT / SIGTERM stopped it (one line: the same command continues)."""
     from orchestrator.sweepfile import load_spec_from_args
-    from orchestrator.sweepfile.load import results_root_error
+    from orchestrator.sweepfile.load import check_results_root, results_root_error
 
     _refuse_early_if_locked(args)
     spec = load_spec_from_args(args)
@@ -394,6 +394,7 @@ def run(args: argparse.Namespace) -> int:
     # absolute (or a URI): the console prints the real place; a relative path under a Ray job
     # is refused (see cluster.results_root_for)
     results_root = results_root_for(args.results or spec.results or "results")
+    check_results_root(results_root)  # an unreachable s3:// root: one line, exit 2
     from orchestrator.store import ResultStore, SweepLock
 
     # One driver per sweep (store/lock.py): taken before anything is written (repair, spec.yaml)
@@ -403,7 +404,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = ResultStore(results_root, spec.name)
         lock = SweepLock(store.sweep_dir, break_lock=args.break_lock).acquire()
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid (a bad URI) is a ValueError
         raise results_root_error(results_root, exc) from None
     try:
         code = _run_holding_lock(args, spec, store, results_root)
@@ -447,7 +448,7 @@ def _refuse_early_if_locked(args: argparse.Namespace) -> None:
 
     try:
         SweepLock(ResultStore(root, name).sweep_dir, break_lock=args.break_lock).refuse_if_held()
-    except OSError as exc:  # an unreachable s3:// root: say so now, not after validation
+    except (OSError, ValueError) as exc:  # an unreachable s3:// root: now, not after validation
         raise results_root_error(root, exc) from None
 
 

@@ -85,19 +85,34 @@ def _set_override(ctx: Ctx, raw: dict[str, Any], text: str) -> None:
         params.pop(key, None)  # --set pins a searched key to one value
 
 
-def results_root_error(root: str, exc: OSError) -> SersweepError:
+def results_root_error(root: str, exc: OSError | ValueError) -> SersweepError:
     """One line for a results root that cannot hold a sweep: a file where a folder must be
     (the root itself, or <sweep>/driver.lock), a read-only or full disk, an unreachable
     object store (s3://, gs://). Raised before anything is written."""
     where = getattr(exc, "filename", None)
-    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
-    if exc.errno == errno.ENOTDIR:
+    code = getattr(exc, "errno", None)
+    reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+    if code == errno.ENOTDIR:
         reason += " (a file is in the way: the results root and <sweep>/driver.lock are folders)"
-    elif exc.errno == errno.EEXIST:
+    elif code == errno.EEXIST:
         reason += " (a file is in the way: <sweep>/driver.lock is a folder)"
     shown = f"{where}: {reason}" if where and str(where) not in reason else reason
     return SersweepError(f"results root {root}: cannot hold the sweep: {shown}; pass --results "
                          "a writable folder or a reachable storage URI (nothing was written)")
+
+
+def check_results_root(root: str) -> None:
+    """An object-store root (s3://, gs://) answers before anything runs: one request for the
+    root (a local root's problems surface, as OSError, when its lease is taken)."""
+    if "://" not in root or root.startswith("file://"):
+        return
+    from orchestrator.store import resolve
+
+    try:
+        fs, path = resolve(root)
+        fs.get_file_info(path)
+    except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid (a bad URI) is a ValueError
+        raise results_root_error(root, exc) from None
 
 
 def _n_classes(classes: int | list) -> int:
