@@ -384,7 +384,11 @@ def run(args: argparse.Namespace) -> int:
     """`sweep.py SPACE.yaml`: run the sweep, print the leaderboard; 1 when trials failed,
     130 / 143 when SIGINT / SIGTERM stopped it (one line: the same command continues)."""
     from orchestrator.sweepfile import load_spec_from_args
-    from orchestrator.sweepfile.load import check_results_root, results_root_error
+    from orchestrator.sweepfile.load import (
+        check_results_root,
+        disk_full_error,
+        results_root_error,
+    )
 
     _refuse_early_if_locked(args)
     spec = load_spec_from_args(args)
@@ -411,6 +415,11 @@ def run(args: argparse.Namespace) -> int:
     except SersweepError:  # refused input writes nothing: no lease left behind either
         lock.release(forget=True)
         raise
+    except (OSError, EOFError) as exc:  # Tune's checkpoint folder filled: one line, exit 2
+        full = disk_full_error(exc, tune_storage_path(results_root, spec.name))
+        if full is None:
+            raise
+        raise full from None
     finally:
         lock.release()
     lock.check()  # taken over meanwhile (--break-lock elsewhere): say so (exit 2)

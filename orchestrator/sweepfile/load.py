@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import copy
 import errno
+import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,34 @@ def results_root_error(root: str, exc: OSError | ValueError) -> SersweepError:
     shown = f"{where}: {reason}" if where and str(where) not in reason else reason
     return SersweepError(f"results root {root}: cannot hold the sweep: {shown}; pass --results "
                          "a writable folder or a reachable storage URI (nothing was written)")
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+FULL_BELOW = 1 << 20  # bytes free under which a folder's disk counts as full
+
+
+def disk_full_error(exc: BaseException, folder: str) -> SersweepError | None:
+    """One line for a run that a full disk under `folder` (Ray Tune's checkpoint folder, about
+    85 % of a sweep's bytes, so the first to fill) stopped: ENOSPC / EDQUOT anywhere in the
+    exception's chain, or Tune's own follow-up error (a truncated error.pkl: EOFError) while
+    that disk has under FULL_BELOW bytes free. None: not a full disk, let it propagate."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    full = False
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        full = full or (isinstance(link, OSError) and link.errno in FULL_ERRNOS)
+        link = link.__cause__ or link.__context__
+    if not full and "://" not in folder:
+        probe = Path(folder)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        full = shutil.disk_usage(probe).free < FULL_BELOW
+    if not full:
+        return None
+    return SersweepError(f"{folder}: the disk is full ({os.strerror(errno.ENOSPC)}) while Ray "
+                         "Tune wrote its checkpoints there; the trials recorded before it are "
+                         "intact: free space, then run the same command to continue")
 
 
 def check_results_root(root: str) -> None:

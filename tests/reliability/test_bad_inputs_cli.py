@@ -204,6 +204,8 @@ MANIFEST_MESSAGES = {  # the part of the one line that says what is wrong
     "manifest_wav_under_two_sessions": "is listed under 2 sessions",
     "manifest_duplicated_row": "is listed 2 times, in rows [2, 12]",
     "manifest_labels_differ_by_case": "labels 'calm', 'Calm', 'calm ' differ only by case",
+    "corrupt_wav": "not a readable audio file",
+    "manifest_missing_columns": "missing columns ['speaker']",
 }
 
 
