@@ -88,13 +88,15 @@ def check_same_sweep(store: ResultStore, spec: SweepSpec) -> None:
     import yaml
 
     from orchestrator.store import resolve
+    from orchestrator.sweepfile.yaml_loader import parse_recorded_spec
 
     fs, path = resolve(store.sweep_dir)
     info = fs.get_file_info(f"{path}/spec.yaml")
     if info.type == pafs.FileType.NotFound:
         return
     with fs.open_input_stream(info.path) as stream:
-        recorded = yaml.safe_load(stream.read()) or {}
+        text = stream.read().decode("utf-8", errors="replace")
+    recorded = parse_recorded_spec(text, f"{store.sweep_dir}/spec.yaml")  # one line if hand-broken
     current = yaml.safe_load(yaml.safe_dump(spec.as_dict(), sort_keys=False))
     changed = spec_diff(recorded, current)
     if changed:
@@ -397,6 +399,11 @@ def run(args: argparse.Namespace) -> int:
     """`sweep.py SPACE.yaml`: run the sweep, print the leaderboard; 1 when trials failed,
     130 / 143 when SIGINT / SIGTERM stopped it (one line: the same command continues)."""
     from orchestrator.sweepfile import load_spec_from_args
+    from orchestrator.sweepfile.load import (
+        check_results_root,
+        disk_full_error,
+        results_root_error,
+    )
 
     _refuse_early_if_locked(args)
     spec = load_spec_from_args(args)
@@ -406,18 +413,28 @@ def run(args: argparse.Namespace) -> int:
     # absolute (or a URI): the console prints the real place; a relative path under a Ray job
     # is refused (see cluster.results_root_for)
     results_root = results_root_for(args.results or spec.results or "results")
+    check_results_root(results_root)  # an unreachable s3:// root: one line, exit 2
     from orchestrator.store import ResultStore, SweepLock
 
-    store = ResultStore(results_root, spec.name)
     # One driver per sweep (store/lock.py): taken before anything is written (repair, spec.yaml)
     # and before Ray or Tune is imported, so a second driver is refused within about a second;
-    # held until this run ends. SweepLockedError names the holder (exit 2).
-    lock = SweepLock(store.sweep_dir, break_lock=args.break_lock).acquire()
+    # held until this run ends. SweepLockedError names the holder (exit 2). A root that cannot
+    # hold a sweep (a file, driver.lock a file, an unreachable s3://) is one line, exit 2.
+    try:
+        store = ResultStore(results_root, spec.name)
+        lock = SweepLock(store.sweep_dir, break_lock=args.break_lock).acquire()
+    except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid (a bad URI) is a ValueError
+        raise results_root_error(results_root, exc) from None
     try:
         code = _run_holding_lock(args, spec, store, results_root, lock)
     except SersweepError:  # refused input writes nothing: no lease left behind either
         lock.release(forget=True)
         raise
+    except (OSError, EOFError) as exc:  # Tune's checkpoint folder filled: one line, exit 2
+        full = disk_full_error(exc, tune_storage_path(results_root, spec.name))
+        if full is None:
+            raise
+        raise full from None
     finally:
         lock.release()
     lock.check()  # taken over meanwhile (--break-lock elsewhere): say so (exit 2)
@@ -432,18 +449,19 @@ def _refuse_early_if_locked(args: argparse.Namespace) -> None:
     it is the step that decides."""
     import yaml
 
-    from orchestrator.sweepfile.load import resolve_spec_path
+    from orchestrator.sweepfile.load import resolve_spec_path, results_root_error
+    from orchestrator.sweepfile.yaml_loader import load_yaml_file, parse_override_value
 
     try:
         path = resolve_spec_path(args.space)
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml_file(path).data  # bounded: an alias bomb is refused, not expanded
         if not isinstance(raw, dict):
             return
         name, results = raw.get("name", path.stem), raw.get("results", "results")
         for text in args.overrides:
             key, _, value = text.partition("=")
             if key.strip() in ("name", "results"):
-                parsed = yaml.safe_load(value)
+                parsed = parse_override_value(value, str(path), text)
                 name, results = (parsed, results) if key.strip() == "name" else (name, parsed)
         if not isinstance(name, str) or not isinstance(args.results or results, str):
             return
@@ -452,7 +470,10 @@ def _refuse_early_if_locked(args: argparse.Namespace) -> None:
         return
     from orchestrator.store import ResultStore, SweepLock
 
-    SweepLock(ResultStore(root, name).sweep_dir, break_lock=args.break_lock).refuse_if_held()
+    try:
+        SweepLock(ResultStore(root, name).sweep_dir, break_lock=args.break_lock).refuse_if_held()
+    except (OSError, ValueError) as exc:  # an unreachable s3:// root: now, not after validation
+        raise results_root_error(root, exc) from None
 
 
 def _run_holding_lock(

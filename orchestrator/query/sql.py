@@ -7,9 +7,14 @@ before DuckDB sees the expression, bare or double-quoted; the `trials` view hold
 column plus each display name as an alias column (`"model.layers"`: SQL needs the quotes around a
 dotted name). Unknown names come back with did-you-mean, never as DuckDB's binder error.
 
-The views read the Parquet files directly (union by column name; when compact files exist, each
-trial is taken from one file only, as the pandas reader does). Any statement but a single SELECT
-(or WITH ... SELECT) is refused before anything runs, by DuckDB's own statement type.
+Queries read only the store (issue 23.8): the tool opens the store's files itself (the tolerant
+reader of results.py: a compacted trial taken from one file only) and registers the frames;
+DuckDB runs with external access off (no file, URL or directory reads: `read_csv('/etc/passwd')`,
+`glob('/*')`, ATTACH, COPY are refused), extension auto-install / auto-load off, and the
+configuration locked (a query cannot SET it back). Any statement but a single SELECT (or
+WITH ... SELECT) is refused before anything runs, by DuckDB's own statement type; a --where
+expression is one expression: it cannot close the parenthesis it is wrapped in, comment out the
+rest, or return rows that are not the frame's (`1=1) UNION ALL SELECT 99999 --`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from orchestrator.query.results import (
     load,
     unknown_name,
 )
-from orchestrator.store import list_files, schema
+from orchestrator.store import schema
 
 # A bare (possibly dotted) name outside string literals; not a function call, not after a dot.
 _NAME = re.compile(r'(?<![\w."])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?![\w".(])')
@@ -100,44 +105,70 @@ def duck_error(exc: duckdb.Error, frame: pd.DataFrame | None) -> QueryError:
     return QueryError(f"bad query: {text}")
 
 
+# DuckDB settings of every connection here: nothing outside the registered frames is reachable.
+LOCKED = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that reads only what is registered on it (LOCKED)."""
+    return duckdb.connect(":memory:", config=dict(LOCKED))
+
+
+def check_expression(expression: str) -> None:
+    """A --where expression stays one expression inside the parentheses it is wrapped in: no
+    `)` closing more than it opened, no comment (`--`, `/*`), no `;` (outside quotes)."""
+    depth = 0
+    for i, part in enumerate(_QUOTED.split(expression)):
+        if i % 2:
+            continue
+        for bad in ("--", "/*", ";"):
+            if bad in part:
+                raise QueryError(f"--where takes one SQL condition, e.g. \"val_uar > 0.5\"; "
+                                 f"{bad!r} is not allowed in it (got {expression!r})")
+        for char in part:
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth < 0:
+                raise QueryError(f"--where takes one SQL condition: a ')' closes a parenthesis "
+                                 f"it never opened (got {expression!r})")
+    if depth:
+        raise QueryError(f"--where takes one SQL condition: {depth} '(' never closed (got "
+                         f"{expression!r})")
+    if (expression.count("'") - sum(p.count("'") for p in _QUOTED.findall(expression))) % 2:
+        raise QueryError(f"--where: a quote ' is never closed (got {expression!r})")
+
+
 def filter_where(frame: pd.DataFrame, expression: str | None) -> pd.DataFrame:
     """Rows of `frame` where the SQL boolean `expression` holds (evaluated by DuckDB)."""
     if not expression:
         return frame
+    check_expression(expression)
     query = f"SELECT __row FROM trials WHERE ({translate_names(expression, column_names(frame))})"
     check_select(query)
-    con = duckdb.connect()
+    con = connect()
     con.register("trials", frame.assign(__row=range(len(frame))))
     try:
-        rows = con.execute(query).fetchnumpy()["__row"]
+        rows = [int(r) for r in con.execute(query).fetchnumpy()["__row"]]
     except duckdb.Error as exc:
         raise duck_error(exc, frame) from exc
     finally:
         con.close()
-    return frame.iloc[sorted(int(r) for r in rows)]
+    if len(set(rows)) != len(rows) or any(not 0 <= r < len(frame) for r in rows):
+        raise QueryError(f"--where takes one SQL condition on the trials; {expression!r} "
+                         "returned rows that are not trials")
+    return frame.iloc[sorted(rows)]
 
 
-def _view_sql(files: list[str], dedupe: bool) -> str:
-    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    if not dedupe:
-        return f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
-    return (
-        f"SELECT * EXCLUDE (filename) FROM read_parquet([{listed}], union_by_name = true, "
-        "filename = true) QUALIFY dense_rank() OVER (PARTITION BY sweep, trial_id ORDER BY "
-        "regexp_matches(filename, '/compact-[^/]*$'), filename DESC) = 1"
-    )
-
-
-def _views(con: duckdb.DuckDBPyConnection, results: Results, from_frames: bool) -> None:
+def _views(con: duckdb.DuckDBPyConnection, results: Results) -> None:
+    """Views `trials`, `epochs`, `members` over the frames the store's reader read (DuckDB
+    opens no file itself), plus `<table>_stored` with the stored columns only."""
     for table in schema.TABLES:
-        folders = [f"{p}/{table}" for p in results.sweeps.values()]
-        files = [f for folder in folders for f in list_files(results.fs, folder)]
         stored = f"{table}_stored"
-        if from_frames or not files or results.fs.type_name != "local":
-            con.register(stored, results.table(table))
-        else:
-            dedupe = any(f.compact for f in files)
-            con.execute(f"CREATE VIEW {stored} AS {_view_sql([f.path for f in files], dedupe)}")
+        con.register(stored, results.table(table))
         columns = [d[0] for d in con.execute(f"SELECT * FROM {stored} LIMIT 0").description]
         aliases = [f"{_quote(c)} AS {_quote(display_name(c, columns))}" for c in columns
                    if display_name(c, columns) not in columns]
@@ -146,22 +177,17 @@ def _views(con: duckdb.DuckDBPyConnection, results: Results, from_frames: bool) 
 
 
 def sql(results_dir: str, query: str) -> pd.DataFrame:
-    """Run one read-only SELECT over views `trials`, `epochs`, `members` (DuckDB reads the
-    Parquet files directly; if one is unreadable, the tolerant reader's frames are used). Each
-    view also has the display names as alias columns (`val_uar`, `"model.layers"`);
-    `<table>_stored` views hold the stored columns only."""
+    """Run one read-only SELECT over views `trials`, `epochs`, `members` (the store's frames,
+    read by the tool; DuckDB reaches nothing else: LOCKED). Each view also has the display names
+    as alias columns (`val_uar`, `"model.layers"`); `<table>_stored` views hold the stored
+    columns only."""
     check_select(query)
     results = load(results_dir)
-    for from_frames in (False, True):
-        con = duckdb.connect(":memory:")
-        try:
-            _views(con, results, from_frames)
-            return con.execute(query).df()
-        except (duckdb.IOException, duckdb.InvalidInputException) as exc:
-            if from_frames:
-                raise duck_error(exc, results.trials) from exc
-        except duckdb.Error as exc:
-            raise duck_error(exc, results.trials) from exc
-        finally:
-            con.close()
-    raise AssertionError("unreachable")
+    con = connect()
+    try:
+        _views(con, results)
+        return con.execute(query).df()
+    except duckdb.Error as exc:
+        raise duck_error(exc, results.trials) from exc
+    finally:
+        con.close()

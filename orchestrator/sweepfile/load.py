@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import errno
+import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from orchestrator.sweepfile.sweep_spec import (
     freeze,
 )
 from orchestrator.sweepfile.yaml_loader import load_yaml_file, parse_override_value
+from trainables.errors import SersweepError
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 TOP_KEYS = ("name", "data", "model", "train", "search", "resources", "results", "distill")
@@ -81,6 +85,64 @@ def _set_override(ctx: Ctx, raw: dict[str, Any], text: str) -> None:
     params = search.get("params") if isinstance(search, dict) else None
     if len(path) == 2 and isinstance(params, dict):
         params.pop(key, None)  # --set pins a searched key to one value
+
+
+def results_root_error(root: str, exc: OSError | ValueError) -> SersweepError:
+    """One line for a results root that cannot hold a sweep: a file where a folder must be
+    (the root itself, or <sweep>/driver.lock), a read-only or full disk, an unreachable
+    object store (s3://, gs://). Raised before anything is written."""
+    where = getattr(exc, "filename", None)
+    code = getattr(exc, "errno", None)
+    reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+    if code == errno.ENOTDIR:
+        reason += " (a file is in the way: the results root and <sweep>/driver.lock are folders)"
+    elif code == errno.EEXIST:
+        reason += " (a file is in the way: <sweep>/driver.lock is a folder)"
+    shown = f"{where}: {reason}" if where and str(where) not in reason else reason
+    return SersweepError(f"results root {root}: cannot hold the sweep: {shown}; pass --results "
+                         "a writable folder or a reachable storage URI (nothing was written)")
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+FULL_BELOW = 1 << 20  # bytes free under which a folder's disk counts as full
+
+
+def disk_full_error(exc: BaseException, folder: str) -> SersweepError | None:
+    """One line for a run that a full disk under `folder` (Ray Tune's checkpoint folder, about
+    85 % of a sweep's bytes, so the first to fill) stopped: ENOSPC / EDQUOT anywhere in the
+    exception's chain, or Tune's own follow-up error (a truncated error.pkl: EOFError) while
+    that disk has under FULL_BELOW bytes free. None: not a full disk, let it propagate."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    full = False
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        full = full or (isinstance(link, OSError) and link.errno in FULL_ERRNOS)
+        link = link.__cause__ or link.__context__
+    if not full and "://" not in folder:
+        probe = Path(folder)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        full = shutil.disk_usage(probe).free < FULL_BELOW
+    if not full:
+        return None
+    return SersweepError(f"{folder}: the disk is full ({os.strerror(errno.ENOSPC)}) while Ray "
+                         "Tune wrote its checkpoints there; the trials recorded before it are "
+                         "intact: free space, then run the same command to continue")
+
+
+def check_results_root(root: str) -> None:
+    """An object-store root (s3://, gs://) answers before anything runs: one request for the
+    root (a local root's problems surface, as OSError, when its lease is taken)."""
+    if "://" not in root or root.startswith("file://"):
+        return
+    from orchestrator.store import resolve
+
+    try:
+        fs, path = resolve(root)
+        fs.get_file_info(path)
+    except (OSError, ValueError) as exc:  # pyarrow: ArrowInvalid (a bad URI) is a ValueError
+        raise results_root_error(root, exc) from None
 
 
 def _n_classes(classes: int | list) -> int:

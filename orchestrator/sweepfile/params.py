@@ -11,7 +11,7 @@ from orchestrator.sweepfile import context as sc
 from orchestrator.sweepfile import distill_section as sd
 from orchestrator.sweepfile import sections as ss
 from orchestrator.sweepfile.context import Ctx, Expect, check_value
-from orchestrator.sweepfile.distributions import ParamSpec, freeze_value, parse_param
+from orchestrator.sweepfile.distributions import ParamSpec, freeze_value, parse_param, thaw_value
 from orchestrator.sweepfile.spec_error import SpecError
 from trainables.config import DATA_DEFAULTS, TRAIN_DEFAULTS
 
@@ -193,4 +193,56 @@ def validate_params(ctx: Ctx, raw: Any, data: dict[str, Any], model: dict[str, A
             if cond_key not in params and cond_key not in valid:
                 raise ctx.err((*PARAMS, p.key, "when", cond_key), f"the condition key {cond_key}"
                               f" addresses nothing{sc.suggest(cond_key, valid)}")
+            _check_condition_values(ctx, p, cond_key, params, base)
     return _order(ctx, params)
+
+
+def _can_take(p: ParamSpec, value: Any) -> bool:
+    """Whether the searched `p` can draw `value` (search.condition_met compares with ==)."""
+    if p.kind == "choice":
+        return freeze_value(value) in p.choices
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if not (p.low <= value <= p.high):
+        return False
+    if p.kind != "int" and p.step is None:
+        return False  # a continuous draw equals one exact value with probability 0
+    span = (value - p.low) / (p.step or 1)
+    return abs(span - round(span)) <= 1e-9 * max(1.0, abs(span))
+
+
+def _check_condition_values(ctx: Ctx, p: ParamSpec, cond_key: str,
+                            params: dict[str, ParamSpec], base: _Base) -> None:
+    """Every value a `when:` lists must be one the condition key can take: a searched key's own
+    choices (or range), a fixed key's value; a typo (`[maxx]`) would switch `p` off silently."""
+    allowed = dict(p.condition)[cond_key]
+    path = (*PARAMS, p.key, "when", cond_key)
+    shown = ", ".join(repr(v) for v in (_thawed(allowed)))
+    if cond_key in params:
+        cond = params[cond_key]
+        never = [v for v in allowed if not _can_take(cond, v)]
+        if not never:
+            return
+        if cond.kind == "choice":
+            can = f"its choices are {cond.real_choices()}"
+        elif cond.kind != "int" and cond.step is None:
+            can = (f"it is drawn from a continuous {cond.kind} [{cond.low}, {cond.high}], so it "
+                   "never equals one value; condition on a choice, an int or a stepped uniform")
+        else:
+            can = f"it is drawn from {cond.kind} [{cond.low}, {cond.high}] step {cond.step or 1}"
+        raise ctx.err(path, f"`when: {{{cond_key}: [{shown}]}}`: {cond_key} can never be "
+                      f"{', '.join(repr(v) for v in _thawed(never))}: {can}")
+    section, _, sub = cond_key.partition(".")
+    fixed = {"data": base.data, "model": base.model, "train": base.train,
+             "distill": base.distill or {}}.get(section, {})
+    if sub not in fixed:
+        return
+    if freeze_value(fixed[sub]) not in allowed:
+        raise ctx.err(path, f"`when: {{{cond_key}: [{shown}]}}` never holds: {cond_key} is not "
+                      f"searched and is {fixed[sub]!r} in every trial, so {p.key} would never be "
+                      f"drawn; search {cond_key} or list {fixed[sub]!r}")
+
+
+def _thawed(values: Sequence[Any]) -> list[Any]:
+    """Frozen condition values as the sweep file wrote them (lists, mappings)."""
+    return [thaw_value(v) for v in values]

@@ -2,6 +2,9 @@
 Python tags; records the line of every key path so that errors point at the line.
 
 Only yaml.SafeLoader is used; nothing in a sweep file can construct a Python object.
+Bounded before anything is built (issue 23.6): at most MAX_BYTES of text, MAX_DEPTH levels of
+nesting and MAX_NODES nodes once every alias is expanded (a 400-byte alias bomb expands to
+millions), checked on PyYAML's event stream, which is not recursive; each limit is one SpecError.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import yaml
 from orchestrator.sweepfile.spec_error import SpecError
 
 KeyPath = tuple[str, ...]
+MAX_BYTES = 1 << 20  # a sweep file is a few kB; 1 MiB leaves room for long comments
+MAX_DEPTH = 64  # a sweep file nests about 6 levels (search.params.<key>.when.<key>)
+MAX_NODES = 100_000  # scalars, lists and mappings, each alias counted as what it expands to
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -129,8 +135,50 @@ def _syntax_error(exc: yaml.YAMLError, file: str) -> SpecError:
     return SpecError(file, None, f"YAML syntax error: {detail}", line)
 
 
+def check_bounds(text: str, file: str) -> None:
+    """Refuse text over MAX_BYTES, nesting deeper than MAX_DEPTH, or more than MAX_NODES nodes
+    with aliases expanded; walks the event stream (no recursion, aliases never expanded)."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        raise SpecError(file, None, f"the file is {size} bytes; a sweep file is at most "
+                        f"{MAX_BYTES} bytes (1 MiB)")
+    loader = SpecLoader(text)
+    starts: list[tuple[str | None, int]] = []  # (anchor, node count when it opened)
+    sizes: dict[str, int] = {}
+    count = 0
+    try:
+        while (event := loader.get_event()) is not None:
+            line = event.start_mark.line + 1
+            if isinstance(event, yaml.AliasEvent):
+                count += sizes.get(event.anchor, 1)
+            elif isinstance(event, yaml.ScalarEvent):
+                count += 1
+                if event.anchor:
+                    sizes[event.anchor] = 1
+            elif isinstance(event, yaml.CollectionStartEvent):
+                count += 1
+                starts.append((event.anchor, count))
+                if len(starts) > MAX_DEPTH:
+                    raise SpecError(file, None, f"lists and mappings nest more than "
+                                    f"{MAX_DEPTH} levels deep; a sweep file nests a few", line)
+            elif isinstance(event, yaml.CollectionEndEvent) and starts:
+                anchor, opened = starts.pop()
+                if anchor:
+                    sizes[anchor] = count - opened + 1
+            if count > MAX_NODES:
+                raise SpecError(file, None, f"the document expands to more than {MAX_NODES} "
+                                "values (aliases `*name` repeat what their anchor `&name` "
+                                "holds); a sweep file is a few hundred", line)
+    except yaml.YAMLError as exc:
+        raise _syntax_error(exc, file) from None
+    finally:
+        loader.dispose()
+
+
 def parse_yaml_text(text: str, file: str) -> LoadedYaml:
-    """Parse one YAML document from `text`; every failure is a SpecError naming `file`."""
+    """Parse one YAML document from `text` within the bounds of `check_bounds`; every failure is
+    a SpecError naming `file`."""
+    check_bounds(text, file)
     loader = SpecLoader(text)
     try:
         node = loader.get_single_node()
@@ -156,6 +204,10 @@ def load_yaml_file(path: Path) -> LoadedYaml:
     """Read and parse a sweep file; refuses empty, binary, non-UTF-8 and tab-indented files."""
     file = str(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:  # not read at all (a 50 MB file costs minutes to scan)
+            raise SpecError(file, None, f"the file is {size} bytes; a sweep file is at most "
+                            f"{MAX_BYTES} bytes (1 MiB)")
         raw = path.read_bytes()
     except OSError as exc:
         raise SpecError(file, None, f"cannot read the file: {exc.strerror or exc}") from None
@@ -177,3 +229,18 @@ def parse_override_value(text: str, file: str, via: str) -> Any:
     except SpecError as exc:
         raise SpecError(file, None, f"the value {text!r} is not a YAML value: {exc.message}",
                         via=via) from None
+
+
+def parse_recorded_spec(text: str, file: str) -> dict[str, Any]:
+    """A results folder's spec.yaml (the sweep as run): a mapping, within the bounds; a file
+    edited by hand into something else is a SpecError naming it and the way out."""
+    hint = ("restore it from the sweep file, or start a new sweep with --results DIR or "
+            "another `name:`")
+    try:
+        data = parse_yaml_text(text, file).data
+    except SpecError as exc:
+        raise SpecError(file, None, f"the recorded sweep cannot be read ({exc.message}); {hint}",
+                        exc.line) from None
+    if not isinstance(data, dict):
+        raise SpecError(file, None, f"the recorded sweep is not a mapping of sections; {hint}")
+    return data

@@ -148,6 +148,39 @@ def _not_a_manifest_type(root: Path, df: pd.DataFrame) -> Path:
     return renamed
 
 
+def _empty_manifest(root: Path, df: pd.DataFrame) -> Path:
+    (root / "manifest.csv").write_bytes(b"")
+    return root / "manifest.csv"
+
+
+def _header_only(root: Path, df: pd.DataFrame) -> Path:
+    df.iloc[:0].to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
+def _wav_two_speakers(root: Path, df: pd.DataFrame) -> Path:
+    extra = df.iloc[[1]].assign(speaker="spk_other")
+    pd.concat([df, extra]).to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
+def _wav_two_sessions(root: Path, df: pd.DataFrame) -> Path:
+    extra = df.iloc[[1]].assign(session="sess_other", path="./" + df["path"][1])
+    pd.concat([df, extra]).to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
+def _duplicated_row(root: Path, df: pd.DataFrame) -> Path:
+    pd.concat([df, df.iloc[[2]]]).to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
+def _label_case(root: Path, df: pd.DataFrame) -> Path:
+    labels = [{0: "Calm", 3: "calm "}.get(i, v) for i, v in enumerate(df["label"])]
+    df.assign(label=labels).to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
 # name -> (break the manifest corpus, return the path the message must name)
 BAD_MANIFEST_DATA = {
     "corrupt_wav": _corrupt_wav,
@@ -157,6 +190,22 @@ BAD_MANIFEST_DATA = {
     "manifest_points_to_missing_file": _missing_file,
     "manifest_empty_label": _empty_label,
     "manifest_unknown_type": _not_a_manifest_type,
+    "manifest_empty": _empty_manifest,
+    "manifest_header_only": _header_only,
+    "manifest_wav_under_two_speakers": _wav_two_speakers,
+    "manifest_wav_under_two_sessions": _wav_two_sessions,
+    "manifest_duplicated_row": _duplicated_row,
+    "manifest_labels_differ_by_case": _label_case,
+}
+MANIFEST_MESSAGES = {  # the part of the one line that says what is wrong
+    "manifest_empty": "the manifest is empty",
+    "manifest_header_only": "the manifest has no rows",
+    "manifest_wav_under_two_speakers": "is listed under 2 speakers ('spk1', 'spk_other')",
+    "manifest_wav_under_two_sessions": "is listed under 2 sessions",
+    "manifest_duplicated_row": "is listed 2 times, in rows [2, 12]",
+    "manifest_labels_differ_by_case": "labels 'calm', 'Calm', 'calm ' differ only by case",
+    "corrupt_wav": "not a readable audio file",
+    "manifest_missing_columns": "missing columns ['speaker']",
 }
 
 
@@ -170,7 +219,9 @@ def test_bad_manifest_data_exits_2_naming_the_path(
         manifest = named
     results = tmp_path / "results"
     rc = main([str(_sweep_for(tmp_path, "manifest", manifest)), "--results", str(results)])
-    _assert_refused(rc, capsys.readouterr().err, str(named), results)
+    err = capsys.readouterr().err
+    _assert_refused(rc, err, str(named), results)
+    assert MANIFEST_MESSAGES.get(case, "") in err
 
 
 def test_the_unbroken_manifest_sweep_is_accepted(tmp_path: Path) -> None:

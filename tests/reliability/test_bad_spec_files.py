@@ -15,6 +15,8 @@ BAD = Path(__file__).parent / "bad_inputs"
 GENERATED = {
     "binary.yaml": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10",
     "not_utf8.yaml": "name: bad\ndata: {corpus: synth\xe9tic}\n".encode("latin-1"),
+    "deep_nesting.yaml": b"name: bad\ndata: " + b"[" * 2000 + b"]" * 2000 + b"\n",
+    "too_large.yaml": b"name: bad\n" + b"# a comment line of a very long sweep file\n" * 50_000,
 }
 
 

@@ -7,6 +7,7 @@ must be one of them), otherwise the sorted unique labels. Session defaults to th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,23 @@ LAYOUT = "a .csv or .parquet manifest with columns path, label, speaker[, sessio
 
 
 def read_manifest(path: Path) -> pd.DataFrame:
+    """The manifest's rows as text, checked (check_rows); every problem is one DataError."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            raise DataError(path, f"the manifest is empty; expected {LAYOUT} and one row per "
+                                  "audio file") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise DataError(path, f"the manifest is not readable CSV "
+                                  f"({str(exc).splitlines()[0]}); expected {LAYOUT}") from None
     elif suffix in (".parquet", ".pq"):
-        df = pd.read_parquet(path).astype(str)
+        try:
+            df = pd.read_parquet(path).astype(str)
+        except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+            raise DataError(path, f"the manifest is not readable Parquet "
+                                  f"({str(exc).splitlines()[0]}); expected {LAYOUT}") from None
     else:
         raise DataError(path, f"unknown manifest type {suffix!r}; expected {LAYOUT}")
     missing = [c for c in REQUIRED if c not in df.columns]
@@ -40,7 +53,47 @@ def read_manifest(path: Path) -> pd.DataFrame:
         if blank:
             raise DataError(path, f"column {col!r} is empty in rows {blank[:5]}; "
                                   "expected a value in every row")
+    check_rows(path, df)
     return df
+
+
+def _rows(index: pd.Index) -> str:
+    shown = [int(i) for i in index[:6]]
+    return f"rows {shown}{' ...' if len(index) > 6 else ''} (0-based, after the header)"
+
+
+def check_rows(path: Path, df: pd.DataFrame) -> None:
+    """Refuse a manifest that leaks or lies (issue 23.6): no rows; one audio file listed twice
+    (duplicated row, or under two labels, speakers or sessions: it could be test in one role and
+    training in another); labels that differ only by case or surrounding spaces (`Calm`,
+    `calm `: separate classes, a UAR over too many)."""
+    if df.empty:
+        raise DataError(path, f"the manifest has no rows; expected {LAYOUT} and one row per "
+                              "audio file")
+    audio = [os.path.normpath(p if os.path.isabs(p) else path.parent / p) for p in df["path"]]
+    repeated = pd.Series(audio, index=df.index)
+    repeated = repeated[repeated.duplicated(keep=False)]
+    if not repeated.empty:
+        first = repeated[repeated == repeated.iloc[0]].index
+        rows = df.loc[first]
+        listed = rows["path"].iloc[0]
+        for col, what in (("speaker", "speakers"), ("session", "sessions"), ("label", "labels")):
+            if col in rows and rows[col].nunique() > 1:
+                raise DataError(path, f"{listed} is listed under {rows[col].nunique()} {what} "
+                                      f"({', '.join(map(repr, rows[col].unique()))}) in "
+                                      f"{_rows(first)}; each audio file is one utterance of one "
+                                      f"{col}")
+        raise DataError(path, f"{listed} is listed {len(first)} times, in {_rows(first)}; "
+                              "each audio file is listed once (remove the duplicated rows)")
+    labels = df["label"]
+    folded = labels.str.strip().str.casefold()
+    for _, group in labels.groupby(folded):
+        variants = group.value_counts().index.tolist()  # the most common spelling first
+        if len(variants) > 1:
+            rows = group.index[group != variants[0]]
+            raise DataError(path, f"labels {', '.join(map(repr, variants))} differ only by case "
+                                  f"or surrounding spaces ({_rows(rows)} of the less common "
+                                  "spellings): write each class one way")
 
 
 def _optional(row: dict[str, str], key: str) -> str | None:
