@@ -27,9 +27,9 @@ import yaml
 from orchestrator.query import Results, param_columns
 from orchestrator.search import study_from_trials, to_optuna
 from orchestrator.store import schema
+from orchestrator.store.files import SPEC_FILE
 from orchestrator.sweepfile import SpecError, parse_param
 
-SPEC_FILE = "spec.yaml"
 # Guessing a scale without the spec: values spanning this ratio or more are drawn on a log axis.
 GUESSED_LOG_RATIO = 100.0
 

@@ -71,25 +71,26 @@ def test_repair_moves_aside_truncated_orphaned_and_temporary_files(
     store = _store_with(tmp_path, ["t1", "t2", "t3", "t4"])
     sweep = tmp_path / "swp"
     truncated = _truncate(sweep / "trials" / "t2.parquet")
-    _truncate(sweep / "members" / "t3.parquet")  # t3's trials row is fine: t3 stays recorded
+    _truncate(sweep / "members" / "t3.parquet")  # t3 is partial: all of it goes, it re-runs
     (sweep / "trials" / "t4.parquet").unlink()  # a writer killed before t4's trials file
     (sweep / "epochs" / ".t5.parquet.tmp-0123abcd").write_bytes(b"PAR1 half")
     good = {p: p.read_bytes() for t in TABLES for p in table_files(sweep, t)
-            if p.stem == "t1" or (p.stem == "t3" and t != "members")}
+            if p.stem == "t1"}
     with caplog.at_level(logging.WARNING):
         moved = store.repair()
     corrupt = sweep / CORRUPT_DIR
     assert sorted(Path(to).relative_to(corrupt).as_posix() for _, to in moved) == [
-        "epochs/.t5.parquet.tmp-0123abcd", "epochs/t2.parquet", "epochs/t4.parquet",
-        "members/t2.parquet", "members/t3.parquet", "members/t4.parquet", "trials/t2.parquet"]
+        "epochs/.t5.parquet.tmp-0123abcd", "epochs/t2.parquet", "epochs/t3.parquet",
+        "epochs/t4.parquet", "members/t2.parquet", "members/t3.parquet", "members/t4.parquet",
+        "trials/t2.parquet", "trials/t3.parquet"]
     assert (corrupt / "trials" / "t2.parquet").read_bytes() == truncated  # kept, not deleted
     assert len(_warnings(caplog)) == len(moved)
     assert {p: p.read_bytes() for p in good} == good  # healthy files untouched
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         results = query.load(str(tmp_path))
-        assert sorted(results.trials["trial_id"]) == ["t1", "t3"]
-        assert set(results.epochs["trial_id"]) == {"t1", "t3"}
+        assert sorted(results.trials["trial_id"]) == ["t1"]
+        assert set(results.epochs["trial_id"]) == {"t1"}
         assert store.repair() == []  # idempotent
     assert _warnings(caplog) == []
 

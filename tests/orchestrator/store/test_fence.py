@@ -28,13 +28,13 @@ from orchestrator.store.lock import LOCK_DIR, current_lease
 from orchestrator.store.rows import TrialBuffer, trial_rows
 
 REPO = Path(__file__).resolve().parents[3]
-# A writer: takes the lease (2 s, renewed every 0.3 s), then records one trial every 50 ms.
+# A writer: takes the lease (5 s, renewed every 0.5 s), then records one trial every 50 ms.
 WRITER = """
 import sys, time
 from orchestrator.store import ResultStore, SweepLock, SweepLockLostError
 from orchestrator.store.rows import TrialBuffer, trial_rows
 root, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-lock = SweepLock(root + "/s", lease_seconds=2.0, heartbeat_seconds=0.3).acquire()
+lock = SweepLock(root + "/s", lease_seconds=5.0, heartbeat_seconds=0.5).acquire()
 store = ResultStore(root, "s", fence=lock.fence().check)
 print("HELD", flush=True)
 for i in range(n):
@@ -81,7 +81,7 @@ def test_a_driver_stopped_past_its_lease_records_nothing_after_another_host_took
         while not _line(a).startswith("WROTE 5"):
             pass
         os.kill(a.pid, signal.SIGSTOP)  # scontrol suspend, docker pause, an NFS stall
-        time.sleep(3.0)  # past A's 2 s lease
+        time.sleep(6.0)  # past A's 5 s lease
         b = _writer(tmp_path, "host-b", 40)
         assert _line(b) == "HELD"  # A's lease expired and A is on another host: taken over
         before = _recorded(tmp_path, "host-a")
