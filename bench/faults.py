@@ -61,7 +61,8 @@ def _read_duckdb(folder: Path) -> int:
     import duckdb
 
     with duckdb.connect() as con:
-        return con.execute(f"SELECT count(*) FROM read_parquet('{folder}/*.parquet')").fetchone()[0]
+        query = f"SELECT count(*) FROM read_parquet('{folder}/*.parquet')"
+        return con.execute(query).fetchone()[0]
 
 
 # name -> reads one table folder of a sweep, returns its row count (raises when it cannot)
