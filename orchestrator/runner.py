@@ -113,9 +113,12 @@ def run_sweep(
     address: str | None = None,
     verbose: bool = False,
     data: PreparedData | None = None,
+    confirm_only: dict[str, Any] | None = None,
 ) -> SweepOutcome:
     """Run (or continue) the sweep `spec`; every finished trial lands in the store. SIGINT /
-    SIGTERM during the trials stop them cleanly (outcome.interrupted; see interrupt.py)."""
+    SIGTERM during the trials stop them cleanly (outcome.interrupted; see interrupt.py). Then
+    the finalists are confirmed (confirm.py: search.confirm); `confirm_only` ({top, seeds}):
+    only that, on the trials recorded (`sweep.py confirm`)."""
     from orchestrator.quiet import quiet_logs
 
     quiet_logs(verbose)  # before Ray is imported: it reads some of these at import
@@ -124,6 +127,7 @@ def run_sweep(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.stopper import CombinedStopper
 
+    from orchestrator import confirm
     from orchestrator.console import ConsoleCallback
     from orchestrator.interrupt import SignalStop, stop_on_signals
     from orchestrator.journal import journal_storage
@@ -138,10 +142,14 @@ def run_sweep(
     store = ResultStore(results_root, spec.name)
     check_same_sweep(store, spec)
     history, sampler, recorded = study_with_history(spec, store)
-    remaining = spec.search.trials - recorded
-    if recorded:
+    remaining = 0 if confirm_only else spec.search.trials - recorded
+    if recorded and not confirm_only:
         print(f"resuming {store.sweep_dir}: {recorded} trials recorded, {max(remaining, 0)} to go")
-    if remaining <= 0:
+    confirm_settings = confirm_only or spec.search.confirm  # finalists retrained (confirm.py)
+    confirm_args = {"micro_batch": spec.train.get("micro_batch"),
+                    "min_test_sets": 1 if confirm_only else confirm.MIN_TEST_SETS}
+    if remaining <= 0 and not confirm.pending(store, confirm_settings, spec.search.mode,
+                                              **confirm_args):
         return SweepOutcome(store.sweep_dir, recorded, 0, 0, time.monotonic() - started)
 
     # Everything that can reject the input runs before the first write (exit 2, nothing written).
@@ -249,7 +257,7 @@ def run_sweep(
     # The signal handlers stay for the whole loop, so Ctrl-C / SIGTERM end the sweep, not a part.
     part, last_recorded = 1, recorded
     with _stable_cwd(), stop_on_signals(stop):
-        while True:
+        while remaining > 0:
             trials = min(remaining, spec.search.tuner_trials)
             fit_tuner(history, sampler, trials, part)
             if trials == remaining or stop.signum is not None or store_cb.write_error is not None:
@@ -260,6 +268,20 @@ def run_sweep(
             if remaining <= 0 or now_recorded == last_recorded or stop.signum is not None:
                 break
             part, last_recorded = part + 1, now_recorded
+        todo = confirm.pending(store, confirm_settings, spec.search.mode, **confirm_args)
+        if todo and stop.signum is None and store_cb.write_error is None:
+            confirm_console = ConsoleCallback(total=len(todo), already=0, mode=spec.search.mode,
+                                              metric=spec.search.metric, verbose=verbose,
+                                              epochs=int(spec.train["epochs"]))
+            print(f"confirm: retraining the {len(todo)} best configurations with fresh seeds")
+            confirm.run_confirmation(todo, plan=planner, console=confirm_console, fit=lambda
+                                     searcher, n, callbacks: build_tuner(
+                trainable, param_space=base, search_alg=searcher, scheduler=FIFOScheduler(),
+                num_samples=n, storage_path=tune_storage_path(results_root, spec.name),
+                max_failures=spec.resources.max_failures, callbacks=[store_cb, *callbacks],
+                verbose=verbose, stop=CombinedStopper(stop, WriteFailureStop(store_cb)),
+                part=part + 1).fit())
+            confirm_console.close()
     console.close()
     if store_cb.write_error is not None:  # disk full / read-only: the run stopped (exit 2)
         raise store_cb.write_error
@@ -480,4 +502,9 @@ def _run_holding_lock(
     results = query.load(outcome.sweep_dir)
     if len(results.trials):
         print(query.format_frame(query.leaderboard(results, top=10), "table"))
+        from orchestrator.confirm import summary_lines
+        from orchestrator.racing import member_epochs_line
+
+        print("\n".join([member_epochs_line(results.trials), *summary_lines(
+            results.trials, spec.search.mode, spec.search.metric)]))
     return 1 if outcome.failed else 0

@@ -158,6 +158,16 @@ def live_trial_state(result: Mapping[str, Any] | None, error: bool) -> optuna.tr
     return trial_state({schema.STATUS: status, schema.OBJECTIVE: last.get(schema.OBJECTIVE)})
 
 
+PARTIAL = "partial"  # Optuna user attr of a raced_out trial (as with Optuna's WilcoxonPruner)
+
+
+def partial_attrs(test_sets: Any) -> dict[str, Any]:
+    """The user attrs that mark a raced_out trial's value as partial: computed on `test_sets`
+    test sets only (racing.py)."""
+    done = None if test_sets is None or pd.isna(test_sets) else int(test_sets)
+    return {PARTIAL: True, "test_sets": done}
+
+
 def study_from_trials(
     trials: pd.DataFrame,
     *,
@@ -192,6 +202,8 @@ def study_from_trials(
             params=params, distributions=distributions, state=state,
             value=float(objective) if scored else None,
             intermediate_values={last: float(objective)} if scored and last else None,
+            user_attrs=partial_attrs(row.get(schema.TEST_SETS))
+            if row[schema.STATUS] == schema.RACED_OUT else None,
         ))
     return study
 
@@ -201,7 +213,7 @@ def study_with_history(
 ) -> tuple[optuna.storages.InMemoryStorage, optuna.samplers.BaseSampler, int]:
     """Resume: a fresh in-memory study holding every trial the store already recorded (their
     Optuna-native values, column optuna_params_json), its sampler, and the number recorded."""
-    trials = store.read_trials()
+    trials = schema.search_rows(store.read_trials())  # confirmation rows are no search trials
     sampler = make_sampler(spec, recorded=len(trials))
     storage = optuna.storages.InMemoryStorage()
 
@@ -260,6 +272,7 @@ def _sweep_search_class() -> type:
     would slow every reader of this module (the report, `plan`) by seconds."""
     from ray.tune.search.optuna import OptunaSearch
 
+    from trainables import names
     from trainables.names import ERROR_REASON
 
     class SweepSearch(OptunaSearch):
@@ -274,6 +287,9 @@ def _sweep_search_class() -> type:
         def on_trial_complete(self, trial_id: str, result: dict | None = None,
                               error: bool = False) -> None:
             state = live_trial_state(result, error)
+            if (result or {}).get(names.RACED_OUT) and trial_id in self._ot_trials:
+                for key, value in partial_attrs(result.get(names.RACED_OUT)).items():
+                    self._ot_trials[trial_id].set_user_attr(key, value)
             if (state == optuna.trial.TrialState.COMPLETE or trial_id in self._completed_trials
                     or trial_id not in self._ot_trials):
                 super().on_trial_complete(trial_id, result=result, error=error)

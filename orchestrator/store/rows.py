@@ -139,6 +139,7 @@ def trial_rows(
         schema.METRIC: metric,
         schema.MODE: mode,
         schema.EPOCHS_RUN: int(last.get(names.EPOCH) or 0),
+        schema.MEMBER_EPOCHS: len(buffer.epochs),  # one epoch row per member trained that epoch
         schema.OPTUNA_PARAMS_JSON: json.dumps(native, default=str) if native else None,
         schema.CONFIG_JSON: json.dumps(
             {k: config[k] for k in ("data", "model", "train", "distill") if k in config},
@@ -162,6 +163,11 @@ def trial_rows(
         names.DATA_SKIPPED_CLIPS: _int(runtime.get(names.DATA_SKIPPED_CLIPS)),
         "gpu_ids": json.dumps(gpu_ids) if gpu_ids is not None else None,
         "code_version": code_version(),
+        schema.STAGE: (config.get("runtime") or {}).get(schema.STAGE, schema.SEARCH_STAGE),
+        schema.CONFIRMS: (config.get("runtime") or {}).get(schema.CONFIRMS),
+        schema.RACED_AGAINST: ((config.get("runtime") or {}).get("racing") or {}).get(
+            "incumbent"),
+        schema.TEST_SETS: len({m.get("fold") for m in members}) or None,
         "started_at": _ts(buffer.started_at),
         "ended_at": _ts(ended),
     }

@@ -56,7 +56,7 @@ NULLABLE: dict[str, Expect] = {
 }
 CORPORA_WITH_ROOT = ("iemocap", "meld", "manifest")
 SEARCH_KEYS = ("metric", "mode", "sampler", "trials", "seed", "max_concurrent", "scheduler",
-               "params", "baseline", "tuner_trials")
+               "params", "baseline", "tuner_trials", "confirm", "racing")
 # Trials per Ray Tune Tuner (runner.run_sweep): Tune's driver state grows with every trial of one
 # Tuner (bench/soak.py: ~250 KiB/trial and rising time per trial), so a long sweep runs as
 # consecutive Tuners, each resumed from the store.
@@ -341,4 +341,40 @@ def search(ctx: Ctx, raw: dict[str, Any], epochs: int) -> dict[str, Any]:
         # the reference baseline at the sweep's start (orchestrator/baseline_run.py; cached)
         "baseline": check_value(ctx, ("search", "baseline"), given.get("baseline", True),
                                 Expect((bool,))),
+        "confirm": _stage_keys(ctx, "confirm", given.get("confirm", CONFIRM_DEFAULT),
+                               CONFIRM_DEFAULT, "top"),
+        "racing": _stage_keys(ctx, "racing", given.get("racing"), RACING_DEFAULT, "first"),
     }
+
+
+# search.confirm (orchestrator/confirm.py): the top-k configurations retrained with fresh seeds
+# after the search (done only where the sweep has >= 3 test sets); null or top: 0 = off.
+CONFIRM_DEFAULT = {"top": 3, "seeds": 2}
+# search.racing (orchestrator/racing.py): off unless given; true = these values.
+RACING_DEFAULT = {"first": 2, "alpha": 0.05}
+
+
+def _stage_keys(ctx: Ctx, name: str, given: Any, default: dict[str, Any],
+                switch: str) -> dict[str, Any] | None:
+    """search.confirm / search.racing: null, false or {switch: 0} = off; true = `default`; a
+    mapping of default's keys (ints >= 1 except `switch` >= 0; alpha in (0, 1))."""
+    path = ("search", name)
+    if given is None or given is False:
+        return None
+    if given is True:
+        given = default
+    if not isinstance(given, Mapping):
+        raise ctx.err(path, f"{name} is null or a mapping like {default}, but got "
+                      f"{sc.describe(given)}")
+    out = dict(default)
+    for key, value in given.items():
+        if key not in default:
+            raise unknown_key(ctx, path, key, tuple(default), f"search.{name}")
+        if key == "alpha":
+            value = check_value(ctx, (*path, key), value, Expect((float,)))
+            if not 0.0 < value < 1.0:
+                raise ctx.err((*path, key), f"0 < alpha < 1 must hold, but got {value}")
+        else:
+            value = _int_at_least(ctx, (*path, key), value, 0 if key == switch else 1)
+        out[key] = value
+    return None if out[switch] == 0 else out
