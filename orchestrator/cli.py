@@ -62,10 +62,10 @@ def _command(name: str) -> ModuleType:
         from orchestrator import baseline_run as baseline
 
         return baseline
-    if name == "confirm":  # orchestrator/confirm.py (issue 21: confirm the winner)
-        from orchestrator import confirm
+    if name == "confirm":  # orchestrator/confirm_command.py (issue 21: confirm the winner)
+        from orchestrator import confirm_command
 
-        return confirm
+        return confirm_command
     from orchestrator import runner
 
     return runner

@@ -127,7 +127,7 @@ def run_sweep(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.stopper import CombinedStopper
 
-    from orchestrator import confirm
+    from orchestrator import confirm, racing
     from orchestrator.console import ConsoleCallback
     from orchestrator.interrupt import SignalStop, stop_on_signals
     from orchestrator.journal import journal_storage
@@ -196,7 +196,8 @@ def run_sweep(
         "memory_budget": budget,  # for a config that arrives without the driver's plan
     }
     # through Ray's object store once; a trial picks its own data (trainable._prepare)
-    trainable = tune.with_parameters(train_trial, data=datasets if len(datasets) > 1 else data)
+    trainable = tune.with_parameters(train_trial, data=datasets if len(datasets) > 1 else data,
+                                     **racing.trainable_args(spec))  # its judge when racing
     trainable = tune.with_resources(trainable, _resources(spec))
 
     # One console and one store callback for the whole sweep: numbering, ETA and the first
@@ -219,7 +220,7 @@ def run_sweep(
         # the study so far, also as results/<sweep>/optuna.journal for optuna-dashboard
         storage = journal_storage(store.sweep_dir, spec.name, history)
         searcher = SweepSearch(  # OptunaSearch telling Optuna the state the store records
-            space=TrialSpace(spec, plan=planner),
+            space=TrialSpace(spec, plan=racing.plan_for(spec, planner, results_root)),
             metric=names.OBJECTIVE,
             mode=spec.search.mode,
             sampler=sampler,
@@ -233,6 +234,7 @@ def run_sweep(
                 max_t=spec.search.scheduler.max_t or int(spec.train["epochs"]),
                 grace_period=spec.search.scheduler.grace_period,
                 reduction_factor=spec.search.scheduler.reduction_factor,
+                **racing.asha_args(spec),  # racing: the first stage's epochs only
             )
         else:
             scheduler = FIFOScheduler()
