@@ -85,7 +85,8 @@ def _record_incumbent(results: Path, cache: Path, value: float) -> list[str]:
                for i, fold in enumerate(folds)]
     ResultStore(str(results), spec.name).write_trial(
         {"trial_id": INCUMBENT, "status": "completed", "objective": value, "metric": "val_uar",
-         "mode": "max", "epochs_run": 1, "members": 3, "stage": "search", "member_epochs": 3},
+         "mode": "max", "epochs_run": 1, "members": 3, "stage": "search", "member_epochs": 3,
+         "optuna_params_json": "{}"},
         [], members)
     return folds
 
