@@ -65,6 +65,10 @@ def main() -> None:
     parser.add_argument("--results", default=None, help="keep the sweeps here (default: temp)")
     args = parser.parse_args()
     root = args.results or tempfile.mkdtemp(prefix="bench-racing-")
+    import ray
+
+    # one Ray for both arms (run_sweep joins it): its start-up is outside both walls
+    ray.init(include_dashboard=False, log_to_driver=False)
     common = ["data.use_folds=null", f"search.trials={args.trials}", "search.baseline=false",
               "search.confirm={top: 1, seeds: 1}", *args.overrides]
     arms = {"(a) no racing": ["search.racing=null"],

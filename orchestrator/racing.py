@@ -35,6 +35,20 @@ if TYPE_CHECKING:
     from orchestrator.sweepfile import SweepSpec
 
 
+def _racing_saved(search: pd.DataFrame, spent: pd.Series) -> int:
+    """About how many member-epochs the raced_out trials did not train: each one's spent
+    member-epochs scaled to every test set of the sweep's completed trials (same epochs per test
+    set assumed; ASHA or collapse could have stopped them earlier)."""
+    if schema.TEST_SETS not in search.columns:
+        return 0
+    sets = pd.to_numeric(search[schema.TEST_SETS], errors="coerce")
+    full = sets[search[schema.STATUS] == schema.COMPLETED].max()
+    raced = (search[schema.STATUS] == schema.RACED_OUT) & (sets > 0)
+    if not raced.any() or pd.isna(full):
+        return 0
+    return int(round(float((spent[raced] * (full / sets[raced] - 1)).sum())))
+
+
 def member_epochs_line(trials: pd.DataFrame) -> str:
     """`member-epochs: 120 (completed 90, pruned 20, raced_out 10; confirm 40)`: what the
     sweep's trials trained, per status of the search rows, the confirmation rows apart; GPU-hours
@@ -51,6 +65,9 @@ def member_epochs_line(trials: pd.DataFrame) -> str:
     if len(confirm):
         text += f"; confirm {int(spent.loc[confirm].sum())}"
     text += ")"
+    saved = _racing_saved(trials.loc[search], spent.loc[search])
+    if saved:
+        text += f", racing saved ~{saved}"
     hours = pd.to_numeric(trials.get("gpu_hours"), errors="coerce")
     if hours is not None and hours.sum() > 0:
         text += f", GPU-hours {hours.sum():.2f}"

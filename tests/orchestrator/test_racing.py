@@ -68,6 +68,8 @@ def test_member_epochs_line_per_status() -> None:
                            "stage": ["search", "search", "confirm", "search"]})
     assert racing.member_epochs_line(trials) == (
         "member-epochs: 15 (completed 6, pruned 1, raced_out 2; confirm 6)")
+    trials["test_sets"] = [3, 1, 3, 1]  # the raced_out trial trained 1 of 3 test sets
+    assert racing.member_epochs_line(trials).endswith(", racing saved ~4")
 
 
 def _spec_args(results: Path, cache: Path, alpha: float, trials: int) -> list[str]:
