@@ -21,6 +21,7 @@ A reduced run for a 2-core machine: --space tests/orchestrator/tiny_sweep.yaml -
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -67,6 +68,7 @@ def main() -> None:
     root = args.results or tempfile.mkdtemp(prefix="bench-racing-")
     import ray
 
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # as cluster.ray_init: the console only
     # one Ray for both arms (run_sweep joins it): its start-up is outside both walls
     ray.init(include_dashboard=False, log_to_driver=False)
     common = ["data.use_folds=null", f"search.trials={args.trials}", "search.baseline=false",
