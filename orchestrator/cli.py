@@ -25,7 +25,7 @@ from types import ModuleType
 
 from trainables.errors import SersweepError
 
-SUBCOMMANDS = ("plan", "results", "report", "baseline")
+SUBCOMMANDS = ("plan", "results", "report", "baseline", "confirm")
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 PACKAGE = "sersweep"
 
@@ -62,6 +62,10 @@ def _command(name: str) -> ModuleType:
         from orchestrator import baseline_run as baseline
 
         return baseline
+    if name == "confirm":  # orchestrator/confirm_command.py (issue 21: confirm the winner)
+        from orchestrator import confirm_command
+
+        return confirm_command
     from orchestrator import runner
 
     return runner

@@ -116,11 +116,14 @@ def run_sweep(
     verbose: bool = False,
     data: PreparedData | None = None,
     lock: SweepLock | None = None,
+    confirm_only: dict[str, Any] | None = None,
 ) -> SweepOutcome:
     """Run (or continue) the sweep `spec`; every finished trial lands in the store. SIGINT /
-    SIGTERM during the trials stop them cleanly (outcome.interrupted; see interrupt.py).
-    `lock`: the driver's held SweepLock; every write is fenced by it and a lost lease ends the
-    run with SweepLockLostError (exit 2)."""
+    SIGTERM during the trials stop them cleanly (outcome.interrupted; see interrupt.py). Then
+    the finalists are confirmed (confirm.py: search.confirm); `confirm_only` ({top, seeds}):
+    only that, on the trials recorded (`sweep.py confirm`). `lock`: the driver's held
+    SweepLock; every write is fenced by it and a lost lease ends the run with
+    SweepLockLostError (exit 2)."""
     from orchestrator.quiet import quiet_logs
 
     quiet_logs(verbose)  # before Ray is imported: it reads some of these at import
@@ -129,6 +132,7 @@ def run_sweep(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.stopper import CombinedStopper
 
+    from orchestrator import confirm, racing
     from orchestrator.console import ConsoleCallback
     from orchestrator.interrupt import SignalStop, stop_on_signals
     from orchestrator.journal import journal_storage
@@ -147,10 +151,14 @@ def run_sweep(
     check_same_sweep(store, spec)
     store.claim_identity()  # refuses recorded trials without spec.yaml (nothing written yet)
     history, sampler, recorded = study_with_history(spec, store)
-    remaining = spec.search.trials - recorded
-    if recorded:
+    remaining = 0 if confirm_only else spec.search.trials - recorded
+    if recorded and not confirm_only:
         print(f"resuming {store.sweep_dir}: {recorded} trials recorded, {max(remaining, 0)} to go")
-    if remaining <= 0:
+    confirm_settings = confirm_only or spec.search.confirm  # finalists retrained (confirm.py)
+    confirm_args = {"micro_batch": spec.train.get("micro_batch"),
+                    "min_test_sets": 1 if confirm_only else confirm.MIN_TEST_SETS}
+    if remaining <= 0 and not confirm.pending(store, confirm_settings, spec.search.mode,
+                                              **confirm_args):
         return SweepOutcome(store.sweep_dir, recorded, 0, 0, time.monotonic() - started)
 
     # Everything that can reject the input runs before the first write (exit 2, nothing written).
@@ -201,7 +209,8 @@ def run_sweep(
         "memory_budget": budget,  # for a config that arrives without the driver's plan
     }
     # through Ray's object store once; a trial picks its own data (trainable._prepare)
-    trainable = tune.with_parameters(train_trial, data=datasets if len(datasets) > 1 else data)
+    trainable = tune.with_parameters(train_trial, data=datasets if len(datasets) > 1 else data,
+                                     **racing.trainable_args(spec))  # its judge when racing
     trainable = tune.with_resources(trainable, _resources(spec))
 
     # One console and one store callback for the whole sweep: numbering, ETA and the first
@@ -224,7 +233,7 @@ def run_sweep(
         # the study so far, also as results/<sweep>/optuna.journal for optuna-dashboard
         storage = journal_storage(store.sweep_dir, spec.name, history)
         searcher = SweepSearch(  # OptunaSearch telling Optuna the state the store records
-            space=TrialSpace(spec, plan=planner),
+            space=TrialSpace(spec, plan=racing.plan_for(spec, planner, results_root)),
             metric=names.OBJECTIVE,
             mode=spec.search.mode,
             sampler=sampler,
@@ -239,6 +248,7 @@ def run_sweep(
                 max_t=spec.search.scheduler.max_t or int(spec.train["epochs"]),
                 grace_period=spec.search.scheduler.grace_period,
                 reduction_factor=spec.search.scheduler.reduction_factor,
+                **racing.asha_args(spec),  # racing: the first stage's epochs only
             )
         else:
             scheduler = FIFOScheduler()
@@ -263,7 +273,7 @@ def run_sweep(
     # The signal handlers stay for the whole loop, so Ctrl-C / SIGTERM end the sweep, not a part.
     part, last_recorded = 1, recorded
     with _stable_cwd(), stop_on_signals(stop):
-        while True:
+        while remaining > 0:
             trials = min(remaining, spec.search.tuner_trials)
             fit_tuner(history, sampler, trials, part)
             if (trials == remaining or stop.signum is not None or store_cb.write_error is not None
@@ -275,6 +285,20 @@ def run_sweep(
             if remaining <= 0 or now_recorded == last_recorded or stop.signum is not None:
                 break
             part, last_recorded = part + 1, now_recorded
+        todo = confirm.pending(store, confirm_settings, spec.search.mode, **confirm_args)
+        if todo and stop.signum is None and store_cb.write_error is None:
+            confirm_console = ConsoleCallback(total=len(todo), already=0, mode=spec.search.mode,
+                                              metric=spec.search.metric, verbose=verbose,
+                                              epochs=int(spec.train["epochs"]))
+            print(f"confirm: retraining the {len(todo)} best configurations with fresh seeds")
+            confirm.run_confirmation(todo, plan=planner, console=confirm_console, fit=lambda
+                                     searcher, n, callbacks: build_tuner(
+                trainable, param_space=base, search_alg=searcher, scheduler=FIFOScheduler(),
+                num_samples=n, storage_path=tune_storage_path(results_root, spec.name),
+                max_failures=spec.resources.max_failures, callbacks=[store_cb, *callbacks],
+                verbose=verbose, stop=CombinedStopper(stop, WriteFailureStop(store_cb)),
+                part=part + 1).fit())
+            confirm_console.close()
     console.close()
     if lock is not None and not lock.valid():  # fenced out: launched and wrote nothing since
         lock.check()
@@ -516,4 +540,9 @@ def _run_holding_lock(
     results = query.load(outcome.sweep_dir)
     if len(results.trials):
         print(query.format_frame(query.leaderboard(results, top=10), "table"))
+        from orchestrator.confirm import summary_lines
+        from orchestrator.racing import member_epochs_line
+
+        print("\n".join([member_epochs_line(results.trials), *summary_lines(
+            results.trials, spec.search.mode, spec.search.metric)]))
     return 1 if outcome.failed else 0

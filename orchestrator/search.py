@@ -158,6 +158,16 @@ def live_trial_state(result: Mapping[str, Any] | None, error: bool) -> optuna.tr
     return trial_state({schema.STATUS: status, schema.OBJECTIVE: last.get(schema.OBJECTIVE)})
 
 
+PARTIAL = "partial"  # Optuna user attr of a raced_out trial (as with Optuna's WilcoxonPruner)
+
+
+def partial_attrs(test_sets: Any) -> dict[str, Any]:
+    """The user attrs that mark a raced_out trial's value as partial: computed on `test_sets`
+    test sets only (racing.py)."""
+    done = None if test_sets is None or pd.isna(test_sets) else int(test_sets)
+    return {PARTIAL: True, "test_sets": done}
+
+
 def study_from_trials(
     trials: pd.DataFrame,
     *,
@@ -193,7 +203,9 @@ def study_from_trials(
             params=params, distributions=distributions, state=state,
             value=float(objective) if scored else None,
             intermediate_values=_intermediate_values(row, scored),
-            user_attrs={TRIAL_ID_ATTR: str(row[schema.TRIAL_ID])},
+            user_attrs={TRIAL_ID_ATTR: str(row[schema.TRIAL_ID]), **(
+                partial_attrs(row.get(schema.TEST_SETS))
+                if row[schema.STATUS] == schema.RACED_OUT else {})},
         )
         start, end = _moment(row.get(schema.STARTED_AT)), _moment(row.get(schema.ENDED_AT))
         if start is not None:
@@ -227,8 +239,9 @@ def study_with_history(
 ) -> tuple[optuna.storages.InMemoryStorage, optuna.samplers.BaseSampler, int]:
     """Resume: a fresh in-memory study holding every trial the store already recorded (their
     Optuna-native values, column optuna_params_json), its sampler, and the number recorded
-    (the trials that count: store.recorded_trials)."""
-    trials = store.recorded_trials()
+    (the search trials that count: store.recorded_trials; confirmation rows are no search
+    trials)."""
+    trials = schema.search_rows(store.recorded_trials())
     sampler = make_sampler(spec, recorded=len(trials))
     storage = optuna.storages.InMemoryStorage()
 
@@ -288,6 +301,7 @@ def _sweep_search_class() -> type:
     would slow every reader of this module (the report, `plan`) by seconds."""
     from ray.tune.search.optuna import OptunaSearch
 
+    from trainables import names
     from trainables.names import ERROR_REASON
 
     class SweepSearch(OptunaSearch):
@@ -338,6 +352,9 @@ def _sweep_search_class() -> type:
             if trial_id not in self._completed_trials:
                 self._report_last(trial_id, result)
             state = live_trial_state(result, error)
+            if (result or {}).get(names.RACED_OUT) and trial_id in self._ot_trials:
+                for key, value in partial_attrs(result.get(names.RACED_OUT)).items():
+                    self._ot_trials[trial_id].set_user_attr(key, value)
             if (state == optuna.trial.TrialState.COMPLETE or trial_id in self._completed_trials
                     or trial_id not in self._ot_trials):
                 super().on_trial_complete(trial_id, result=result, error=error)

@@ -173,6 +173,17 @@ TRAIN: dict[str, Key] = {
     "device": Key("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda")),
 }
 
+# search.confirm (orchestrator/confirm.py) and search.racing (orchestrator/racing.py): a mapping
+# of these keys; null or false = off, true = the defaults; `top: 0` / `first: 0` = off too.
+CONFIRM: dict[str, Key] = {
+    "top": Key(3, "finalists retrained with fresh seeds after the search (0 = off)", ge=0),
+    "seeds": Key(2, "fresh seeds per finalist", ge=1),
+}
+RACING: dict[str, Key] = {
+    "first": Key(2, "test sets every trial trains before it can be raced out (0 = off)", ge=0),
+    "alpha": Key(0.05, "one-sided level of 'worse than the incumbent'", gt=0, lt=1.0),
+}
+
 SEARCH: dict[str, Key] = {
     "metric": Key(VAL_UAR, "the validation metric optimized (val_<uar|acc|f1_macro|...>)",
                   choices=SELECTABLE_METRICS),
@@ -191,6 +202,12 @@ SEARCH: dict[str, Key] = {
     "params": Key(None, "the searched keys {dotted.key: distribution} "
                   "(orchestrator/sweepfile/params.py)", types=(dict,)),
     "baseline": Key(True, "compute the reference baseline at the sweep's start (cached)"),
+    "confirm": Key({name: key.default for name, key in CONFIRM.items()},
+                   "retrain the top configurations after the search (search.confirm keys); "
+                   "runs where the finalists trained >= 3 test sets", types=(dict, bool),
+                   nullable=True),
+    "racing": Key(None, "race trials over test sets (search.racing keys); null = off",
+                  types=(dict, bool), nullable=True),
 }
 
 SCHEDULER: dict[str, Key] = {
@@ -212,7 +229,8 @@ RESOURCES: dict[str, Key] = {
 
 # section name -> its declaration (the docs' key table walks these).
 SECTIONS: dict[str, dict[str, Key]] = {"data": DATA, "train": TRAIN, "search": SEARCH,
-                                       "search.scheduler": SCHEDULER, "resources": RESOURCES}
+                                       "search.scheduler": SCHEDULER, "search.confirm": CONFIRM,
+                                       "search.racing": RACING, "resources": RESOURCES}
 
 
 def defaults(keys: Mapping[str, Key]) -> dict[str, Any]:

@@ -52,6 +52,11 @@ DONE = "trial_finished"  # the trial trained all its epochs (or every member sto
 # FailureConfig retries only what kills the worker. One line `Type: message`; plain traceback.
 ERROR_REASON = "error_reason"
 ERROR_TRACEBACK = "error_traceback"
+# Racing over folds (orchestrator/racing.py; the stage loop in trainable.py): the last report of
+# a trial that lost its race against the incumbent; RACE_EPOCH, the epoch within the first stage
+# (what ASHA counts when racing: later stages report without it, so ASHA leaves them alone).
+RACED_OUT = "raced_out"
+RACE_EPOCH = "race_epoch"
 
 VAL_UAR = split_metric("val", UAR)
 VAL_UAR_MEAN = mean_key(VAL_UAR)

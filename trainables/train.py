@@ -93,8 +93,18 @@ class LockstepTrainer:
             for i, ((fold, seed), teacher) in enumerate(zip(pairs, teachers, strict=True))
         ]
         self.epoch = 0
+        # racing over folds (trainable.py): stage `stage` trains only the members `training`
+        # (None: every member), from epoch 1; members of earlier stages keep their results
+        self.stage, self.training = 0, None
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+
+    def start_stage(self, stage: int, members: list[int]) -> None:
+        """Racing: train the members with these indices next, from epoch 1 (trainable.py)."""
+        self.stage, self.training, self.epoch = int(stage), [int(i) for i in members], 0
+
+    def _trains(self, member: Member) -> bool:
+        return member.active and (self.training is None or member.index in self.training)
 
     def _teachers(self, pairs: list[tuple[Fold, int]]) -> list[torch.nn.Module]:
         """One frozen teacher per member: the teacher checkpoint (read once) matched by fold and
@@ -108,7 +118,7 @@ class LockstepTrainer:
 
     @property
     def finished(self) -> bool:
-        return self.epoch >= self.train["epochs"] or not any(m.active for m in self.members)
+        return self.epoch >= self.train["epochs"] or not any(map(self._trains, self.members))
 
     def run_epoch(self) -> dict[str, Any]:
         """Train every active member one epoch; return the epoch's report (trainables.names)."""
@@ -120,7 +130,7 @@ class LockstepTrainer:
         rows = [
             m.run_epoch(self.epoch, self.micro, self.metric, self.mode, patience, last)
             for m in self.members
-            if m.active
+            if self._trains(m)
         ]
         report = self._report(rows)
         log.info(
@@ -145,10 +155,11 @@ class LockstepTrainer:
         bests = [m.best_metric for m in self.members if m.best_metric is not None]
         report[OBJECTIVE] = float(np.mean(bests)) if bests else float("nan")
         report[OBJECTIVE_STD] = mean_std(bests)[1]  # sample std; NaN for one member
-        report[MEMBERS_ACTIVE] = sum(m.active for m in self.members)
+        report[MEMBERS_ACTIVE] = sum(map(self._trains, self.members))
         report[MEMBERS_COLLAPSED] = sum(m.collapsed for m in self.members)
         report[MEMBER_ROWS_JSON] = json.dumps(rows)
-        report[MEMBER_RESULTS_JSON] = json.dumps([m.results() for m in self.members])
+        # members a racing stage has not reached yet have no history and no result
+        report[MEMBER_RESULTS_JSON] = json.dumps([m.results() for m in self.members if m.history])
         report[DONE] = self.finished
         return report
 
@@ -178,6 +189,8 @@ class LockstepTrainer:
         """Everything needed to continue at the next epoch (tensors + plain Python values)."""
         return {
             "epoch": self.epoch,
+            "stage": self.stage,
+            "training": self.training,
             "micro": self.micro.state_dict(),
             "members": [m.state_dict() for m in self.members],
         }
@@ -189,6 +202,7 @@ class LockstepTrainer:
         for member, member_state in zip(self.members, state["members"], strict=True):
             member.load_state_dict(member_state)
         self.epoch = int(state["epoch"])
+        self.stage, self.training = int(state.get("stage", 0)), state.get("training")
         # the restored micro-batch already survived this trial's OOMs; never grow it back
         saved = MicroBatch(0)
         saved.load_state_dict(state["micro"])

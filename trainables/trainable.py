@@ -16,7 +16,7 @@ import os
 import socket
 import tempfile
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ from trainables.names import (
     ERROR_TRACEBACK,
     MEMBER_RESULTS_JSON,
     OBJECTIVE,
+    RACE_EPOCH,
+    RACED_OUT,
     RUNTIME_JSON,
     VAL_UAR,
     mean_key,
@@ -104,7 +106,8 @@ def failure_report(exc: BaseException, last: dict[str, Any], metric: str) -> dic
 
 
 def train_trial(config: dict[str, Any],
-                data: PreparedData | Mapping[str, PreparedData] | None = None) -> None:
+                data: PreparedData | Mapping[str, PreparedData] | None = None,
+                race: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None) -> None:
     """Train one trial's members, reporting and checkpointing every epoch; resume from
     tune.get_checkpoint() at the epoch after the checkpointed one.
 
@@ -112,10 +115,15 @@ def train_trial(config: dict[str, Any],
     retry, so it is not raised: it becomes the trial's last report (failure_report) and Tune
     sees the trial end, recorded once. Anything else raises, and Tune's FailureConfig retries it
     from the last checkpoint, like a worker or node lost.
+
+    Racing over folds (`runtime.racing` in the config, `race` the driver's judge:
+    orchestrator/racing.py: keep_racing): the members are trained stage by stage (`_stages`), and
+    after each stage but the last `race(config, report)` says whether to go on; a trial that
+    lost ends with names.RACED_OUT (the number of test sets it trained) in its last report.
     """
     last: dict[str, Any] = {}
     try:
-        for trainer, report in _epochs(config, data):
+        for trainer, report in _epochs(config, data, race):
             with tempfile.TemporaryDirectory() as directory:
                 torch.save(trainer.state_dict(), Path(directory) / CHECKPOINT_FILE)
                 # report() persists the checkpoint to the run's storage before returning
@@ -126,8 +134,20 @@ def train_trial(config: dict[str, Any],
         tune.report(failure_report(exc, last, metric))
 
 
+def _stages(trainer: LockstepTrainer, racing: Mapping[str, Any] | None) -> list[list[int]]:
+    """Member indices per racing stage: every seed of the first `racing.first` test sets (folds),
+    then of one more test set per stage; one stage of every member when not racing."""
+    folds = list(dict.fromkeys(m.fold.name for m in trainer.members))
+    if not racing:
+        return [[m.index for m in trainer.members]]
+    first = max(1, int(racing["first"]))
+    groups = [folds[:first]] + [[fold] for fold in folds[first:]]
+    return [[m.index for m in trainer.members if m.fold.name in group] for group in groups]
+
+
 def _epochs(
-    config: dict[str, Any], data: PreparedData | Mapping[str, PreparedData] | None
+    config: dict[str, Any], data: PreparedData | Mapping[str, PreparedData] | None,
+    race: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
 ) -> Iterator[tuple[LockstepTrainer, dict[str, Any]]]:
     """Build (or restore) the trial's trainer and yield it with each epoch's report."""
     config = copy.deepcopy(config)
@@ -155,7 +175,25 @@ def _epochs(
             ",".join(where["gpu_ids"]),
             device,
         )
-    while not trainer.finished:
-        report = trainer.run_epoch()
-        report[RUNTIME_JSON] = json.dumps(trainer.runtime_info() | where)
-        yield trainer, report
+    racing = config["runtime"].get("racing")
+    stages = _stages(trainer, racing)
+    if len(stages) > 1 and trainer.training is None:  # a fresh racing trial: its first stage
+        trainer.start_stage(0, stages[0])
+    while True:
+        while not trainer.finished:
+            report = trainer.run_epoch()
+            report[RUNTIME_JSON] = json.dumps(trainer.runtime_info() | where)
+            if racing:
+                if trainer.stage == 0:  # what ASHA counts when racing (names.RACE_EPOCH)
+                    report[RACE_EPOCH] = trainer.epoch
+                if trainer.finished and trainer.stage < len(stages) - 1:
+                    report[DONE] = False  # more test sets to come
+                    if race is not None and not race(config, report):
+                        done = {m.fold.name for m in trainer.members if m.history}
+                        report[RACED_OUT] = len(done)
+                        yield trainer, report
+                        return
+            yield trainer, report
+        if trainer.stage >= len(stages) - 1:
+            return
+        trainer.start_stage(trainer.stage + 1, stages[trainer.stage + 1])

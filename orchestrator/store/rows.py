@@ -135,6 +135,7 @@ def trial_rows(
         schema.OBJECTIVE_BY_EPOCH: json.dumps(
             {str(e): v for e, v in sorted(buffer.objectives.items())}
         ) if buffer.objectives else None,
+        schema.MEMBER_EPOCHS: len(buffer.epochs),  # one epoch row per member trained that epoch
         schema.OPTUNA_PARAMS_JSON: json.dumps(native, default=str) if native else None,
         schema.CONFIG_JSON: json.dumps(
             {k: config[k] for k in ("data", "model", "train", "distill") if k in config},
@@ -158,6 +159,11 @@ def trial_rows(
         names.DATA_SKIPPED_CLIPS: _int(runtime.get(names.DATA_SKIPPED_CLIPS)),
         "gpu_ids": json.dumps(gpu_ids) if gpu_ids is not None else None,
         "code_version": code_version(),
+        schema.STAGE: (config.get("runtime") or {}).get(schema.STAGE, schema.SEARCH_STAGE),
+        schema.CONFIRMS: (config.get("runtime") or {}).get(schema.CONFIRMS),
+        schema.RACED_AGAINST: ((config.get("runtime") or {}).get("racing") or {}).get(
+            "incumbent"),
+        schema.TEST_SETS: len({m.get("fold") for m in members}) or None,
         "started_at": _ts(buffer.started_at),
         "ended_at": _ts(ended),
     }

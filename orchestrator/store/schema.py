@@ -64,11 +64,14 @@ REFERENCE = "reference"  # its row's status: shown, never ranked
 
 COMPLETED, PRUNED, FAILED = "completed", "pruned", "failed"
 COLLAPSED, DOES_NOT_FIT = "collapsed", "does_not_fit"
-STATUSES = (COMPLETED, PRUNED, FAILED, COLLAPSED, DOES_NOT_FIT)
+RACED_OUT = names.RACED_OUT  # racing over folds: stopped after some test sets (racing.py)
+STATUSES = (COMPLETED, PRUNED, FAILED, COLLAPSED, DOES_NOT_FIT, RACED_OUT)
 """completed: ran all its epochs (or every member stopped early); pruned: stopped by the scheduler;
 failed: raised; collapsed: every member collapsed to one class; does_not_fit: a batch of 1 does
-not fit the memory budget (trainables.errors.DoesNotFitError)."""
-SCORED_STATUSES = (COMPLETED, COLLAPSED)  # their objective is final (Optuna: COMPLETE)
+not fit the memory budget (trainables.errors.DoesNotFitError); raced_out: search.racing stopped
+it after the test sets it trained (its objective covers only those: partial)."""
+# their objective is final (Optuna: COMPLETE; a raced_out one marked partial, search.py)
+SCORED_STATUSES = (COMPLETED, COLLAPSED, RACED_OUT)
 # May rank as best (leaderboard #1, the console's "best", query.best_trial): a collapsed trial's
 # objective is real but says the configuration failed, so it is listed after these, never best.
 RANKED_STATUSES = (COMPLETED, PRUNED)
@@ -83,6 +86,10 @@ OBJECTIVE_STD = names.OBJECTIVE_STD
 MODE, METRIC, EPOCHS_RUN = "mode", "metric", "epochs_run"
 OBJECTIVE_BY_EPOCH = "objective_by_epoch"
 STARTED_AT, ENDED_AT = "started_at", "ended_at"
+MEMBER_EPOCHS = "member_epochs"
+# search rows vs confirmation rows (orchestrator/confirm.py): only search rows feed the study
+STAGE, CONFIRMS, SEARCH_STAGE, CONFIRM_STAGE = "stage", "confirms", "search", "confirm"
+RACED_AGAINST, TEST_SETS = "raced_against", "test_sets"
 MEMBERS, MEMBERS_COLLAPSED = "members", names.MEMBERS_COLLAPSED
 CONFIG_JSON, CHECKPOINT_PATH = "config_json", "checkpoint_path"
 OPTUNA_PARAMS_JSON = "optuna_params_json"
@@ -128,6 +135,8 @@ TRIAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("epochs_run", _I, "last reported epoch (0 if none)"),
     (OBJECTIVE_BY_EPOCH, _S, "JSON {epoch: objective} of every report (what Optuna heard as "
                              "intermediate values; null when none)"),
+    ("member_epochs", _I, "member-epochs trained: one per member per epoch it trained (the "
+                          "cost of the trial; racing and early stops lower it)"),
     ("optuna_params_json", _S, "JSON of the Optuna-native sampled values (for resume)"),
     ("config_json", _S, "JSON of the trial's whole config: data, model, train (and distill)"),
     ("checkpoint_path", _S, "the trial's last Tune checkpoint (trainer.pt: each member's best)"),
@@ -152,6 +161,11 @@ TRIAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("code_version", _S, "git describe of the repository, else the package version"),
     ("teacher_sweep", _S, "distillation: the teacher's sweep (nullable)"),
     ("teacher_trial", _S, "distillation: the teacher's trial id (nullable)"),
+    ("stage", _S, "search (a trial of the search) | confirm (a finalist retrained with fresh "
+                  "seeds after it: orchestrator/confirm.py)"),
+    ("confirms", _S, "stage confirm: the trial_id of the search trial it confirms, else null"),
+    ("raced_against", _S, "search.racing: the incumbent trial it raced against (null: none)"),
+    ("test_sets", _I, "distinct test sets (folds) the trial trained"),
     ("started_at", _TS, "first time the driver saw the trial (UTC)"),
     ("ended_at", _TS, "time the trial ended (UTC)"),
 ]
@@ -207,6 +221,13 @@ EPOCHS_SCHEMA = _schema(EPOCH_FIELDS)
 MEMBERS_SCHEMA = _schema(MEMBER_FIELDS)
 SCHEMAS = {"trials": TRIALS_SCHEMA, "epochs": EPOCHS_SCHEMA, "members": MEMBERS_SCHEMA}
 EPOCH_KEY = ("trial_id", "member", "epoch")
+
+
+def search_rows(trials: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the search itself: confirmation rows (stage confirm) left out."""
+    if STAGE not in trials.columns:
+        return trials
+    return trials[trials[STAGE].isna() | (trials[STAGE] != CONFIRM_STAGE)]
 
 
 def param_column(key: str) -> str:
@@ -363,6 +384,8 @@ def trial_status(last_report: Mapping[str, Any], error: str | None = None) -> st
         error = last_report.get(names.ERROR_REASON) or None
     if error is not None:
         return DOES_NOT_FIT if "DoesNotFitError" in error else FAILED
+    if last_report.get(names.RACED_OUT):
+        return RACED_OUT
     collapsed, members = collapsed_members(last_report)
     if members and collapsed == members:
         return COLLAPSED

@@ -15,7 +15,9 @@ from orchestrator.sweepfile import context as sc
 from orchestrator.sweepfile.context import Ctx, Expect, check_value, unknown_key
 from orchestrator.sweepfile.spec_error import SpecError
 from trainables.config import (
+    CONFIRM,
     DATA,
+    RACING,
     RESOURCES,
     SCHEDULER,
     SEARCH,
@@ -272,11 +274,35 @@ def search(ctx: Ctx, raw: dict[str, Any], epochs: int) -> dict[str, Any]:
     if mode != natural:
         raise ctx.err(("search", "mode"), f"{metric} is {natural}imized, so mode must be "
                       f"{natural}, but got {mode!r}")
-    plain = [k for k in SEARCH if k not in ("metric", "mode", "scheduler", "params")]
+    plain = [k for k in SEARCH
+             if k not in ("metric", "mode", "scheduler", "params", "confirm", "racing")]
     return {
         "metric": metric,
         "mode": mode,
         **{name: _take(ctx, ("search",), SEARCH, given, name) for name in plain},
         "scheduler": scheduler(ctx, given.get("scheduler", SEARCH["scheduler"].default), epochs),
         "params": given.get("params"),
+        "confirm": _stage_keys(ctx, "confirm", given.get("confirm", SEARCH["confirm"].default),
+                               CONFIRM, "top"),
+        "racing": _stage_keys(ctx, "racing", given.get("racing", SEARCH["racing"].default),
+                              RACING, "first"),
     }
+
+
+def _stage_keys(ctx: Ctx, name: str, given: Any, keys: Mapping[str, Key],
+                switch: str) -> dict[str, Any] | None:
+    """search.confirm / search.racing: null or false = off; true = the declared defaults; a
+    mapping of the declared keys, each checked; `switch` 0 = off."""
+    path = ("search", name)
+    if given is None or given is False:
+        return None
+    if given is True:
+        given = {}
+    if not isinstance(given, Mapping):
+        raise ctx.err(path, f"{name} is null, true or a mapping like {defaults(keys)}, but got "
+                      f"{sc.describe(given)}")
+    for key in given:
+        if key not in keys:
+            raise unknown_key(ctx, path, key, keys, f"search.{name}")
+    out = {key: _take(ctx, path, keys, given, key) for key in keys}
+    return None if out[switch] == 0 else out

@@ -73,6 +73,9 @@ class SearchSpec:
     # compute the reference baseline at the start (orchestrator/baseline_run)
     baseline: bool = SEARCH["baseline"].default
     tuner_trials: int = SEARCH["tuner_trials"].default  # trials per Ray Tune Tuner
+    # {top, seeds} (orchestrator/confirm.py) / {first, alpha} (orchestrator/racing.py); None = off
+    confirm: Mapping[str, Any] | None = None
+    racing: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,8 @@ class SweepSpec:
                 "scheduler": dict(vars(s.scheduler)),
                 "params": {p.key: p.to_yaml() for p in s.params},
                 "baseline": s.baseline, "tuner_trials": s.tuner_trials,
+                "confirm": None if s.confirm is None else dict(s.confirm),
+                "racing": None if s.racing is None else dict(s.racing),
             },
             # a size is written with its unit: load_spec refuses a bare number
             "resources": {**dict(self.resources), "memory_budget": (
