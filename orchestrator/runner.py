@@ -135,11 +135,11 @@ def run_sweep(
     from orchestrator import confirm, racing
     from orchestrator.console import ConsoleCallback
     from orchestrator.interrupt import SignalStop, stop_on_signals
-    from orchestrator.journal import journal_storage
     from orchestrator.planner import PlannerByData, TrialPlanner, trial_budget_bytes
     from orchestrator.search import SweepSearch, TrialSpace, study_with_history
     from orchestrator.store import ResultStore, schema, write_spec
     from orchestrator.store.callback import StoreCallback, WriteFailureStop
+    from orchestrator.store.journal import journal_storage
     from trainables.data import prepare_data, prepared_key
     from trainables.trainable import train_trial
 

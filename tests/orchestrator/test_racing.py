@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from orchestrator import cli, racing
-from orchestrator.journal import journal_path
 from orchestrator.search import PARTIAL, study_with_history
 from orchestrator.store import ResultStore, schema
+from orchestrator.store.journal import journal_path
 from orchestrator.sweepfile import load_spec
 from trainables import names
 from trainables.data import prepare_data

@@ -153,9 +153,9 @@ def test_every_epoch_reaches_optuna_live_and_in_the_rebuild(tmp_path: Path) -> N
 def _journal_matches_store(sweep_dir: Path) -> dict[str, tuple]:
     """Every store trial is in the sweep's journal once, with the store's state, value, every
     epoch's objective, start order; returns the journal by trial_id."""
-    from orchestrator.journal import JOURNAL_FILE, open_journal
     from orchestrator.search import trial_state
     from orchestrator.store import schema
+    from orchestrator.store.journal import JOURNAL_FILE, open_journal
 
     study = optuna.load_study(study_name="tiny",
                               storage=open_journal(sweep_dir / JOURNAL_FILE))

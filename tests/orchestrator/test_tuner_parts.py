@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from orchestrator import cli
-from orchestrator.journal import JOURNAL_FILE, open_journal
 from orchestrator.search import make_sampler, sample_params
+from orchestrator.store.journal import JOURNAL_FILE, open_journal
 from orchestrator.sweepfile import SpecError, load_spec
 
 TINY = Path(__file__).with_name("tiny_sweep.yaml")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import query
-from orchestrator.journal import JOURNAL_FILE, open_journal
+from orchestrator.store.journal import JOURNAL_FILE, open_journal
 from tests.reliability.drivers import (
     Driver,
     describe,

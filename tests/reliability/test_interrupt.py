@@ -12,8 +12,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from orchestrator.journal import JOURNAL_FILE, open_journal
 from orchestrator.store import schema
+from orchestrator.store.journal import JOURNAL_FILE, open_journal
 from tests.reliability.drivers import (
     Driver,
     assert_store_consistent,
