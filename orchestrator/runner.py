@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cluster import (
-    cluster_cpus,
-    gpu_total_bytes,
+    ClusterInfo,
+    check_request,
+    discover_cluster,
     ray_init,
     results_root_for,
     tune_storage_path,
@@ -127,7 +128,7 @@ def run_sweep(
     from orchestrator.console import ConsoleCallback
     from orchestrator.interrupt import SignalStop, stop_on_signals
     from orchestrator.journal import journal_storage
-    from orchestrator.planner import PlannerByData, TrialPlanner, trial_budget_bytes
+    from orchestrator.planner import PlannerByData, TrialPlanner, gpu_targets, trial_budget_bytes
     from orchestrator.search import SweepSearch, TrialSpace, study_with_history
     from orchestrator.store import ResultStore, write_spec
     from orchestrator.store.callback import StoreCallback, WriteFailureStop
@@ -160,6 +161,11 @@ def run_sweep(
 
         base["distill"] = resolve_teacher(spec, results_root)
         teacher = {key: base["distill"][key] for key in ("teacher_sweep", "teacher_trial")}
+    ray_init(address, verbose)
+    quiet_logs(verbose)  # ray.init set the `ray` logger's level again
+    cluster = discover_cluster()  # the GPUs of the nodes that have them (#22)
+    print(cluster.line())
+    check_request(cluster, spec.resources.cpus_per_trial, spec.resources.gpus_per_trial)
     store.repair()  # what a killed driver left: truncated, temporary, half-written trials
     write_spec(store.sweep_dir, spec.as_dict())
     if spec.search.baseline:  # cached per data config: cheap after a corpus' first sweep
@@ -169,16 +175,15 @@ def run_sweep(
             write_sweep_baseline(spec, store.sweep_dir, data)
         except SersweepError as exc:  # the reference must never stop the sweep itself
             print(f"baseline: not computed ({exc}); `sweep.py baseline` retries it")
-    ray_init(address, verbose)
-    quiet_logs(verbose)  # ray.init set the `ray` logger's level again
 
     metric_key = names.mean_key(spec.search.metric)  # what ASHA prunes on, each epoch
-    budget = trial_budget_bytes(dict(spec.resources), gpu_total_bytes())
+    targets = gpu_targets(cluster, spec.resources)  # one per GPU type, smallest first
+    budget = trial_budget_bytes(dict(spec.resources), None)  # CPU: resources.memory_budget
     planners = {key: TrialPlanner(tuple(d.features.shape[1:]), d.n_features, d.n_classes,
-                                  len(d.folds), budget) for key, d in datasets.items()}
+                                  len(d.folds), budget, targets) for key, d in datasets.items()}
     planner = PlannerByData(planners) if len(planners) > 1 else planners[prepared_key(base_data)]
     max_concurrent = spec.search.max_concurrent or max(
-        1, int(cluster_cpus() // spec.resources.cpus_per_trial)
+        1, int(cluster.cpus // spec.resources.cpus_per_trial)
     )
 
     base["runtime"] = {
@@ -189,7 +194,7 @@ def run_sweep(
     }
     # through Ray's object store once; a trial picks its own data (trainable._prepare)
     trainable = tune.with_parameters(train_trial, data=datasets if len(datasets) > 1 else data)
-    trainable = tune.with_resources(trainable, _resources(spec))
+    trainable = tune.with_resources(trainable, _resources(spec, cluster))
 
     # One console and one store callback for the whole sweep: numbering, ETA and the first
     # write error carry over from one Tuner to the next.
@@ -342,23 +347,18 @@ def _trial_dirname(trial: Any) -> str:
     return trial.trial_id  # Tune's default packs the whole config into the folder name
 
 
-def _resources(spec: SweepSpec) -> dict[str, float] | Any:
-    """Per-trial resources: fixed numbers, or a callable that sizes the GPU share from the
-    planned peak (gpus_per_trial: auto)."""
+def _resources(spec: SweepSpec, cluster: ClusterInfo) -> dict[str, float] | Any:
+    """Per-trial resources: a callable that reads the driver's plan (the GPU type and share,
+    planner.resources_for_config) when the trials use GPUs, else fixed CPU numbers."""
+    from functools import partial
+
     from orchestrator.planner import resources_for_config
 
     gpus = spec.resources.gpus_per_trial
-    if gpus == "auto":
-        gpu_total = gpu_total_bytes()
-        if gpu_total is None:  # no GPU anywhere: auto means CPU only
-            return {"cpu": spec.resources.cpus_per_trial, "gpu": 0}
-        return lambda config: resources_for_config(
-            config,
-            cpus_per_trial=spec.resources.cpus_per_trial,
-            gpu_total_bytes=gpu_total,
-            gpu_memory_fraction=spec.resources.gpu_memory_fraction,
-        )
-    return {"cpu": spec.resources.cpus_per_trial, "gpu": float(gpus)}
+    if not gpus or not cluster.gpu_types:  # auto without a GPU anywhere: CPU only
+        return {"cpu": spec.resources.cpus_per_trial, "gpu": 0}
+    return partial(resources_for_config, cpus_per_trial=spec.resources.cpus_per_trial,
+                   gpu_memory_fraction=spec.resources.gpu_memory_fraction, gpus_per_trial=gpus)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

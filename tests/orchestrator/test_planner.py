@@ -54,14 +54,17 @@ def _resources(model: dict, shape: tuple[int, ...], n_features: int, gpu_gib: in
 
 def test_tiny_trials_pack_and_sincnet_per_frame_gets_a_whole_gpu() -> None:
     assert _resources(TINY, (100, 16), 16, 24) == {"cpu": 1.0, "gpu": 0.125}
-    # SincNet per_frame at 4 s: on a GPU smaller than its batch-32 peak it gets a whole GPU (and
-    # micro-batches); on an 80 GiB GPU its batch 32 fits in a fraction of one
+    # SincNet per_frame at 4 s: on a GPU smaller than its batch-32 peak it micro-batches; on an
+    # 80 GiB GPU its batch 32 fits in a fraction of one
     est = estimate_trial_memory(
         {"model": SINCNET_4S}, n_features=1, n_classes=4, input_shape=(64000,), n_members=10
     )
     smaller = int(est.peak(32) // GIB)  # GiB: a GPU just too small for batch 32
     assert 8 <= smaller < 80
-    assert _resources(SINCNET_4S, (64000,), 1, smaller) == {"cpu": 1.0, "gpu": 1.0}
+    # ... it trains 2 chunks of 16 (not "31 + accumulation"): the share holds that chunk's peak
+    tight = _resources(SINCNET_4S, (64000,), 1, smaller)
+    assert tight == {"cpu": 1.0, "gpu": gpu_fraction_for(est.peak(16), smaller * GIB, 0.9)}
+    assert tight["gpu"] < 1.0
     share = _resources(SINCNET_4S, (64000,), 1, 80)["gpu"]
     assert share == gpu_fraction_for(est.peak(32), 80 * GIB, 0.9) and share < 1.0
 
@@ -111,3 +114,106 @@ def test_auto_gpu_column_follows_the_estimate() -> None:
     )
     assert small.gpu_fraction == 0.125 and large.gpu_fraction > 0.25
     assert large.estimated_peak <= large.gpu_fraction * 80 * GIB * 0.9
+
+
+# --- GPUs of several types (#22): discovery rows, per-type plans, placement, impossible asks ---
+def _node(node_id: str, cpus: float, gpus: float = 0, gpu_type: str | None = None,
+          memory_gib: float | None = None) -> dict:
+    """A row as ray.nodes() returns it (Resources as `ray start` declares them)."""
+    from orchestrator.cluster import ACCELERATOR_PREFIX, GPU_MEMORY_RESOURCE
+
+    res = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    if gpu_type:
+        res[ACCELERATOR_PREFIX + gpu_type] = 1.0
+    if memory_gib:
+        res[GPU_MEMORY_RESOURCE] = memory_gib * 1024
+    return {"NodeID": node_id, "Alive": True, "Resources": res}
+
+
+def _two_types() -> object:
+    from orchestrator.cluster import cluster_from_nodes
+
+    asked: list[str] = []
+    nodes = [_node("head", 2), _node("big", 2, 2, "H100", 80), _node("small", 2, 2, "L4"),
+             {**_node("gone", 8, 8, "L4", 24), "Alive": False}]
+    info = cluster_from_nodes(nodes, lambda node_id: asked.append(node_id) or ("L4", 24 * GIB))
+    assert asked == ["small"]  # only the type without a declared memory is asked, once
+    return info
+
+
+def test_the_cluster_is_read_from_its_gpu_nodes_and_summarised_in_one_line() -> None:
+    info = _two_types()
+    assert info.line() == "cluster: 3 nodes, 6 CPUs, 2 x H100 80 GiB, 2 x L4 24 GiB"
+    assert (info.node_cpus, info.node_gpus) == (2.0, 2.0)
+    from orchestrator.cluster import cluster_from_nodes
+
+    cpu_only = cluster_from_nodes([_node("head", 4)], lambda node_id: None)
+    assert cpu_only.line() == "cluster: 1 node, 4 CPUs, no GPU" and not cpu_only.gpu_types
+
+
+def _plan_on(info: object, model: dict, shape: tuple[int, ...], nf: int, batch: int = 32,
+             gpus: float | str = "auto") -> tuple[dict, dict]:
+    from orchestrator.planner import gpu_targets
+
+    res = {"gpus_per_trial": gpus, "gpu_memory_fraction": 0.9, "cpus_per_trial": 1}
+    planner = TrialPlanner(shape, nf, 4, n_folds=5, budget_bytes=None,
+                           targets=gpu_targets(info, res))
+    config = {"model": model, "train": {"batch_size": batch, "seeds": [0, 1]}}
+    for section, values in planner(config).items():
+        config.setdefault(section, {}).update(values)
+    return config, resources_for_config(config, cpus_per_trial=1, gpu_memory_fraction=0.9,
+                                        gpus_per_trial=gpus)
+
+
+def test_each_trial_is_planned_for_a_gpu_type_and_placed_there() -> None:
+    info = _two_types()
+    # small trials: the 24 GiB type, an eighth each (they share a GPU)
+    config, res = _plan_on(info, TINY, (100, 16), 16)
+    assert config["runtime"]["gpu_type"] == "L4" and config["train"]["micro_batch"] == 32
+    assert res == {"cpu": 1.0, "gpu": 0.125, "accelerator_type:L4": 0.001}
+    # SincNet per_frame at 4 s, batch 32: micro-batches on an L4, one step on the H100
+    est = estimate_trial_memory({"model": SINCNET_4S}, n_features=1, n_classes=4,
+                                input_shape=(64000,), n_members=10)
+    assert est.peak(32) > 24 * GIB * 0.9 and est.peak(32) <= 80 * GIB * 0.9
+    config, res = _plan_on(info, SINCNET_4S, (64000,), 1)
+    assert config["runtime"]["gpu_type"] == "H100" and config["train"]["micro_batch"] == 32
+    assert config["runtime"]["estimated_peak_bytes"] == est.peak(32)
+    assert res["accelerator_type:H100"] == 0.001
+    assert res["gpu"] == gpu_fraction_for(est.peak(32), 80 * GIB, 0.9)
+    # a fixed share gets its type and that type's budget too
+    config, res = _plan_on(info, SINCNET_4S, (64000,), 1, gpus=1)
+    assert res == {"cpu": 1.0, "gpu": 1.0, "accelerator_type:H100": 0.001}
+    assert config["runtime"]["memory_budget"] == int(80 * GIB * 0.9)
+
+
+def test_a_config_that_fits_no_gpu_asks_for_none_and_carries_the_largest_budget() -> None:
+    from orchestrator.cluster import cluster_from_nodes
+
+    small = cluster_from_nodes([_node("a", 2, 1, "T4", 1), _node("b", 2, 1, "P4", 1.5)],
+                               lambda node_id: None)
+    est = estimate_trial_memory({"model": SINCNET_4S}, n_features=1, n_classes=4,
+                                input_shape=(64000,), n_members=10)
+    assert est.peak(1) > 1.5 * GIB * 0.9
+    config, res = _plan_on(small, SINCNET_4S, (64000,), 1)
+    assert config["runtime"] == {"memory_budget": int(1.5 * GIB * 0.9), "gpu_type": None}
+    assert res == {"cpu": 1.0, "gpu": 0.0}  # never waits for a GPU: recorded does_not_fit
+    rows = plan_configs([{"model": SINCNET_4S, "train": {"batch_size": 32, "seeds": [0, 1]}}],
+                        data_shape=(64000,), n_features=1, n_classes=4, n_folds=5,
+                        resources={"gpus_per_trial": "auto"}, cluster=small)
+    assert not rows[0].fits and "DOES NOT FIT" in format_plan(rows)
+
+
+def test_an_impossible_request_is_refused_with_what_was_asked_and_the_flag() -> None:
+    from orchestrator.cluster import ResourceRequestError, check_request, cluster_from_nodes
+
+    laptop = cluster_from_nodes([_node("here", 2)], lambda node_id: None)
+    with pytest.raises(ResourceRequestError) as gpu:
+        check_request(laptop, 1, 1)
+    assert "asks for 1 GPU" in str(gpu.value) and "no GPU" in str(gpu.value)
+    assert "--set resources.gpus_per_trial=0" in str(gpu.value)
+    with pytest.raises(ResourceRequestError, match="cpus_per_trial=2"):
+        check_request(laptop, 4, 0)
+    with pytest.raises(ResourceRequestError, match="largest node has 2"):
+        check_request(_two_types(), 1, 4)
+    check_request(laptop, 2, "auto")  # auto without a GPU: CPU trials
+    check_request(_two_types(), 1, 2)
