@@ -235,7 +235,8 @@ class ClusterInfo:
 
 
 def _gib_text(n: int) -> str:
-    return f"{n / 2**30:.3g} GiB"
+    """80 GiB, 24 GiB, 512 MiB (3 significant digits)."""
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
 
 
 def _probe_gpu() -> tuple[str, int] | None:

@@ -95,7 +95,7 @@ class RayCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[subprocess.Popen] = []
 
-    def _start(self, *args: str) -> None:
+    def _start(self, *args: str, cpus: int = 2, gpus: int = 2) -> None:
         ports = iter(_free_ports(47))
         workers = ",".join(str(next(ports)) for _ in range(40))
         name = f"node{len(self.nodes)}"
@@ -104,7 +104,7 @@ class RayCluster:
         # working_dir into the same folder, pulling it from under the job's driver.
         (Path(self.temp_root) / name).mkdir()
         command = [
-            RAY, "start", "--block", "--num-cpus=2", "--num-gpus=2",
+            RAY, "start", "--block", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
             f"--temp-dir={self.temp_root}/{name}",
             "--node-ip-address=127.0.0.1", "--object-store-memory=200000000",
             f"--node-manager-port={next(ports)}", f"--object-manager-port={next(ports)}",
@@ -130,6 +130,23 @@ class RayCluster:
         self._wait_for_nodes(1)
         self._start(f"--address={self.address}")
         self._wait_for_nodes(2)
+
+    def start_typed(self, workers: list[tuple[str, int]]) -> None:
+        """A head with 1 CPU and no GPU, and one worker per (GPU type, declared MiB per GPU):
+        2 CPUs and 1 GPU each (#22: the layout of docker/cluster.yaml, scaled down)."""
+        from orchestrator.cluster import ACCELERATOR_PREFIX, GPU_MEMORY_RESOURCE
+
+        self._start(
+            "--head", f"--port={self.port}",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}", cpus=1, gpus=0,
+        )  # fmt: skip
+        self._wait_for_nodes(1)
+        for count, (gpu_type, mib) in enumerate(workers, start=2):
+            declared = {f"{ACCELERATOR_PREFIX}{gpu_type}": 1, GPU_MEMORY_RESOURCE: mib}
+            self._start(f"--address={self.address}", f"--resources={json.dumps(declared)}",
+                        cpus=2, gpus=1)
+            self._wait_for_nodes(count)
 
     def status(self) -> str:
         run = subprocess.run(
@@ -190,6 +207,90 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
         assert not survivors, f"processes of the test's Ray cluster survived: {survivors}"
         # the cluster must not become the one `sweep.py` (address "auto") joins on this machine
         assert address_file_before or not DEFAULT_ADDRESS_FILE.exists()
+
+
+TYPED_SPEC = Path(__file__).with_name("tiny_gpu_types.yaml")  # grid over d_model: 8, 16, 512, 2048
+GPU_TYPES = [("H100", 128), ("L4", 32)]  # declared MiB per GPU: GiB-scale cards scaled down
+
+
+@pytest.fixture
+def typed_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """A CPU-only head and two GPU workers of two types (gone before `cluster` starts)."""
+    temp_root = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    cluster = RayCluster(temp_root, tmp_path_factory.mktemp("ray-typed-logs"))
+    try:
+        cluster.start_typed(GPU_TYPES)
+        yield cluster
+    finally:
+        survivors = cluster.stop()
+        shutil.rmtree(temp_root, ignore_errors=True)
+        assert not survivors, f"processes of the test's Ray cluster survived: {survivors}"
+
+
+def _node_types(cluster: RayCluster) -> dict[str, str]:
+    """node id -> its declared GPU type ("-" for the head), read from Ray by a separate driver."""
+    code = ("import json, sys, ray\nray.init(address=sys.argv[1], log_to_driver=False)\n"
+            "print(json.dumps({n['NodeID']: [k for k in n['Resources'] if "
+            "k.startswith('accelerator_type:')] for n in ray.nodes() if n['Alive']}))")
+    run = subprocess.run([sys.executable, "-c", code, cluster.address], capture_output=True,
+                         text=True, env=ENV, timeout=120, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    nodes = json.loads(run.stdout.strip().splitlines()[-1])
+    return {node: keys[0].split(":", 1)[1] if keys else "-" for node, keys in nodes.items()}
+
+
+def test_gpus_of_two_types_are_discovered_planned_for_and_packed_by_bytes(
+    typed_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """#22: a CPU head, an H100-type and an L4-type worker (declared memory, no CUDA here),
+    gpus_per_trial: auto. Each trial is planned for a type and runs on a node of that type;
+    the small ones share the small type's GPU; the one that fits no GPU is does_not_fit; none
+    is left pending (the sweep ends)."""
+    cache = tmp_path / "c"
+    plan = subprocess.run(
+        [sys.executable, "sweep.py", "plan", str(TYPED_SPEC.relative_to(REPO)), "--address",
+         typed_cluster.address, "--set", f"data.cache_dir={cache}", "--samples", "12"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV,
+    )  # fmt: skip
+    assert plan.returncode == 1, plan.stdout[-3000:] + plan.stderr[-3000:]  # one fits nowhere
+    assert "cluster: 3 nodes, 5 CPUs, 1 x H100 128 MiB, 1 x L4 32 MiB" in plan.stdout
+    rows = {line.split()[1]: line.split() for line in plan.stdout.splitlines()
+            if re.match(r"^\d+\s+\d+\s", line)}
+    assert rows["8"][-1] == rows["16"][-1] == "L4" and rows["512"][-1] == "H100", plan.stdout
+    assert "DOES NOT FIT" in " ".join(rows["2048"]), plan.stdout
+
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "sweep.py", str(TYPED_SPEC.relative_to(REPO)), "--results",
+         str(tmp_path / "r"), "--set", f"data.cache_dir={cache}", "--address",
+         typed_cluster.address],
+        cwd=REPO, capture_output=True, text=True, timeout=600, start_new_session=True, env=ENV,
+    )  # fmt: skip
+    output = run.stdout[-3000:] + run.stderr[-3000:]
+    assert "cluster: 3 nodes, 5 CPUs, 1 x H100 128 MiB, 1 x L4 32 MiB" in run.stdout, output
+    assert run.returncode == 1, output  # the does_not_fit trial counts as failed
+    sweep_dir = tmp_path / "r" / "tiny_gpu_types"
+    trials = pd.read_parquet(sweep_dir / "trials")
+    assert len(trials) == 4, trials  # every trial ended: none left pending
+    d_model = trials.config_json.map(lambda c: json.loads(c)["model"]["d_model"])
+    by_d = dict(zip(d_model, trials.itertuples(), strict=True))
+    assert sorted(by_d) == [8, 16, 512, 2048]
+    assert by_d[2048].status == "does_not_fit", output
+    assert {by_d[d].status for d in (8, 16, 512)} == {"completed"}, trials[["status", "error"]]
+    types = _node_types(typed_cluster)
+    for d, gpu_type, share in ((8, "L4", 0.125), (16, "L4", 0.125), (512, "H100", 0.5)):
+        row = by_d[d]
+        (params,) = sweep_dir.glob(f"_tune/*/{row.trial_id}/params.json")
+        runtime = json.loads(params.read_text())["runtime"]
+        assert runtime["gpu_type"] == gpu_type, (d, runtime)
+        assert types[row.node_id] == gpu_type, (d, row.node_id, types)  # placed on that type
+        assert row.gpu_fraction == share and row.estimated_peak_bytes <= share * row_budget(
+            gpu_type)
+    print(f"typed-cluster sweep: {time.monotonic() - started:.0f} s")
+
+
+def row_budget(gpu_type: str) -> float:
+    return dict(GPU_TYPES)[gpu_type] * 2**20 * 0.9
 
 
 def _sweep_args(results: Path, cache: Path) -> list[str]:
