@@ -16,10 +16,13 @@ Under a Ray job (`ray job submit`) the working directory is Ray's temporary copy
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,7 +136,8 @@ def ray_init(address: str | None, verbose: bool) -> None:
                   "not answer; starting a private Ray (pass --address to join another)")
     if not address or address == "local":
         # A private Ray for this sweep; no dashboard, so nothing listens beyond loopback.
-        ray.init(include_dashboard=False, log_to_driver=verbose)
+        with _signals_reach_the_driver_first():
+            ray.init(include_dashboard=False, log_to_driver=verbose)
         return
     if address == "auto" and RAY_CLUSTER_FILE.is_file():
         check_reachable(RAY_CLUSTER_FILE.read_text().strip())
@@ -158,6 +162,62 @@ def ray_init(address: str | None, verbose: bool) -> None:
             f"{TOKEN_HELP}"
         ) from None
     print(f"joined the Ray cluster at {address}: {ray.cluster_resources()}")
+
+
+@contextlib.contextmanager
+def _signals_reach_the_driver_first() -> Iterator[None]:
+    """Around the private `ray.init` (#22.4): Ray's processes (GCS, raylet, their workers) start
+    in a session of their own, so a SIGTERM to the driver's process group (SLURM's scancel,
+    `timeout`, systemd) reaches the driver alone, which then stops the sweep cleanly (exit 143,
+    the continue line) instead of losing its GCS and waiting a minute for it. SIGTERM is held
+    back while Ray starts (ray.init installs its own SIGTERM handlers, which would exit 15 or 1
+    without the line); the handler that was there before comes back afterwards and a SIGTERM
+    that arrived meanwhile is delivered to it then. Ray has no option for either: its process
+    spawner (ray._private.services.ConsolePopen) is swapped for the duration."""
+    from ray._private import services
+
+    spawner = services.ConsolePopen
+
+    class OwnSession(spawner):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            inner = kwargs.get("preexec_fn")
+
+            def preexec() -> None:  # in the child: Ray's own set-up, SIGTERM deliverable
+                if inner is not None:
+                    inner()
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+            kwargs["preexec_fn"] = preexec
+            kwargs["start_new_session"] = True
+            super().__init__(*args, **kwargs)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    services.ConsolePopen = OwnSession
+    try:
+        yield
+    finally:
+        services.ConsolePopen = spawner
+        if main:
+            signal.signal(signal.SIGTERM, handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def joins_a_cluster(address: str | None) -> bool:
+    """Whether ray_init(address) joins a cluster (else it starts a private Ray on this
+    machine, whose resources are this machine's: checked before Ray starts)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        return address != "local"
+    if not RAY_CLUSTER_FILE.is_file():
+        return False
+    try:
+        check_reachable(RAY_CLUSTER_FILE.read_text().strip())
+    except ClusterError:
+        return False
+    return True
 
 
 def under_ray_job() -> bool:

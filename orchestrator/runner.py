@@ -36,6 +36,8 @@ from orchestrator.cluster import (
     ClusterInfo,
     check_request,
     discover_cluster,
+    joins_a_cluster,
+    local_gpu_info,
     ray_init,
     results_root_for,
     tune_storage_path,
@@ -146,6 +148,9 @@ def run_sweep(
         return SweepOutcome(store.sweep_dir, recorded, 0, 0, time.monotonic() - started)
 
     # Everything that can reject the input runs before the first write (exit 2, nothing written).
+    if not joins_a_cluster(address):  # a private Ray gets this machine: refused in seconds
+        check_request(local_gpu_info(), spec.resources.cpus_per_trial,
+                      spec.resources.gpus_per_trial)
     # one PreparedData per searched data.* choice (and the sweep file's own data section)
     base_data = spec.base_config()["data"]
     datasets: dict[str, PreparedData] = {prepared_key(base_data): data} if data is not None else {}

@@ -401,3 +401,48 @@ def test_a_wrong_token_is_reported_as_an_authentication_failure(cluster: RayClus
     assert "usually authentication (token sent from RAY_AUTH_TOKEN" in error, error
     assert "ray get-auth-token" in error
     assert "ray stop" not in run.stderr and "cannot reach" not in run.stderr
+
+
+# --- on this machine alone (a private Ray): an impossible request, SIGTERM to the group ------
+TINY = Path(__file__).with_name("tiny_sweep.yaml")  # 3 trials x 2 epochs, CPU
+
+
+def test_a_gpu_asked_on_a_machine_without_one_is_exit_2_within_seconds(tmp_path: Path) -> None:
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "sweep.py", str(TINY.relative_to(REPO)), "--results", str(tmp_path / "r"),
+         "--set", f"data.cache_dir={tmp_path / 'c'}", "--set", "resources.gpus_per_trial=1",
+         "--address", "local"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    (line,) = [x for x in run.stderr.splitlines() if x.startswith("error: ")]
+    assert "asks for 1 GPU per trial" in line and "no GPU" in line, line
+    assert "--set resources.gpus_per_trial=0" in line
+    assert "cluster:" not in run.stdout  # refused before Ray started
+    assert not (tmp_path / "r" / "tiny" / "spec.yaml").exists()  # nothing written
+    assert took < 120, took  # data preparation and imports on a loaded machine; no Ray, no wait
+
+
+def test_sigterm_to_the_process_group_exits_143_with_the_continue_line(tmp_path: Path) -> None:
+    """What `timeout`, SLURM's scancel and systemd do: SIGTERM to the driver's whole process
+    group. The private Ray's processes are in their own session: the driver stops cleanly."""
+    command = [sys.executable, "sweep.py", str(TINY.relative_to(REPO)), "--results",
+               str(tmp_path / "r"), "--set", f"data.cache_dir={tmp_path / 'c'}", "--set",
+               "train.epochs=30", "--address", "local"]  # fmt: skip
+    out = open(tmp_path / "out.txt", "w")  # noqa: SIM115
+    driver = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.PIPE, text=True,
+                              env=ENV, start_new_session=True)  # its pid is its group's id
+    deadline = time.monotonic() + 300
+    while "cluster:" not in (tmp_path / "out.txt").read_text() and time.monotonic() < deadline:
+        assert driver.poll() is None, (tmp_path / "out.txt").read_text()
+        time.sleep(0.5)
+    time.sleep(10)  # trials running
+    sent = time.monotonic()
+    os.killpg(driver.pid, signal.SIGTERM)
+    _, stderr = driver.communicate(timeout=120)
+    stopped = time.monotonic() - sent
+    assert driver.returncode == 143, (tmp_path / "out.txt").read_text()[-2000:] + stderr[-2000:]
+    assert "interrupted (SIGTERM)" in stderr and "the same command continues the sweep" in stderr
+    assert stopped < 60, stopped  # not the minute of waiting for a lost GCS
