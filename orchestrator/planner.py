@@ -300,24 +300,45 @@ def plan_configs(
     return rows
 
 
-def _fmt_bytes(n: int | None) -> str:
-    return "-" if n is None else f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+UNITS = {"GiB": 2**30, "MiB": 2**20, "KiB": 2**10, "GB": 10**9, "MB": 10**6, "kB": 10**3}
 
 
-def format_plan(rows: list[PlanRow]) -> str:
-    """A fixed-width table: one line per config; configs that do not fit say so."""
+def size_unit(text: str | None) -> str | None:
+    """The unit a size was given in (`24GiB` -> GiB, `24 mb` -> MB), None when none of UNITS."""
+    tail = (text or "").strip().lstrip("0123456789.").strip().lower()
+    return next((unit for unit in UNITS if unit.lower() == tail), None)
+
+
+def _fmt_bytes(n: int | None, unit: str | None = None) -> str:
+    """Bytes in `unit` (the one the user gave), else GiB / MiB by size."""
+    if n is None:
+        return "-"
+    if unit in UNITS:
+        return f"{n / UNITS[unit]:.3g} {unit}" if n < 1000 * UNITS[unit] else \
+            f"{n / UNITS[unit]:.0f} {unit}"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _fmt_value(value: Any) -> str:
+    """A searched value as plan prints it: floats with 3 significant digits (lr 0.000647)."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def format_plan(rows: list[PlanRow], unit: str | None = None) -> str:
+    """A fixed-width table: one line per config; configs that do not fit say so. Sizes in
+    `unit` (the unit of --gpu-memory) when given."""
     keys = list(dict.fromkeys(k for r in rows for k in r.params))
     types = any(r.gpu_type for r in rows)
     head = ["#", *keys, "micro", "accum", "est. peak", "budget", "gpu", *(["type"] * types)]
     lines = []
     for i, r in enumerate(rows):
-        cells = [str(i), *(str(r.params.get(k)) for k in keys)]
+        cells = [str(i), *(_fmt_value(r.params.get(k)) for k in keys)]
         if r.fits:
             cells += [f"{r.micro_batch}/{r.batch_size}", str(r.accumulation)]
         else:
             cells += ["DOES NOT FIT", "-"]
         gpu = "-" if r.gpu_fraction is None else f"{r.gpu_fraction:g}"
-        cells += [_fmt_bytes(r.estimated_peak), _fmt_bytes(r.budget_bytes), gpu]
+        cells += [_fmt_bytes(r.estimated_peak, unit), _fmt_bytes(r.budget_bytes, unit), gpu]
         cells += [r.gpu_type or "-"] * types
         lines.append(cells)
     widths = [max(len(c) for c in col) for col in zip(head, *lines)]
@@ -333,6 +354,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_spec_arguments(parser)
     parser.add_argument("--samples", type=int, default=8, help="configs to sample")
+    parser.add_argument("--batch", type=int, default=None, metavar="N",
+                        help="plan this logical batch (= --set train.batch_size=N)")
+    parser.add_argument("--seconds", type=float, default=None, metavar="S",
+                        help="plan utterances of S seconds (= --set data.max_seconds=S)")
     parser.add_argument(
         "--gpu-memory", default=None, metavar="SIZE",
         help="plan for a GPU of this size, with a unit (e.g. 80GiB), instead of the cluster's",
@@ -356,6 +381,9 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.sweepfile import load_spec_from_args, parse_size
 
     gpu_memory = parse_size(args.gpu_memory, "--gpu-memory") if args.gpu_memory else None
+    args.overrides = [*args.overrides,
+                      *([f"train.batch_size={args.batch}"] if args.batch is not None else []),
+                      *([f"data.max_seconds={args.seconds}"] if args.seconds is not None else [])]
     spec = load_spec_from_args(args)
     from orchestrator.search import sample_configs
     from trainables.data import prepare_data
@@ -378,9 +406,14 @@ def run(args: argparse.Namespace) -> int:
         param_keys=spec.param_keys(),
         cluster=cluster,
     )
-    print(cluster.line())
+    print(cluster.line() if gpu_memory is None
+          else f"planned for one GPU of {args.gpu_memory} (--gpu-memory)")
+    base = spec.base_config()
+    print(f"input per utterance: {tuple(data.features.shape[1:])} ({base['data']['features']}, "
+          f"{base['data']['max_seconds']:g} s), model {base['model']['name']}; "
+          f"logical batch {train_section(base)['batch_size']}")
     print(f"memory plan of {len(rows)} sampled configs of {spec.name}:")
-    print(format_plan(rows))
+    print(format_plan(rows, size_unit(args.gpu_memory)))
     return EXIT_DOES_NOT_FIT if any(not r.fits for r in rows) else 0
 
 

@@ -128,7 +128,7 @@ def run_sweep(
     from ray.tune.stopper import CombinedStopper
 
     from orchestrator.console import ConsoleCallback
-    from orchestrator.interrupt import SignalStop, stop_on_signals
+    from orchestrator.interrupt import SignalStop, gcs_watch, stop_on_signals
     from orchestrator.journal import journal_storage
     from orchestrator.planner import PlannerByData, TrialPlanner, gpu_targets, trial_budget_bytes
     from orchestrator.search import SweepSearch, TrialSpace, study_with_history
@@ -258,7 +258,8 @@ def run_sweep(
     # store, the sampler reseeded with seed + recorded, a fresh journal (study_with_history).
     # The signal handlers stay for the whole loop, so Ctrl-C / SIGTERM end the sweep, not a part.
     part, last_recorded = 1, recorded
-    with _stable_cwd(), stop_on_signals(stop):
+    lost = gcs_watch(lambda: len(store.completed_trial_ids()), spec.search.trials, store.sweep_dir)
+    with _stable_cwd(), stop_on_signals(stop), lost:
         while True:
             trials = min(remaining, spec.search.tuner_trials)
             fit_tuner(history, sampler, trials, part)

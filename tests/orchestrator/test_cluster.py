@@ -209,7 +209,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
         assert address_file_before or not DEFAULT_ADDRESS_FILE.exists()
 
 
-TYPED_SPEC = Path(__file__).with_name("tiny_gpu_types.yaml")  # grid over d_model: 8, 16, 512, 2048
+TYPED_SPEC = Path(__file__).with_name("tiny_gpu_types.yaml")  # d_model 8, 16, 512, 2048
 GPU_TYPES = [("H100", 128), ("L4", 32)]  # declared MiB per GPU: GiB-scale cards scaled down
 
 
@@ -249,7 +249,7 @@ def test_gpus_of_two_types_are_discovered_planned_for_and_packed_by_bytes(
     cache = tmp_path / "c"
     plan = subprocess.run(
         [sys.executable, "sweep.py", "plan", str(TYPED_SPEC.relative_to(REPO)), "--address",
-         typed_cluster.address, "--set", f"data.cache_dir={cache}", "--samples", "12"],
+         typed_cluster.address, "--set", f"data.cache_dir={cache}", "--samples", "4"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV,
     )  # fmt: skip
     assert plan.returncode == 1, plan.stdout[-3000:] + plan.stderr[-3000:]  # one fits nowhere
@@ -428,6 +428,31 @@ def test_a_gpu_asked_on_a_machine_without_one_is_exit_2_within_seconds(tmp_path:
 def test_sigterm_to_the_process_group_exits_143_with_the_continue_line(tmp_path: Path) -> None:
     """What `timeout`, SLURM's scancel and systemd do: SIGTERM to the driver's whole process
     group. The private Ray's processes are in their own session: the driver stops cleanly."""
+    driver = _start_long_sweep(tmp_path)
+    sent = time.monotonic()
+    os.killpg(driver.pid, signal.SIGTERM)
+    _, stderr = driver.communicate(timeout=120)
+    stopped = time.monotonic() - sent
+    assert driver.returncode == 143, (tmp_path / "out.txt").read_text()[-2000:] + stderr[-2000:]
+    assert "interrupted (SIGTERM)" in stderr and "the same command continues the sweep" in stderr
+    assert stopped < 60, stopped  # not the minute of waiting for a lost GCS
+
+
+def _children_named(parent: int, name: bytes) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == parent and name in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return pids
+
+
+def _start_long_sweep(tmp_path: Path) -> subprocess.Popen:
+    """tiny_sweep.yaml at 30 epochs on a private Ray; returns once its trials started."""
     command = [sys.executable, "sweep.py", str(TINY.relative_to(REPO)), "--results",
                str(tmp_path / "r"), "--set", f"data.cache_dir={tmp_path / 'c'}", "--set",
                "train.epochs=30", "--address", "local"]  # fmt: skip
@@ -439,10 +464,17 @@ def test_sigterm_to_the_process_group_exits_143_with_the_continue_line(tmp_path:
         assert driver.poll() is None, (tmp_path / "out.txt").read_text()
         time.sleep(0.5)
     time.sleep(10)  # trials running
+    return driver
+
+
+def test_a_gcs_that_dies_under_the_driver_ends_the_sweep_within_seconds(tmp_path: Path) -> None:
+    driver = _start_long_sweep(tmp_path)
+    (gcs,) = _children_named(driver.pid, b"gcs_server")
     sent = time.monotonic()
-    os.killpg(driver.pid, signal.SIGTERM)
+    os.kill(gcs, signal.SIGKILL)
     _, stderr = driver.communicate(timeout=120)
     stopped = time.monotonic() - sent
-    assert driver.returncode == 143, (tmp_path / "out.txt").read_text()[-2000:] + stderr[-2000:]
-    assert "interrupted (SIGTERM)" in stderr and "the same command continues the sweep" in stderr
-    assert stopped < 60, stopped  # not the minute of waiting for a lost GCS
+    assert driver.returncode == 137, (tmp_path / "out.txt").read_text()[-2000:] + stderr[-2000:]
+    assert "GCS exited under the driver (killed by SIGKILL)" in stderr
+    assert "the same command continues the sweep" in stderr
+    assert stopped < 15, stopped  # not Ray's minute of reconnecting
