@@ -388,6 +388,45 @@ def fixed_gpu_info(memory_bytes: int, cpus: float = 1.0) -> ClusterInfo:
     return ClusterInfo(1, cpus, cpus, (GpuType(UNNAMED_GPU, int(memory_bytes), 1.0, 1, 1.0),))
 
 
+def _reads(path: str, token: str) -> bool:
+    """Runs on a node (a Ray task): whether `path` there holds `token`."""
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+def check_cache_on_nodes(cache_dir: str | None, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """On a cluster of several nodes: ClusterError (one line) unless every alive node reads the
+    data cache the driver writes (a marker file, read back by a Ray task pinned to each node).
+    A node that does not answer within `timeout` is not held against the path."""
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    if not cache_dir or "://" in cache_dir or len(nodes) < 2:
+        return
+    token = uuid.uuid4().hex
+    marker = Path(cache_dir).expanduser() / f".node-check-{token}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(token)
+    try:
+        task = ray.remote(num_cpus=0, max_retries=0)(_reads)
+        refs = {task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                .remote(str(marker), token): node for node in nodes}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        blind = [refs[ref][:8] for ref in ready if not ray.get(ref)]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise ClusterError(
+            f"data.cache_dir {str(Path(cache_dir).expanduser())!r} is not readable from node(s) "
+            f"{', '.join(blind)} of this {len(nodes)}-node cluster: put the cache on storage "
+            "every node mounts (--set data.cache_dir=/shared/cache or SERSWEEP_CACHE_DIR)")
+
+
 class ResourceRequestError(SersweepError):
     """A per-trial request that no node of the cluster can meet (it would wait forever)."""
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.cluster import (
     ClusterInfo,
+    check_cache_on_nodes,
     check_request,
     discover_cluster,
     joins_a_cluster,
@@ -171,6 +172,7 @@ def run_sweep(
     cluster = discover_cluster()  # the GPUs of the nodes that have them (#22)
     print(cluster.line())
     check_request(cluster, spec.resources.cpus_per_trial, spec.resources.gpus_per_trial)
+    check_cache_on_nodes(base_data.get("cache_dir"))  # several nodes: each reads the cache
     store.repair()  # what a killed driver left: truncated, temporary, half-written trials
     write_spec(store.sweep_dir, spec.as_dict())
     if spec.search.baseline:  # cached per data config: cheap after a corpus' first sweep

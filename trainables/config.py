@@ -12,6 +12,8 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from trainables.user_cache import default_cache_dir
+
 DATA_DEFAULTS: dict[str, Any] = {
     "corpus": "synthetic",  # synthetic | iemocap | meld | manifest | multi
     # corpus: multi -> a list of {corpus, root, name, folds, seed, ...} (trainables/data/multi.py)
@@ -35,7 +37,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "use_folds": None,  # train only the first N folds (None = all)
     "seed": 0,  # synthetic corpus generation seed
     "synthetic_utterances": 800,
-    "cache_dir": ".cache/sersweep",
+    "cache_dir": default_cache_dir(),  # absolute, per user (trainables/user_cache.py)
     # features: ssl -> a frozen self-supervised encoder's hidden states (trainables/data/ssl)
     "ssl": {
         # wavlm_base_plus | wavlm_base | wavlm_large | hubert_base | hubert_large |

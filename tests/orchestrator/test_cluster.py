@@ -159,7 +159,7 @@ class RayCluster:
         return set(re.findall(r"\bnode_([0-9a-f]{56})\b", self.status()))
 
     def _wait_for_nodes(self, count: int) -> None:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a node joins in seconds, minutes on a loaded machine
         while time.monotonic() < deadline:
             if len(self.node_ids()) >= count:
                 return

@@ -217,3 +217,29 @@ def test_an_impossible_request_is_refused_with_what_was_asked_and_the_flag() -> 
         check_request(_two_types(), 1, 4)
     check_request(laptop, 2, "auto")  # auto without a GPU: CPU trials
     check_request(_two_types(), 1, 2)
+
+
+@pytest.mark.slow
+def test_the_default_data_cache_is_found_from_another_working_directory(tmp_path) -> None:
+    """#22.5: the default cache is absolute and per user ($XDG_CACHE_HOME/sersweep here): a
+    second command from another directory finds what the first prepared."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    spec = repo / "tests" / "orchestrator" / "tiny_gpu_types.yaml"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "PYTHONPATH": str(repo)}
+    env.pop("SERSWEEP_CACHE_DIR", None)
+    outputs = []
+    for cwd in (repo, tmp_path):
+        run = subprocess.run([sys.executable, str(repo / "sweep.py"), "plan", str(spec),
+                              "--samples", "1", "--gpu-memory", "1GiB"],
+                             cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode in (0, 1), run.stderr[-2000:]
+        outputs.append(run.stdout)
+    cache = tmp_path / "xdg" / "sersweep" / "prepared"
+    assert f"data: cached {cache}" in outputs[0], outputs[0]
+    assert f"data: cache hit {cache}" in outputs[1], outputs[1]
+    assert not (repo / ".cache" / "sersweep").exists() or "cache hit" in outputs[1]
