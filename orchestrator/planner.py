@@ -172,9 +172,10 @@ class TrialPlanner:
 
         if self.targets:
             train = train_section(config)
-            est = estimate_trial_memory(
+            est = estimate_trial_memory(  # on a GPU: in the precision the step runs in
                 dict(config), n_features=self.n_features, n_classes=self.n_classes,
-                input_shape=self.input_shape, n_members=member_count(self.n_folds, train))
+                input_shape=self.input_shape, n_members=member_count(self.n_folds, train),
+                on_gpu=True)
             choice = choose_target(est, int(train["batch_size"]), train["micro_batch"],
                                    self.targets)
             if choice.target is None:
@@ -280,7 +281,7 @@ def plan_configs(
         train = train_section(config)
         est = estimate_trial_memory(
             config, n_features=n_features, n_classes=n_classes, input_shape=data_shape,
-            n_members=member_count(n_folds, train),
+            n_members=member_count(n_folds, train), on_gpu=targets[0].memory_bytes is not None,
         )
         logical = int(train["batch_size"])
         choice = choose_target(est, logical, train["micro_batch"], targets)

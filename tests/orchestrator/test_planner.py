@@ -8,6 +8,7 @@ from orchestrator.planner import (
     TrialPlanner,
     format_plan,
     gpu_fraction_for,
+    gpu_targets,
     plan_configs,
     resources_for_config,
     trial_budget_bytes,
@@ -112,7 +113,7 @@ def test_auto_gpu_column_follows_the_estimate() -> None:
         )[0]
         for c, shape, nf in ((configs[0], (100, 16), 16), (configs[1], (64000,), 1))
     )
-    assert small.gpu_fraction == 0.125 and large.gpu_fraction > 0.25
+    assert small.gpu_fraction == 0.125 and large.gpu_fraction >= 0.25
     assert large.estimated_peak <= large.gpu_fraction * 80 * GIB * 0.9
 
 
@@ -153,8 +154,6 @@ def test_the_cluster_is_read_from_its_gpu_nodes_and_summarised_in_one_line() -> 
 
 def _plan_on(info: object, model: dict, shape: tuple[int, ...], nf: int, batch: int = 32,
              gpus: float | str = "auto") -> tuple[dict, dict]:
-    from orchestrator.planner import gpu_targets
-
     res = {"gpus_per_trial": gpus, "gpu_memory_fraction": 0.9, "cpus_per_trial": 1}
     planner = TrialPlanner(shape, nf, 4, n_folds=5, budget_bytes=None,
                            targets=gpu_targets(info, res))
@@ -171,17 +170,18 @@ def test_each_trial_is_planned_for_a_gpu_type_and_placed_there() -> None:
     config, res = _plan_on(info, TINY, (100, 16), 16)
     assert config["runtime"]["gpu_type"] == "L4" and config["train"]["micro_batch"] == 32
     assert res == {"cpu": 1.0, "gpu": 0.125, "accelerator_type:L4": 0.001}
-    # SincNet per_frame at 4 s, batch 32: micro-batches on an L4, one step on the H100
+    # SincNet per_frame at 4 s, batch 64 (AMP: planned in bf16): micro-batches on an L4, one
+    # step on the H100
     est = estimate_trial_memory({"model": SINCNET_4S}, n_features=1, n_classes=4,
-                                input_shape=(64000,), n_members=10)
-    assert est.peak(32) > 24 * GIB * 0.9 and est.peak(32) <= 80 * GIB * 0.9
-    config, res = _plan_on(info, SINCNET_4S, (64000,), 1)
-    assert config["runtime"]["gpu_type"] == "H100" and config["train"]["micro_batch"] == 32
-    assert config["runtime"]["estimated_peak_bytes"] == est.peak(32)
+                                input_shape=(64000,), n_members=10, on_gpu=True)
+    assert est.peak(64) > 24 * GIB * 0.9 and est.peak(64) <= 80 * GIB * 0.9
+    config, res = _plan_on(info, SINCNET_4S, (64000,), 1, batch=64)
+    assert config["runtime"]["gpu_type"] == "H100" and config["train"]["micro_batch"] == 64
+    assert config["runtime"]["estimated_peak_bytes"] == est.peak(64)
     assert res["accelerator_type:H100"] == 0.001
-    assert res["gpu"] == gpu_fraction_for(est.peak(32), 80 * GIB, 0.9)
+    assert res["gpu"] == gpu_fraction_for(est.peak(64), 80 * GIB, 0.9)
     # a fixed share gets its type and that type's budget too
-    config, res = _plan_on(info, SINCNET_4S, (64000,), 1, gpus=1)
+    config, res = _plan_on(info, SINCNET_4S, (64000,), 1, batch=64, gpus=1)
     assert res == {"cpu": 1.0, "gpu": 1.0, "accelerator_type:H100": 0.001}
     assert config["runtime"]["memory_budget"] == int(80 * GIB * 0.9)
 
@@ -192,7 +192,7 @@ def test_a_config_that_fits_no_gpu_asks_for_none_and_carries_the_largest_budget(
     small = cluster_from_nodes([_node("a", 2, 1, "T4", 1), _node("b", 2, 1, "P4", 1.5)],
                                lambda node_id: None)
     est = estimate_trial_memory({"model": SINCNET_4S}, n_features=1, n_classes=4,
-                                input_shape=(64000,), n_members=10)
+                                input_shape=(64000,), n_members=10, on_gpu=True)
     assert est.peak(1) > 1.5 * GIB * 0.9
     config, res = _plan_on(small, SINCNET_4S, (64000,), 1)
     assert config["runtime"] == {"memory_budget": int(1.5 * GIB * 0.9), "gpu_type": None}
@@ -201,6 +201,26 @@ def test_a_config_that_fits_no_gpu_asks_for_none_and_carries_the_largest_budget(
                         data_shape=(64000,), n_features=1, n_classes=4, n_folds=5,
                         resources={"gpus_per_trial": "auto"}, cluster=small)
     assert not rows[0].fits and "DOES NOT FIT" in format_plan(rows)
+
+
+def test_amp_trials_are_planned_in_the_precision_they_run_in_on_a_gpu() -> None:
+    """#22.7: `train.amp: auto` autocasts on CUDA, so a trial planned for a GPU is estimated in
+    reduced precision; `off` stays fp32; the same config planned for the CPU is fp32."""
+    info = _two_types()
+    peaks = {}
+    for amp in ("auto", "off"):
+        model = {**TINY, "d_model": 64}
+        config = {"model": model, "train": {"batch_size": 32, "seeds": [0], "amp": amp}}
+        planner = TrialPlanner((100, 16), 16, 4, n_folds=2, budget_bytes=None,
+                               targets=gpu_targets(info, {"gpus_per_trial": "auto"}))
+        peaks[amp] = planner(config)["runtime"]["estimated_peak_bytes"]
+        cpu = estimate_trial_memory(config, n_features=16, n_classes=4, input_shape=(100, 16),
+                                    n_members=2)
+        amp_est = estimate_trial_memory(config, n_features=16, n_classes=4,
+                                        input_shape=(100, 16), n_members=2, on_gpu=True)
+        assert peaks[amp] == amp_est.peak(32)
+        assert (amp_est.peak(32) < cpu.peak(32)) == (amp == "auto")
+    assert peaks["auto"] < peaks["off"]
 
 
 def test_an_impossible_request_is_refused_with_what_was_asked_and_the_flag() -> None:
