@@ -149,10 +149,13 @@ class RayCluster:
             self._wait_for_nodes(count)
 
     def status(self) -> str:
-        run = subprocess.run(
-            [RAY, "status", f"--address={self.address}"],
-            capture_output=True, text=True, env=ENV, timeout=60,
-        )  # fmt: skip
+        try:
+            run = subprocess.run(
+                [RAY, "status", f"--address={self.address}"],
+                capture_output=True, text=True, env=ENV, timeout=60,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:  # a loaded machine: the caller asks again
+            return ""
         return run.stdout if run.returncode == 0 else ""
 
     def node_ids(self) -> set[str]:
