@@ -281,19 +281,21 @@ def test_gpus_of_two_types_are_discovered_planned_for_and_packed_by_bytes(
     assert by_d[2048].status == "does_not_fit", output
     assert {by_d[d].status for d in (8, 16, 512)} == {"completed"}, trials[["status", "error"]]
     types = _node_types(typed_cluster)
-    for d, gpu_type, share in ((8, "L4", 0.125), (16, "L4", 0.125), (512, "H100", 0.5)):
+    from orchestrator.planner import gpu_fraction_for
+
+    for d, gpu_type in ((8, "L4"), (16, "L4"), (512, "H100")):
         row = by_d[d]
         (params,) = sweep_dir.glob(f"_tune/*/{row.trial_id}/params.json")
         runtime = json.loads(params.read_text())["runtime"]
         assert runtime["gpu_type"] == gpu_type, (d, runtime)
         assert types[row.node_id] == gpu_type, (d, row.node_id, types)  # placed on that type
-        assert row.gpu_fraction == share and row.estimated_peak_bytes <= share * row_budget(
-            gpu_type)
+        memory = dict(GPU_TYPES)[gpu_type] * 2**20
+        # the share Ray gave is the one the stored estimate needs on that type's GPU
+        assert row.gpu_fraction == gpu_fraction_for(row.estimated_peak_bytes, memory, 0.9), d
+        assert row.micro_batch == 8 and row.accumulation == 1
+    assert by_d[8].gpu_fraction == by_d[16].gpu_fraction == 0.125  # small trials share a GPU
+    assert 0.125 < by_d[512].gpu_fraction < 1.0
     print(f"typed-cluster sweep: {time.monotonic() - started:.0f} s")
-
-
-def row_budget(gpu_type: str) -> float:
-    return dict(GPU_TYPES)[gpu_type] * 2**20 * 0.9
 
 
 def _sweep_args(results: Path, cache: Path) -> list[str]:
