@@ -263,3 +263,14 @@ def test_the_default_data_cache_is_found_from_another_working_directory(tmp_path
     assert f"data: cached {cache}" in outputs[0], outputs[0]
     assert f"data: cache hit {cache}" in outputs[1], outputs[1]
     assert not (repo / ".cache" / "sersweep").exists() or "cache hit" in outputs[1]
+
+
+def test_plan_prints_sizes_in_the_unit_given_and_values_with_3_significant_digits() -> None:
+    from orchestrator.planner import PlanRow, size_unit
+
+    assert (size_unit("24MiB"), size_unit("80 GiB"), size_unit("24"), size_unit(None)) == (
+        "MiB", "GiB", None, None)
+    row = PlanRow({"train.lr": 0.0006466422717414558}, 0, 0, 32, 30 * 2**20, 24 * 2**20, 0.0)
+    table = format_plan([row], "MiB")
+    assert "0.000647" in table and "0.0006466" not in table
+    assert "30 MiB" in table and "24 MiB" in table and "GiB" not in table
