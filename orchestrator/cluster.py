@@ -16,10 +16,16 @@ Under a Ray job (`ray job submit`) the working directory is Ray's temporary copy
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trainables.errors import SersweepError
 
@@ -131,9 +137,11 @@ def ray_init(address: str | None, verbose: bool) -> None:
     if not address or address == "local":
         # A private Ray for this sweep; no dashboard, and no metrics exporter (Ray binds it to
         # the node's address without auth, and refuses a loopback node address): nothing
-        # listens beyond loopback.
-        ray.init(include_dashboard=False, log_to_driver=verbose,
-                 _system_config={"enable_metrics_collection": False})
+        # listens beyond loopback. Its processes start in their own session, so a signal to the
+        # driver's process group reaches the driver first (_signals_reach_the_driver_first).
+        with _signals_reach_the_driver_first():
+            ray.init(include_dashboard=False, log_to_driver=verbose,
+                     _system_config={"enable_metrics_collection": False})
         if DEFAULT_TOKEN_FILE.is_file() and DEFAULT_TOKEN_FILE.stat().st_uid == os.getuid():
             DEFAULT_TOKEN_FILE.chmod(0o600)  # Ray writes the token it made 0644
         return
@@ -162,6 +170,62 @@ def ray_init(address: str | None, verbose: bool) -> None:
     print(f"joined the Ray cluster at {address}: {ray.cluster_resources()}")
 
 
+@contextlib.contextmanager
+def _signals_reach_the_driver_first() -> Iterator[None]:
+    """Around the private `ray.init` (#22.4): Ray's processes (GCS, raylet, their workers) start
+    in a session of their own, so a SIGTERM to the driver's process group (SLURM's scancel,
+    `timeout`, systemd) reaches the driver alone, which then stops the sweep cleanly (exit 143,
+    the continue line) instead of losing its GCS and waiting a minute for it. SIGTERM is held
+    back while Ray starts (ray.init installs its own SIGTERM handlers, which would exit 15 or 1
+    without the line); the handler that was there before comes back afterwards and a SIGTERM
+    that arrived meanwhile is delivered to it then. Ray has no option for either: its process
+    spawner (ray._private.services.ConsolePopen) is swapped for the duration."""
+    from ray._private import services
+
+    spawner = services.ConsolePopen
+
+    class OwnSession(spawner):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            inner = kwargs.get("preexec_fn")
+
+            def preexec() -> None:  # in the child: Ray's own set-up, SIGTERM deliverable
+                if inner is not None:
+                    inner()
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+            kwargs["preexec_fn"] = preexec
+            kwargs["start_new_session"] = True
+            super().__init__(*args, **kwargs)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    services.ConsolePopen = OwnSession
+    try:
+        yield
+    finally:
+        services.ConsolePopen = spawner
+        if main:
+            signal.signal(signal.SIGTERM, handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def joins_a_cluster(address: str | None) -> bool:
+    """Whether ray_init(address) joins a cluster (else it starts a private Ray on this
+    machine, whose resources are this machine's: checked before Ray starts)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        return address != "local"
+    if not RAY_CLUSTER_FILE.is_file():
+        return False
+    try:
+        check_reachable(RAY_CLUSTER_FILE.read_text().strip())
+    except ClusterError:
+        return False
+    return True
+
+
 def under_ray_job() -> bool:
     """Whether this driver was started by `ray job submit` (Ray's job supervisor)."""
     return any(os.environ.get(name) for name in RAY_JOB_ENV)
@@ -184,19 +248,216 @@ def results_root_for(root: str) -> str:
     return str(path.resolve())
 
 
-def cluster_cpus() -> float:
-    import ray
+# --- the GPUs of the cluster (#22): asked of the nodes that have them, not of the driver ------
+ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's node resource naming a node's GPU type
+# A node may declare the memory of each of its GPUs (MiB) as a custom resource: for GPUs that
+# CUDA cannot see (the tests: declared GPUs on a CPU machine) or to cap what is planned.
+# `ray start --num-gpus 2 --resources '{"accelerator_type:L4": 1, "sersweep_gpu_memory_mib":
+# 24576}'`. Without it the memory is asked of the node by a small Ray task (torch.cuda there).
+GPU_MEMORY_RESOURCE = "sersweep_gpu_memory_mib"
+UNNAMED_GPU = "GPU"  # the type of a GPU node whose type Ray does not name
+PROBE_TIMEOUT_S = 60.0  # the per-type memory query; unanswered = memory unknown (no budget)
 
-    return float(ray.cluster_resources().get("CPU", 1.0))
+
+@dataclass(frozen=True)
+class GpuType:
+    """The GPUs of one type in the cluster."""
+
+    name: str  # Ray's accelerator type (H100, L4, ...), or UNNAMED_GPU
+    memory_bytes: int | None  # of one GPU; None when no node could say
+    count: float  # GPUs of this type, all nodes together
+    nodes: int
+    per_node: float  # the most GPUs of this type on one node
+
+    @property
+    def resource(self) -> str | None:
+        """The Ray resource that places a trial on this type (None: the only, unnamed type)."""
+        return None if self.name == UNNAMED_GPU else f"{ACCELERATOR_PREFIX}{self.name}"
 
 
-def gpu_total_bytes() -> int | None:
-    """Memory of one GPU of the cluster: from torch on this node, else None (CPU only)."""
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the sweep may ask for: the nodes, their CPUs, the GPUs of each type."""
+
+    nodes: int
+    cpus: float
+    node_cpus: float  # the most CPUs on one node
+    gpu_types: tuple[GpuType, ...] = ()
+
+    @property
+    def node_gpus(self) -> float:
+        """The most GPUs on one node (what one trial can ask for at most)."""
+        return max((t.per_node for t in self.gpu_types), default=0.0)
+
+    def line(self) -> str:
+        """`cluster: 2 nodes, 4 x H100 80 GiB, 8 x L4 24 GiB` (the run's and plan's first line)."""
+        parts = [f"{self.nodes} node{'s' * (self.nodes != 1)}", f"{self.cpus:g} CPUs"]
+        for t in self.gpu_types:
+            memory = "memory unknown" if t.memory_bytes is None else _gib_text(t.memory_bytes)
+            parts.append(f"{t.count:g} x {t.name} {memory}")
+        if not self.gpu_types:
+            parts.append("no GPU")
+        return "cluster: " + ", ".join(parts)
+
+
+def _gib_text(n: int) -> str:
+    """80 GiB, 24 GiB, 512 MiB (3 significant digits)."""
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+def _probe_gpu() -> tuple[str, int] | None:
+    """Runs on a GPU node (a Ray task): (device name, total memory) of its first visible GPU."""
     import torch
 
-    if torch.cuda.is_available():
-        return int(torch.cuda.get_device_properties(0).total_memory)
-    return None
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return str(props.name), int(props.total_memory)
+
+
+def _probe_node(node_id: str, timeout: float) -> tuple[str, int] | None:
+    """_probe_gpu on that node, or None when CUDA is absent there or it does not answer."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(num_cpus=0, num_gpus=0.01, max_retries=0)(_probe_gpu).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
+    ref = task.remote()
+    ready, _ = ray.wait([ref], timeout=timeout)
+    if not ready:
+        ray.cancel(ref, force=True)
+        return None
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:  # no torch there, a dead node: memory unknown
+        print(f"note: could not ask node {node_id[:8]} for its GPU memory ({type(exc).__name__})")
+        return None
+
+
+def cluster_from_nodes(nodes: list[dict[str, Any]],
+                       probe: Callable[[str], tuple[str, int] | None]) -> ClusterInfo:
+    """ClusterInfo from `ray.nodes()` rows (alive ones count); `probe(node_id)` asks one node of
+    each GPU type without a declared GPU_MEMORY_RESOURCE for its GPU memory."""
+    alive = [n for n in nodes if n.get("Alive", True)]
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for node in alive:
+        res = node.get("Resources", {})
+        if res.get("GPU", 0) <= 0:
+            continue
+        names = sorted(k.removeprefix(ACCELERATOR_PREFIX) for k in res
+                       if k.startswith(ACCELERATOR_PREFIX))
+        by_type.setdefault(names[0] if names else UNNAMED_GPU, []).append(node)
+    types = []
+    for name, members in sorted(by_type.items()):
+        declared = [n["Resources"][GPU_MEMORY_RESOURCE] for n in members
+                    if n["Resources"].get(GPU_MEMORY_RESOURCE)]
+        memory = int(min(declared) * 2**20) if declared else None
+        if memory is None:
+            answer = probe(members[0]["NodeID"])
+            memory = answer[1] if answer else None
+        gpus = [float(n["Resources"]["GPU"]) for n in members]
+        types.append(GpuType(name, memory, sum(gpus), len(members), max(gpus)))
+    cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in alive]
+    return ClusterInfo(len(alive), sum(cpus), max(cpus, default=0.0), tuple(types))
+
+
+_DISCOVERED: dict[str, ClusterInfo] = {}  # per Ray cluster (GCS address): asked once per run
+
+
+def discover_cluster(probe_timeout: float = PROBE_TIMEOUT_S) -> ClusterInfo:
+    """The cluster Ray is connected to (ray_init first): nodes, CPUs, GPUs per type with their
+    memory, asked of the GPU nodes themselves; a CPU-only head or driver is fine. Cached."""
+    import ray
+
+    key = ray.get_runtime_context().gcs_address
+    if key not in _DISCOVERED:
+        _DISCOVERED[key] = cluster_from_nodes(
+            ray.nodes(), lambda node_id: _probe_node(node_id, probe_timeout))
+    return _DISCOVERED[key]
+
+
+def local_gpu_info() -> ClusterInfo:
+    """This machine alone (`plan` without --address): its CUDA GPUs, if any."""
+    import torch
+
+    cpus = float(os.cpu_count() or 1)
+    if not torch.cuda.is_available():
+        return ClusterInfo(1, cpus, cpus)
+    props = torch.cuda.get_device_properties(0)
+    count = float(torch.cuda.device_count())
+    name = str(props.name)
+    return ClusterInfo(1, cpus, cpus, (GpuType(name, int(props.total_memory), count, 1, count),))
+
+
+def fixed_gpu_info(memory_bytes: int, cpus: float = 1.0) -> ClusterInfo:
+    """One GPU of the given size (`plan --gpu-memory 24GiB`)."""
+    return ClusterInfo(1, cpus, cpus, (GpuType(UNNAMED_GPU, int(memory_bytes), 1.0, 1, 1.0),))
+
+
+def _reads(path: str, token: str) -> bool:
+    """Runs on a node (a Ray task): whether `path` there holds `token`."""
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+def check_cache_on_nodes(cache_dir: str | None, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """On a cluster of several nodes: ClusterError (one line) unless every alive node reads the
+    data cache the driver writes (a marker file, read back by a Ray task pinned to each node).
+    A node that does not answer within `timeout` is not held against the path."""
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    if not cache_dir or "://" in cache_dir or len(nodes) < 2:
+        return
+    token = uuid.uuid4().hex
+    marker = Path(cache_dir).expanduser() / f".node-check-{token}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(token)
+    try:
+        task = ray.remote(num_cpus=0, max_retries=0)(_reads)
+        refs = {task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                .remote(str(marker), token): node for node in nodes}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        blind = [refs[ref][:8] for ref in ready if not ray.get(ref)]
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise ClusterError(
+            f"data.cache_dir {str(Path(cache_dir).expanduser())!r} is not readable from node(s) "
+            f"{', '.join(blind)} of this {len(nodes)}-node cluster: put the cache on storage "
+            "every node mounts (--set data.cache_dir=/shared/cache or SERSWEEP_CACHE_DIR)")
+
+
+class ResourceRequestError(SersweepError):
+    """A per-trial request that no node of the cluster can meet (it would wait forever)."""
+
+
+def check_request(info: ClusterInfo, cpus_per_trial: float, gpus_per_trial: float | str) -> None:
+    """ResourceRequestError (exit 2, one line: asked, has, the flag) when no node can hold one
+    trial: Tune would keep it pending forever."""
+    if cpus_per_trial > info.node_cpus:
+        raise ResourceRequestError(
+            f"resources.cpus_per_trial asks for {cpus_per_trial:g} CPUs per trial, but the "
+            f"largest node has {info.node_cpus:g} ({info.line()}): pass --set "
+            f"resources.cpus_per_trial={max(1, int(info.node_cpus))}")
+    if gpus_per_trial == "auto" or not gpus_per_trial:
+        return
+    gpus = float(gpus_per_trial)
+    if not info.gpu_types:
+        raise ResourceRequestError(
+            f"resources.gpus_per_trial asks for {gpus:g} GPU per trial, but this cluster has no "
+            f"GPU ({info.line()}): pass --set resources.gpus_per_trial=0 to train on the CPU "
+            "(or `auto`: GPUs where there are some)")
+    if gpus > info.node_gpus:
+        raise ResourceRequestError(
+            f"resources.gpus_per_trial asks for {gpus:g} GPUs per trial, but the largest node "
+            f"has {info.node_gpus:g} ({info.line()}): pass --set "
+            f"resources.gpus_per_trial={info.node_gpus:g}")
 
 
 def tune_storage_path(results_root: str, sweep: str) -> str:

@@ -33,6 +33,8 @@ from orchestrator.store import schema
 from orchestrator.store.rows import reported_error, trial_error
 from trainables import names
 
+WAIT_NOTICE_S = 30.0  # trials pending with none running this long: say so
+
 
 class ConsoleCallback(Callback):
     """Counts running / completed / pruned / failed trials, tracks the best, prints an ETA."""
@@ -69,6 +71,8 @@ class ConsoleCallback(Callback):
         self.best: tuple[float, str, dict[str, Any]] | None = None
         self._console: Console | None = None
         self._status: Any = None  # rich Status (terminal only)
+        self._waiting_since: float | None = None  # trials pending, none running, since
+        self._waiting_said = False
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state: a console holds a stream
@@ -107,6 +111,22 @@ class ConsoleCallback(Callback):
                       f"{_short(self.best[2])}")
 
     # --- Tune callback hooks -------------------------------------------------------------------
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """One line when trials wait for resources with none running (#22.3): what one asks."""
+        pending = [t for t in trials if getattr(t, "status", None) == "PENDING"]
+        if self.running or not pending:
+            self._waiting_since = None
+            return
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+        if time.monotonic() - self._waiting_since >= WAIT_NOTICE_S and not self._waiting_said:
+            self._waiting_said = True
+            asks = getattr(getattr(pending[0], "placement_group_factory", None),
+                           "required_resources", {})
+            self._say(f"waiting for resources: {len(pending)} trial(s) pending, none running "
+                      f"for {WAIT_NOTICE_S:.0f} s; one asks {dict(asks)} (`ray status` shows "
+                      "what the cluster has free)")
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self.first_start is None:
             self.first_start = time.monotonic()

@@ -10,6 +10,12 @@ is off (TUNE_DISABLE_SIGINT_HANDLER): it would print `Tuner.restore(...)` advice
 here (resume reads the store). A second signal gets the handler that was there before (a
 KeyboardInterrupt; Ray's SIGTERM teardown). Outside fit() (data preparation), SIGINT is Python's
 KeyboardInterrupt and SIGTERM raises `Interrupted` (`sigterm_raises`); nothing is recorded then.
+
+A signal to the driver's whole process group reaches the driver alone: the private Ray's
+processes run in a session of their own (cluster.py `_signals_reach_the_driver_first`). A GCS of
+the private Ray that dies anyway (killed on its own, out of memory) would leave the driver
+waiting for it for a minute and then exit 1 without a word: `gcs_watch` ends the sweep within a
+second instead, with the continue line (exit 128 + the signal that killed the GCS, else 1).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ray.tune import Stopper
@@ -106,3 +113,54 @@ def interrupted_line(signum: int, recorded: int, total: int, sweep_dir: str) -> 
     name = signal.Signals(signum).name
     return (f"interrupted ({name}): {recorded} of {total} trials recorded in {sweep_dir}; "
             f"the same command continues the sweep: {same_command()}")
+
+
+GCS_POLL_S = 0.5
+
+
+def _private_gcs_process() -> Any:
+    """The Popen of the GCS this driver started (a private Ray), else None (joined a cluster)."""
+    from ray._private import ray_constants, worker
+
+    node = worker._global_node
+    infos = getattr(node, "all_processes", {}).get(ray_constants.PROCESS_TYPE_GCS_SERVER)
+    return infos[0].process if infos else None
+
+
+def lost_ray_line(returncode: int, recorded: int, total: int, sweep_dir: str) -> str:
+    """The one line printed when the private Ray's GCS exited under the driver."""
+    how = (f"killed by {signal.Signals(-returncode).name}" if returncode < 0
+           else f"exit status {returncode}")
+    return (f"stopped: the private Ray's GCS exited under the driver ({how}); {recorded} of "
+            f"{total} trials recorded in {sweep_dir}; the same command continues the sweep: "
+            f"{same_command()}")
+
+
+@contextlib.contextmanager
+def gcs_watch(recorded: Callable[[], int], total: int, sweep_dir: str) -> Iterator[None]:
+    """Within: a daemon thread polls the private Ray's GCS process; when it exits, the driver
+    prints `lost_ray_line` and exits at once (128 + signal, else 1): Tune cannot stop its trials
+    without a GCS, and what is recorded is already in the store. Nothing when Ray was joined."""
+    process = _private_gcs_process()
+    if process is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(GCS_POLL_S):
+            code = process.poll()
+            if code is None:
+                continue
+            if done.is_set():  # the run ended meanwhile: Ray's own shutdown
+                return
+            print(lost_ray_line(code, recorded(), total, sweep_dir), file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(128 - code if code < 0 else 1)
+
+    thread = threading.Thread(target=watch, name="sersweep-gcs-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()

@@ -33,8 +33,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cluster import (
-    cluster_cpus,
-    gpu_total_bytes,
+    ClusterInfo,
+    check_cache_on_nodes,
+    check_request,
+    discover_cluster,
+    joins_a_cluster,
+    local_gpu_info,
     ray_init,
     results_root_for,
     tune_storage_path,
@@ -134,8 +138,8 @@ def run_sweep(
 
     from orchestrator import confirm, racing
     from orchestrator.console import ConsoleCallback
-    from orchestrator.interrupt import SignalStop, stop_on_signals
-    from orchestrator.planner import PlannerByData, TrialPlanner, trial_budget_bytes
+    from orchestrator.interrupt import SignalStop, gcs_watch, stop_on_signals
+    from orchestrator.planner import PlannerByData, TrialPlanner, gpu_targets, trial_budget_bytes
     from orchestrator.search import SweepSearch, TrialSpace, study_with_history
     from orchestrator.store import ResultStore, schema, write_spec
     from orchestrator.store.callback import StoreCallback, WriteFailureStop
@@ -162,6 +166,9 @@ def run_sweep(
         return SweepOutcome(store.sweep_dir, recorded, 0, 0, time.monotonic() - started)
 
     # Everything that can reject the input runs before the first write (exit 2, nothing written).
+    if not joins_a_cluster(address):  # a private Ray gets this machine: refused in seconds
+        check_request(local_gpu_info(), spec.resources.cpus_per_trial,
+                      spec.resources.gpus_per_trial)
     # one PreparedData per searched data.* choice (and the sweep file's own data section)
     base_data = spec.base_config()["data"]
     datasets: dict[str, PreparedData] = {prepared_key(base_data): data} if data is not None else {}
@@ -180,6 +187,10 @@ def run_sweep(
     # Nothing is written before the run can start: lease held (run), spec valid, Ray reached.
     ray_init(address, verbose)
     quiet_logs(verbose)  # ray.init set the `ray` logger's level again
+    cluster = discover_cluster()  # the GPUs of the nodes that have them (#22)
+    print(cluster.line())
+    check_request(cluster, spec.resources.cpus_per_trial, spec.resources.gpus_per_trial)
+    check_cache_on_nodes(base_data.get("cache_dir"))  # several nodes: each reads the cache
     if fence is not None:
         fence.check()
     store.repair()  # what a killed driver left: truncated, temporary, half-written, foreign
@@ -194,12 +205,13 @@ def run_sweep(
             print(f"baseline: not computed ({exc}); `sweep.py baseline` retries it")
 
     metric_key = names.mean_key(spec.search.metric)  # what ASHA prunes on, each epoch
-    budget = trial_budget_bytes(dict(spec.resources), gpu_total_bytes())
+    targets = gpu_targets(cluster, spec.resources)  # one per GPU type, smallest first
+    budget = trial_budget_bytes(dict(spec.resources), None)  # CPU: resources.memory_budget
     planners = {key: TrialPlanner(tuple(d.features.shape[1:]), d.n_features, d.n_classes,
-                                  len(d.folds), budget) for key, d in datasets.items()}
+                                  len(d.folds), budget, targets) for key, d in datasets.items()}
     planner = PlannerByData(planners) if len(planners) > 1 else planners[prepared_key(base_data)]
     max_concurrent = spec.search.max_concurrent or max(
-        1, int(cluster_cpus() // spec.resources.cpus_per_trial)
+        1, int(cluster.cpus // spec.resources.cpus_per_trial)
     )
 
     base["runtime"] = {
@@ -211,7 +223,7 @@ def run_sweep(
     # through Ray's object store once; a trial picks its own data (trainable._prepare)
     trainable = tune.with_parameters(train_trial, data=datasets if len(datasets) > 1 else data,
                                      **racing.trainable_args(spec))  # its judge when racing
-    trainable = tune.with_resources(trainable, _resources(spec))
+    trainable = tune.with_resources(trainable, _resources(spec, cluster))
 
     # One console and one store callback for the whole sweep: numbering, ETA and the first
     # write error carry over from one Tuner to the next.
@@ -272,7 +284,8 @@ def run_sweep(
     # store, the sampler reseeded with seed + recorded, a fresh journal (study_with_history).
     # The signal handlers stay for the whole loop, so Ctrl-C / SIGTERM end the sweep, not a part.
     part, last_recorded = 1, recorded
-    with _stable_cwd(), stop_on_signals(stop):
+    lost = gcs_watch(lambda: len(store.completed_trial_ids()), spec.search.trials, store.sweep_dir)
+    with _stable_cwd(), stop_on_signals(stop), lost:
         while remaining > 0:
             trials = min(remaining, spec.search.tuner_trials)
             fit_tuner(history, sampler, trials, part)
@@ -286,7 +299,8 @@ def run_sweep(
                 break
             part, last_recorded = part + 1, now_recorded
         todo = confirm.pending(store, confirm_settings, spec.search.mode, **confirm_args)
-        if todo and stop.signum is None and store_cb.write_error is None:
+        if (todo and stop.signum is None and store_cb.write_error is None
+                and (lock is None or lock.valid())):
             confirm_console = ConsoleCallback(total=len(todo), already=0, mode=spec.search.mode,
                                               metric=spec.search.metric, verbose=verbose,
                                               epochs=int(spec.train["epochs"]))
@@ -296,7 +310,7 @@ def run_sweep(
                 trainable, param_space=base, search_alg=searcher, scheduler=FIFOScheduler(),
                 num_samples=n, storage_path=tune_storage_path(results_root, spec.name),
                 max_failures=spec.resources.max_failures, callbacks=[store_cb, *callbacks],
-                verbose=verbose, stop=CombinedStopper(stop, WriteFailureStop(store_cb)),
+                verbose=verbose, stop=CombinedStopper(stop, WriteFailureStop(store_cb, lock)),
                 part=part + 1).fit())
             confirm_console.close()
     console.close()
@@ -383,23 +397,18 @@ def _trial_dirname(trial: Any) -> str:
     return trial.trial_id  # Tune's default packs the whole config into the folder name
 
 
-def _resources(spec: SweepSpec) -> dict[str, float] | Any:
-    """Per-trial resources: fixed numbers, or a callable that sizes the GPU share from the
-    planned peak (gpus_per_trial: auto)."""
+def _resources(spec: SweepSpec, cluster: ClusterInfo) -> dict[str, float] | Any:
+    """Per-trial resources: a callable that reads the driver's plan (the GPU type and share,
+    planner.resources_for_config) when the trials use GPUs, else fixed CPU numbers."""
+    from functools import partial
+
     from orchestrator.planner import resources_for_config
 
     gpus = spec.resources.gpus_per_trial
-    if gpus == "auto":
-        gpu_total = gpu_total_bytes()
-        if gpu_total is None:  # no GPU anywhere: auto means CPU only
-            return {"cpu": spec.resources.cpus_per_trial, "gpu": 0}
-        return lambda config: resources_for_config(
-            config,
-            cpus_per_trial=spec.resources.cpus_per_trial,
-            gpu_total_bytes=gpu_total,
-            gpu_memory_fraction=spec.resources.gpu_memory_fraction,
-        )
-    return {"cpu": spec.resources.cpus_per_trial, "gpu": float(gpus)}
+    if not gpus or not cluster.gpu_types:  # auto without a GPU anywhere: CPU only
+        return {"cpu": spec.resources.cpus_per_trial, "gpu": 0}
+    return partial(resources_for_config, cpus_per_trial=spec.resources.cpus_per_trial,
+                   gpu_memory_fraction=spec.resources.gpu_memory_fraction, gpus_per_trial=gpus)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

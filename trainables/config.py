@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from trainables.names import SELECTABLE_METRICS, VAL_UAR
+from trainables.user_cache import default_cache_dir
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Key:
     nullable: bool = False
     words: tuple[str, ...] = ()
     registry: str | None = None  # "corpora" | "features": trainables/data registries
+    shown: str | None = None  # the default as the docs show it, where it depends on the machine
 
     def accepts_none(self) -> bool:
         return self.default is None or self.nullable
@@ -141,7 +143,10 @@ DATA: dict[str, Key] = {
     "use_folds": Key(None, "train only the first N folds (null = all)", types=(int,), ge=1),
     "seed": Key(0, "synthetic corpus generation seed", ge=0),
     "synthetic_utterances": Key(800, "utterances of the synthetic corpus", ge=1),
-    "cache_dir": Key(".cache/sersweep", "where prepared features are cached"),
+    "cache_dir": Key(default_cache_dir(), "where prepared features are cached: absolute, per "
+                     "user (SERSWEEP_CACHE_DIR, else $XDG_CACHE_HOME/sersweep, else "
+                     "~/.cache/sersweep; trainables/user_cache.py)", types=(str,),
+                     shown="~/.cache/sersweep"),
     "ssl": Key(SSL_DEFAULTS, "features: ssl -> the frozen encoder (data/ssl/settings.py)"),
 }
 
@@ -263,7 +268,7 @@ def key_table() -> str:
     rows = ["| key | default | accepts | what |", "|---|---|---|---|"]
     for section, keys in SECTIONS.items():
         for name, key in keys.items():
-            default = "{...}" if isinstance(key.default, dict) else key.default
+            default = key.shown or ("{...}" if isinstance(key.default, dict) else key.default)
             cells = [f"`{section}.{name}`", f"`{default}`", _accepts(key), key.doc]
             rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows) + "\n"

@@ -189,6 +189,7 @@ def apply_params(base_config: Mapping[str, Any], flat_params: Mapping[str, Any])
 # with another value the recorded trials and the new ones would answer different questions.
 SAME_ON_RESUME = ("data", "model", "train", "search.params", "search.metric", "search.mode")
 _MISSING = object()
+WHERE_NOT_WHAT = ("data.cache_dir",)  # where the prepared data is kept, not what it is
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
@@ -222,6 +223,6 @@ def spec_diff(old: Mapping[str, Any], new: Mapping[str, Any],
                 _flatten(value, key, flat)
         for leaf in dict.fromkeys([*before, *after]):
             a, b = before.get(leaf, _MISSING), after.get(leaf, _MISSING)
-            if a != b:
+            if a != b and leaf not in WHERE_NOT_WHAT:
                 lines.append(f"{leaf}: {_show(a)} -> {_show(b)}")
     return lines

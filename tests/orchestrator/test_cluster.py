@@ -95,7 +95,7 @@ class RayCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[subprocess.Popen] = []
 
-    def _start(self, *args: str) -> None:
+    def _start(self, *args: str, cpus: int = 2, gpus: int = 2) -> None:
         ports = iter(_free_ports(47))
         workers = ",".join(str(next(ports)) for _ in range(40))
         name = f"node{len(self.nodes)}"
@@ -104,7 +104,7 @@ class RayCluster:
         # working_dir into the same folder, pulling it from under the job's driver.
         (Path(self.temp_root) / name).mkdir()
         command = [
-            RAY, "start", "--block", "--num-cpus=2", "--num-gpus=2",
+            RAY, "start", "--block", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
             f"--temp-dir={self.temp_root}/{name}",
             "--node-ip-address=127.0.0.1", "--object-store-memory=200000000",
             f"--node-manager-port={next(ports)}", f"--object-manager-port={next(ports)}",
@@ -131,18 +131,38 @@ class RayCluster:
         self._start(f"--address={self.address}")
         self._wait_for_nodes(2)
 
-    def status(self) -> str:
-        run = subprocess.run(
-            [RAY, "status", f"--address={self.address}"],
-            capture_output=True, text=True, env=ENV, timeout=60,
+    def start_typed(self, workers: list[tuple[str, int]]) -> None:
+        """A head with 1 CPU and no GPU, and one worker per (GPU type, declared MiB per GPU):
+        2 CPUs and 1 GPU each (#22: the layout of docker/cluster.yaml, scaled down)."""
+        from orchestrator.cluster import ACCELERATOR_PREFIX, GPU_MEMORY_RESOURCE
+
+        self._start(
+            "--head", f"--port={self.port}",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}", cpus=1, gpus=0,
         )  # fmt: skip
+        self._wait_for_nodes(1)
+        for count, (gpu_type, mib) in enumerate(workers, start=2):
+            declared = {f"{ACCELERATOR_PREFIX}{gpu_type}": 1, GPU_MEMORY_RESOURCE: mib}
+            self._start(f"--address={self.address}", f"--resources={json.dumps(declared)}",
+                        cpus=2, gpus=1)
+            self._wait_for_nodes(count)
+
+    def status(self) -> str:
+        try:
+            run = subprocess.run(
+                [RAY, "status", f"--address={self.address}"],
+                capture_output=True, text=True, env=ENV, timeout=60,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:  # a loaded machine: the caller asks again
+            return ""
         return run.stdout if run.returncode == 0 else ""
 
     def node_ids(self) -> set[str]:
         return set(re.findall(r"\bnode_([0-9a-f]{56})\b", self.status()))
 
     def _wait_for_nodes(self, count: int) -> None:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a node joins in seconds, minutes on a loaded machine
         while time.monotonic() < deadline:
             if len(self.node_ids()) >= count:
                 return
@@ -190,6 +210,92 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
         assert not survivors, f"processes of the test's Ray cluster survived: {survivors}"
         # the cluster must not become the one `sweep.py` (address "auto") joins on this machine
         assert address_file_before or not DEFAULT_ADDRESS_FILE.exists()
+
+
+TYPED_SPEC = Path(__file__).with_name("tiny_gpu_types.yaml")  # d_model 8, 16, 512, 2048
+GPU_TYPES = [("H100", 128), ("L4", 32)]  # declared MiB per GPU: GiB-scale cards scaled down
+
+
+@pytest.fixture
+def typed_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """A CPU-only head and two GPU workers of two types (gone before `cluster` starts)."""
+    temp_root = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    cluster = RayCluster(temp_root, tmp_path_factory.mktemp("ray-typed-logs"))
+    try:
+        cluster.start_typed(GPU_TYPES)
+        yield cluster
+    finally:
+        survivors = cluster.stop()
+        shutil.rmtree(temp_root, ignore_errors=True)
+        assert not survivors, f"processes of the test's Ray cluster survived: {survivors}"
+
+
+def _node_types(cluster: RayCluster) -> dict[str, str]:
+    """node id -> its declared GPU type ("-" for the head), read from Ray by a separate driver."""
+    code = ("import json, sys, ray\nray.init(address=sys.argv[1], log_to_driver=False)\n"
+            "print(json.dumps({n['NodeID']: [k for k in n['Resources'] if "
+            "k.startswith('accelerator_type:')] for n in ray.nodes() if n['Alive']}))")
+    run = subprocess.run([sys.executable, "-c", code, cluster.address], capture_output=True,
+                         text=True, env=ENV, timeout=120, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    nodes = json.loads(run.stdout.strip().splitlines()[-1])
+    return {node: keys[0].split(":", 1)[1] if keys else "-" for node, keys in nodes.items()}
+
+
+def test_gpus_of_two_types_are_discovered_planned_for_and_packed_by_bytes(
+    typed_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """#22: a CPU head, an H100-type and an L4-type worker (declared memory, no CUDA here),
+    gpus_per_trial: auto. Each trial is planned for a type and runs on a node of that type;
+    the small ones share the small type's GPU; the one that fits no GPU is does_not_fit; none
+    is left pending (the sweep ends)."""
+    cache = tmp_path / "c"
+    plan = subprocess.run(
+        [sys.executable, "sweep.py", "plan", str(TYPED_SPEC.relative_to(REPO)), "--address",
+         typed_cluster.address, "--set", f"data.cache_dir={cache}", "--samples", "4"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV,
+    )  # fmt: skip
+    assert plan.returncode == 1, plan.stdout[-3000:] + plan.stderr[-3000:]  # one fits nowhere
+    assert "cluster: 3 nodes, 5 CPUs, 1 x H100 128 MiB, 1 x L4 32 MiB" in plan.stdout
+    rows = {line.split()[1]: line.split() for line in plan.stdout.splitlines()
+            if re.match(r"^\d+\s+\d+\s", line)}
+    assert rows["8"][-1] == rows["16"][-1] == "L4" and rows["512"][-1] == "H100", plan.stdout
+    assert "DOES NOT FIT" in " ".join(rows["2048"]), plan.stdout
+
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "sweep.py", str(TYPED_SPEC.relative_to(REPO)), "--results",
+         str(tmp_path / "r"), "--set", f"data.cache_dir={cache}", "--address",
+         typed_cluster.address],
+        cwd=REPO, capture_output=True, text=True, timeout=600, start_new_session=True, env=ENV,
+    )  # fmt: skip
+    output = run.stdout[-3000:] + run.stderr[-3000:]
+    assert "cluster: 3 nodes, 5 CPUs, 1 x H100 128 MiB, 1 x L4 32 MiB" in run.stdout, output
+    assert run.returncode == 1, output  # the does_not_fit trial counts as failed
+    sweep_dir = tmp_path / "r" / "tiny_gpu_types"
+    trials = pd.read_parquet(sweep_dir / "trials")
+    assert len(trials) == 4, trials  # every trial ended: none left pending
+    d_model = trials.config_json.map(lambda c: json.loads(c)["model"]["d_model"])
+    by_d = dict(zip(d_model, trials.itertuples(), strict=True))
+    assert sorted(by_d) == [8, 16, 512, 2048]
+    assert by_d[2048].status == "does_not_fit", output
+    assert {by_d[d].status for d in (8, 16, 512)} == {"completed"}, trials[["status", "error"]]
+    types = _node_types(typed_cluster)
+    from orchestrator.planner import gpu_fraction_for
+
+    for d, gpu_type in ((8, "L4"), (16, "L4"), (512, "H100")):
+        row = by_d[d]
+        (params,) = sweep_dir.glob(f"_tune/*/{row.trial_id}/params.json")
+        runtime = json.loads(params.read_text())["runtime"]
+        assert runtime["gpu_type"] == gpu_type, (d, runtime)
+        assert types[row.node_id] == gpu_type, (d, row.node_id, types)  # placed on that type
+        memory = dict(GPU_TYPES)[gpu_type] * 2**20
+        # the share Ray gave is the one the stored estimate needs on that type's GPU
+        assert row.gpu_fraction == gpu_fraction_for(row.estimated_peak_bytes, memory, 0.9), d
+        assert row.micro_batch == 8 and row.accumulation == 1
+    assert by_d[8].gpu_fraction == by_d[16].gpu_fraction == 0.125  # small trials share a GPU
+    assert 0.125 < by_d[512].gpu_fraction < 1.0
+    print(f"typed-cluster sweep: {time.monotonic() - started:.0f} s")
 
 
 def _sweep_args(results: Path, cache: Path) -> list[str]:
@@ -300,3 +406,108 @@ def test_a_wrong_token_is_reported_as_an_authentication_failure(cluster: RayClus
     assert "usually authentication (token sent from RAY_AUTH_TOKEN" in error, error
     assert "ray get-auth-token" in error
     assert "ray stop" not in run.stderr and "cannot reach" not in run.stderr
+
+
+# --- on this machine alone (a private Ray): an impossible request, SIGTERM to the group ------
+TINY = Path(__file__).with_name("tiny_sweep.yaml")  # 3 trials x 2 epochs, CPU
+
+
+def test_a_gpu_asked_on_a_machine_without_one_is_exit_2_within_seconds(tmp_path: Path) -> None:
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "sweep.py", str(TINY.relative_to(REPO)), "--results", str(tmp_path / "r"),
+         "--set", f"data.cache_dir={tmp_path / 'c'}", "--set", "resources.gpus_per_trial=1",
+         "--address", "local"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    (line,) = [x for x in run.stderr.splitlines() if x.startswith("error: ")]
+    assert "asks for 1 GPU per trial" in line and "no GPU" in line, line
+    assert "--set resources.gpus_per_trial=0" in line
+    assert "cluster:" not in run.stdout  # refused before Ray started
+    assert not (tmp_path / "r" / "tiny" / "spec.yaml").exists()  # nothing written
+    assert took < 120, took  # data preparation and imports on a loaded machine; no Ray, no wait
+
+
+def test_sigterm_to_the_process_group_exits_143_with_the_continue_line(tmp_path: Path) -> None:
+    """What `timeout`, SLURM's scancel and systemd do: SIGTERM to the driver's whole process
+    group. The private Ray's processes are in their own session: the driver stops cleanly."""
+    driver = _start_long_sweep(tmp_path)
+    sent = time.monotonic()
+    os.killpg(driver.pid, signal.SIGTERM)
+    _, stderr = driver.communicate(timeout=120)
+    stopped = time.monotonic() - sent
+    assert driver.returncode == 143, (tmp_path / "out.txt").read_text()[-2000:] + stderr[-2000:]
+    assert "interrupted (SIGTERM)" in stderr and "the same command continues the sweep" in stderr
+    assert stopped < 60, stopped  # not the minute of waiting for a lost GCS
+
+
+def _children_named(parent: int, name: bytes) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == parent and name in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return pids
+
+
+def _start_long_sweep(tmp_path: Path) -> subprocess.Popen:
+    """tiny_sweep.yaml at 30 epochs on a private Ray; returns once its trials started."""
+    command = [sys.executable, "sweep.py", str(TINY.relative_to(REPO)), "--results",
+               str(tmp_path / "r"), "--set", f"data.cache_dir={tmp_path / 'c'}", "--set",
+               "train.epochs=30", "--address", "local"]  # fmt: skip
+    out = open(tmp_path / "out.txt", "w")  # noqa: SIM115
+    driver = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.PIPE, text=True,
+                              env=ENV, start_new_session=True)  # its pid is its group's id
+    deadline = time.monotonic() + 300
+    while "cluster:" not in (tmp_path / "out.txt").read_text() and time.monotonic() < deadline:
+        assert driver.poll() is None, (tmp_path / "out.txt").read_text()
+        time.sleep(0.5)
+    time.sleep(10)  # trials running
+    return driver
+
+
+def test_a_gcs_that_dies_under_the_driver_ends_the_sweep_within_seconds(tmp_path: Path) -> None:
+    driver = _start_long_sweep(tmp_path)
+    (gcs,) = _children_named(driver.pid, b"gcs_server")
+    sent = time.monotonic()
+    os.kill(gcs, signal.SIGKILL)
+    _, stderr = driver.communicate(timeout=120)
+    stopped = time.monotonic() - sent
+    assert driver.returncode == 137, (tmp_path / "out.txt").read_text()[-2000:] + stderr[-2000:]
+    assert "GCS exited under the driver (killed by SIGKILL)" in stderr
+    assert "the same command continues the sweep" in stderr
+    assert stopped < 15, stopped  # not Ray's minute of reconnecting
+
+
+def test_the_console_says_when_trials_wait_for_resources(monkeypatch: pytest.MonkeyPatch) -> None:
+    """#22.3: trials pending with none running get one plain line naming what one asks."""
+    import io
+
+    from ray import tune
+    from ray.tune.execution.placement_groups import PlacementGroupFactory
+    from ray.tune.experiment import Trial
+
+    from orchestrator import console
+
+    tune.register_trainable("sersweep_waiting", lambda config: None)
+    trial = Trial("sersweep_waiting", config={},
+                  placement_group_factory=PlacementGroupFactory([{"CPU": 1, "GPU": 1}]))
+    trial.create_placement_group_factory()  # what Tune does when it adds the trial
+    out = io.StringIO()
+    view = console.ConsoleCallback(total=2, already=0, mode="max", metric="val_uar", epochs=1,
+                                   verbose=False, stream=out)
+    monkeypatch.setattr(console, "WAIT_NOTICE_S", 0.2)
+    view.on_step_begin(0, [trial])
+    assert out.getvalue() == ""  # not at once
+    time.sleep(0.3)
+    for step in (1, 2, 3):
+        view.on_step_begin(step, [trial])
+    (line,) = out.getvalue().splitlines()  # once
+    assert line.startswith("waiting for resources: 1 trial(s) pending, none running")
+    assert "'GPU': 1.0" in line and "'CPU': 1.0" in line, line

@@ -199,16 +199,20 @@ def estimate_trial_memory(
     n_classes: int,
     input_shape: tuple[int, ...],
     n_members: int,
+    on_gpu: bool = False,
 ) -> MemoryEstimate:
     """The peak-memory estimate of one trial's training step: its model with every member's
-    parameters and optimizer state, plus a distillation teacher per member when there is one."""
+    parameters and optimizer state, plus a distillation teacher per member when there is one.
+    `on_gpu`: planned for a CUDA device, where `train.amp: auto` means autocast (optim.py
+    choose_precision), so the step is estimated in reduced precision, as it runs; on the CPU
+    only `amp: on` autocasts."""
     train = train_section(config)
     common = dict(
         n_features=n_features,
         n_classes=n_classes,
         input_shape=tuple(input_shape),
         optimizer=train["optimizer"],
-        amp=train["amp"] == "on",
+        amp=train["amp"] == "on" or (on_gpu and train["amp"] == "auto"),
     )
     est = estimate_step_memory(dict(config["model"]), n_members=n_members, **common)
     teacher = (config.get("distill") or {}).get("teacher_model")

@@ -21,9 +21,12 @@ def choose_micro_batch(
     estimate: MemoryEstimate, budget_bytes: int, logical_batch: int
 ) -> tuple[int, int]:
     """(micro_batch, accumulation): the largest micro-batch <= logical_batch whose peak fits the
-    budget, and accumulation = ceil(logical_batch / micro_batch), the fewest micro-batches that
-    reach the logical batch. (0, 0) when even 1 does not fit. The peak is increasing in b, so a
-    binary search is exact."""
+budget, and accumulation = ceil(logical_batch / micro_batch), the fewest micro-batches that
+    reach the logical batch; then the micro-batch that actually runs: the step splits the
+    logical batch into `accumulation` near-equal chunks (trainables/batching.py micro_chunks), so
+    the planned micro-batch is ceil(logical_batch / accumulation), never more than the largest
+    that fits (32 with at most 31 fitting: 2 chunks of 16, not 31 + 1). (0, 0) when even 1 does
+    not fit. The peak is increasing in b, so a binary search is exact."""
     if estimate.peak(1) > budget_bytes:
         return 0, 0
     lo, hi = 1, max(1, logical_batch)
@@ -33,7 +36,8 @@ def choose_micro_batch(
             lo = mid
         else:
             hi = mid - 1
-    return lo, math.ceil(logical_batch / lo)
+    accumulation = math.ceil(max(1, logical_batch) / lo)
+    return math.ceil(max(1, logical_batch) / accumulation), accumulation
 
 
 @dataclass(frozen=True)

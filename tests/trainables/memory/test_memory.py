@@ -113,15 +113,26 @@ def _estimate(fixed: int, per_sample: int) -> MemoryEstimate:
 
 
 @pytest.mark.parametrize("logical", [1, 7, 32, 33])
-def test_choose_micro_batch_is_the_largest_fit_with_minimal_accumulation(logical: int) -> None:
+def test_choose_micro_batch_is_the_chunk_the_step_trains_with_minimal_accumulation(
+    logical: int,
+) -> None:
+    from trainables.batching import micro_chunks
+
     est = _estimate(1000, 100)
-    for budget in (1100, 1150, 1500, 2999, 10_000):
+    for budget in (1100, 1150, 1500, 2999, 4100, 10_000):
+        largest = max(b for b in range(1, logical + 1) if est.peak(b) <= budget)
         micro, acc = choose_micro_batch(est, budget, logical)
-        assert 1 <= micro <= logical and est.peak(micro) <= budget
-        assert micro == logical or est.peak(micro + 1) > budget
-        assert micro * acc >= logical and micro * (acc - 1) < logical
-        assert acc == math.ceil(logical / micro)
+        assert 1 <= micro <= largest and est.peak(micro) <= budget
+        assert acc == math.ceil(logical / largest)  # the fewest chunks that fit
+        # the planned micro-batch is the largest chunk the step trains, in `acc` chunks
+        chunks = micro_chunks(torch.arange(logical), micro)
+        assert len(chunks) == acc and max(len(c) for c in chunks) == micro
     assert choose_micro_batch(est, 1099, logical) == (0, 0)
+
+
+def test_planned_micro_batch_is_not_the_largest_fit_when_the_chunks_are_smaller() -> None:
+    est = _estimate(1000, 100)  # at most 31 fit in 4100 bytes
+    assert choose_micro_batch(est, 4100, 32) == (16, 2)  # 2 chunks of 16, not "31, accum 2"
 
 
 def test_members_add_their_parameters_and_optimizer_state() -> None:
