@@ -124,7 +124,7 @@ def run_sweep(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.stopper import CombinedStopper
 
-    from orchestrator.console import ConsoleCallback
+    from orchestrator.console import ConsoleCallback, ProgressLines, ray_lines
     from orchestrator.interrupt import SignalStop, stop_on_signals
     from orchestrator.journal import journal_storage
     from orchestrator.planner import PlannerByData, TrialPlanner, trial_budget_bytes
@@ -148,10 +148,11 @@ def run_sweep(
     # one PreparedData per searched data.* choice (and the sweep file's own data section)
     base_data = spec.base_config()["data"]
     datasets: dict[str, PreparedData] = {prepared_key(base_data): data} if data is not None else {}
+    progress = ProgressLines("data: ")  # counters end at N/N; each fact once
     for variant in [base_data, *data_variants(spec)]:
         if prepared_key(variant) not in datasets:
-            datasets[prepared_key(variant)] = prepare_data(
-                variant, progress=lambda msg: print(f"data: {msg}"))
+            datasets[prepared_key(variant)] = prepare_data(variant, progress=progress)
+            progress.close()
     data = datasets[prepared_key(base_data)]
     base: dict[str, Any] = {}
     teacher: dict[str, Any] = {}
@@ -166,10 +167,11 @@ def run_sweep(
         from orchestrator.baseline_run import write_sweep_baseline
 
         try:
-            write_sweep_baseline(spec, store.sweep_dir, data)
+            write_sweep_baseline(spec, store.sweep_dir, data, progress=ProgressLines())
         except SersweepError as exc:  # the reference must never stop the sweep itself
             print(f"baseline: not computed ({exc}); `sweep.py baseline` retries it")
-    ray_init(address, verbose)
+    with ray_lines(address):
+        ray_init(address, verbose)
     quiet_logs(verbose)  # ray.init set the `ray` logger's level again
 
     metric_key = names.mean_key(spec.search.metric)  # what ASHA prunes on, each epoch
@@ -196,6 +198,7 @@ def run_sweep(
     console = ConsoleCallback(total=spec.search.trials, already=recorded, mode=spec.search.mode,
                               metric=spec.search.metric, epochs=int(spec.train["epochs"]),
                               verbose=verbose)
+    console.seed(store.read_trials())  # a resume: "best" and the ETA count what is recorded
     stop = SignalStop()
     store_cb = StoreCallback(
         store,
@@ -444,7 +447,11 @@ def _run_holding_lock(
     args: argparse.Namespace, spec: SweepSpec, store: ResultStore, results_root: str
 ) -> int:
     from orchestrator import query
+    from orchestrator.console import pinned_lines
     from orchestrator.interrupt import EXIT_CODES, Interrupted, interrupted_line, sigterm_raises
+
+    for line in pinned_lines(args.space, args.overrides):  # --set on a searched key
+        print(line)
 
     if args.resume and not store.completed_trial_ids():
         raise SersweepError(
