@@ -161,6 +161,9 @@ def run_sweep(
 
         base["distill"] = resolve_teacher(spec, results_root)
         teacher = {key: base["distill"][key] for key in ("teacher_sweep", "teacher_trial")}
+    from orchestrator.trackers import tracker_callbacks  # search.loggers; Tune's files off
+
+    trackers = tracker_callbacks(spec.search.loggers, spec.name, store.sweep_dir)
     store.repair()  # what a killed driver left: truncated, temporary, half-written trials
     write_spec(store.sweep_dir, spec.as_dict())
     if spec.search.baseline:  # cached per data config: cheap after a corpus' first sweep
@@ -239,7 +242,7 @@ def run_sweep(
             num_samples=num_samples,
             storage_path=tune_storage_path(results_root, spec.name),
             max_failures=spec.resources.max_failures,
-            callbacks=[store_cb, console],
+            callbacks=[store_cb, console, *trackers],
             verbose=verbose,
             stop=CombinedStopper(stop, WriteFailureStop(store_cb)),
             part=part,

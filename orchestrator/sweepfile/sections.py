@@ -56,7 +56,7 @@ NULLABLE: dict[str, Expect] = {
 }
 CORPORA_WITH_ROOT = ("iemocap", "meld", "manifest")
 SEARCH_KEYS = ("metric", "mode", "sampler", "trials", "seed", "max_concurrent", "scheduler",
-               "params", "baseline", "tuner_trials")
+               "params", "baseline", "tuner_trials", "loggers")
 # Trials per Ray Tune Tuner (runner.run_sweep): Tune's driver state grows with every trial of one
 # Tuner (bench/soak.py: ~250 KiB/trial and rising time per trial), so a long sweep runs as
 # consecutive Tuners, each resumed from the store.
@@ -341,4 +341,18 @@ def search(ctx: Ctx, raw: dict[str, Any], epochs: int) -> dict[str, Any]:
         # the reference baseline at the sweep's start (orchestrator/baseline_run.py; cached)
         "baseline": check_value(ctx, ("search", "baseline"), given.get("baseline", True),
                                 Expect((bool,))),
+        "loggers": loggers(ctx, given.get("loggers", [])),
     }
+
+
+def loggers(ctx: Ctx, given: Any) -> tuple[str, ...]:
+    """search.loggers: a list of tracker names (orchestrator/trackers.py), each at most once."""
+    from orchestrator.trackers import LOGGERS
+
+    path = ("search", "loggers")
+    names = check_value(ctx, path, given, Expect((list,), item=str))
+    for i, name in enumerate(names):
+        check_value(ctx, (*path, str(i)), name, Expect((str,), values=LOGGERS))
+    if len(set(names)) != len(names):
+        raise ctx.err(path, f"loggers names each tracker once, but got {names}")
+    return tuple(names)

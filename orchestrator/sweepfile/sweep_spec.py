@@ -73,6 +73,7 @@ class SearchSpec:
     # compute the reference baseline at the start (orchestrator/baseline_run)
     baseline: bool = True
     tuner_trials: int = TUNER_TRIALS_DEFAULT  # trials per Ray Tune Tuner (runner.run_sweep)
+    loggers: tuple[str, ...] = ()  # Tune's tracker callbacks (orchestrator/trackers.py)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class SweepSpec:
                 "scheduler": dict(vars(s.scheduler)),
                 "params": {p.key: p.to_yaml() for p in s.params},
                 "baseline": s.baseline, "tuner_trials": s.tuner_trials,
+                "loggers": list(s.loggers),
             },
             # a size is written with its unit: load_spec refuses a bare number
             "resources": {**dict(self.resources), "memory_budget": (

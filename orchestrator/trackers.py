@@ -1,0 +1,126 @@
+"""The trackers researchers already use, through Ray Tune's own callbacks (`search.loggers`), and
+what Tune writes beside the store only when asked.
+
+`search.loggers: [tensorboard, mlflow, wandb]` adds, for every trial, its sampled params and every
+epoch's metrics (the numbers of the trial's report: `val_uar_mean`, `val_uar_std`, `test_uar_mean`,
+the loss, ... at step = epoch):
+- tensorboard: Tune's TBXLoggerCallback, event files in each trial's Tune folder,
+  `<results>/<sweep>/_tune/run-*/<trial_id>/events.out.tfevents.*`
+  (`tensorboard --logdir results/<sweep>/_tune`);
+- mlflow: Ray's MLflowLoggerCallback, one MLflow experiment named after the sweep, one run per
+  trial (run name = trial id, tag `sweep`), at `MLFLOW_TRACKING_URI` when set, else
+  `sqlite:///<results>/<sweep>/mlflow.db` (`mlflow ui --backend-store-uri sqlite:///...`);
+  needs `pip install mlflow` (or mlflow-skinny);
+- wandb: Ray's WandbLoggerCallback, W&B project = the sweep's name, one run per trial (its own
+  environment decides where: `wandb login`, or `WANDB_MODE=offline`); needs `pip install wandb`.
+
+Tune's own CSV / JSON / TensorBoard loggers (on by default in Tune) are off unless asked
+(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1, a value the user exported wins): sersweep never reads them,
+the store holds every number (issue 25: ~7 % of the driver's CPU). Without them a trial's Tune
+folder holds its checkpoints only: no params.json (a trial's config is in the store,
+`config_json`, what orchestrator/teacher.py reads first), progress.csv, result.json or event file;
+`TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0` brings them back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+LOGGERS = ("tensorboard", "mlflow", "wandb")
+TUNE_FILES_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+MLFLOW_DB = "mlflow.db"
+
+
+def quiet_tune_files() -> None:
+    """Tune's default CSV / JSON / TensorBoard loggers off (read when a Tuner is fit)."""
+    for key, value in TUNE_FILES_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def trial_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The sampled values of a trial, by dotted key (`train.lr`), from its Tune config."""
+    from orchestrator.store.schema import OPTUNA_PARAMS_PREFIX
+
+    return {key.removeprefix(OPTUNA_PARAMS_PREFIX): value for key, value in config.items()
+            if key.startswith(OPTUNA_PARAMS_PREFIX)}
+
+
+def mlflow_uri(sweep_dir: str) -> str:
+    """Where the MLflow runs go: MLFLOW_TRACKING_URI, else an SQLite file in the sweep folder
+    (an object-store sweep needs MLFLOW_TRACKING_URI)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if "://" in sweep_dir:
+        from trainables.errors import SersweepError
+
+        raise SersweepError(f"search.loggers: mlflow: the results of {sweep_dir} are not on a "
+                            "local disk; set MLFLOW_TRACKING_URI to an MLflow tracking server")
+    return f"sqlite:///{Path(sweep_dir).resolve() / MLFLOW_DB}"
+
+
+def tracker_callbacks(loggers: tuple[str, ...] | list[str], sweep: str,
+                      sweep_dir: str) -> list[Any]:
+    """The Tune callbacks of `search.loggers`, in its order (a missing package: SersweepError
+    naming it, before anything runs)."""
+    quiet_tune_files()
+    callbacks: list[Any] = []
+    for name in loggers:
+        if name == "tensorboard":
+            from ray.tune.logger import TBXLoggerCallback
+
+            callbacks.append(TBXLoggerCallback())
+        elif name == "mlflow":
+            callbacks.append(_mlflow_callback(sweep, mlflow_uri(sweep_dir)))
+        elif name == "wandb":
+            callbacks.append(_wandb_callback(sweep))
+    return callbacks
+
+
+def _missing(package: str) -> Exception:
+    from trainables.errors import SersweepError
+
+    return SersweepError(f"search.loggers: {package} is not installed in this environment "
+                         f"(pip install {package}), or remove {package!r} from search.loggers")
+
+
+def _mlflow_callback(sweep: str, uri: str) -> Any:
+    try:
+        import mlflow  # noqa: F401 - Ray imports it lazily, at the first trial
+    except ImportError:
+        raise _missing("mlflow") from None
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    class SweepMLflow(MLflowLoggerCallback):
+        """One run per trial named by its id; params = the sampled values only."""
+
+        def log_trial_start(self, trial: Any) -> None:
+            if trial not in self._trial_runs:
+                tags = {**self.tags, "trial_id": trial.trial_id, "sweep": sweep}
+                run = self.mlflow_util.start_run(tags=tags, run_name=trial.trial_id)
+                self._trial_runs[trial] = run.info.run_id
+            self.mlflow_util.log_params(run_id=self._trial_runs[trial],
+                                        params_to_log=trial_params(trial.config))
+
+    return SweepMLflow(tracking_uri=uri, experiment_name=sweep, tags={"sweep": sweep})
+
+
+def _wandb_callback(sweep: str) -> Any:
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise _missing("wandb") from None
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    from orchestrator.store.schema import OPTUNA_PARAMS_PREFIX
+
+    class SweepWandb(WandbLoggerCallback):
+        """Config = the sampled values only (the rest of a trial's config is the sweep file)."""
+
+        def log_trial_start(self, trial: Any) -> None:
+            self.excludes = sorted(set(self.excludes) | {
+                key for key in trial.config if not key.startswith(OPTUNA_PARAMS_PREFIX)})
+            super().log_trial_start(trial)
+
+    return SweepWandb(project=sweep, group=sweep)
