@@ -294,11 +294,16 @@ def build_tuner(
     part: int = 1,
 ) -> Any:
     """The sweep's tune.Tuner: actor reuse, short trial dirs, one checkpoint kept per trial
-    (also used by bench/overhead.py, so the benchmark measures this exact configuration).
+    without Tune's forced experiment snapshots (orchestrator/trackers.py); also used by
+    bench/overhead.py, so the benchmark measures this exact configuration.
     `part`: the number of this Tuner within one run (run_sweep's consecutive Tuners), so two
     started within a second get distinct experiment folders."""
     from ray import tune
 
+    from orchestrator.trackers import checkpointing, quiet_tune_files
+
+    quiet_tune_files()  # Tune's own loggers off unless asked, its state snapshot every 300 s
+    checkpoint_config, latest_only = checkpointing()  # each trial keeps its latest checkpoint
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -315,8 +320,8 @@ def build_tuner(
             storage_path=storage_path,
             # retries what raises (worker / node lost); deterministic failures are reported
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=callbacks,
+            checkpoint_config=checkpoint_config,
+            callbacks=[*callbacks, latest_only],
             stop=stop,  # interrupt.SignalStop: Ctrl-C / SIGTERM end the run cleanly
             verbose=1 if verbose else 0,
         ),

@@ -20,6 +20,16 @@ the store holds every number (issue 25: ~7 % of the driver's CPU). Without them 
 folder holds its checkpoints only: no params.json (a trial's config is in the store,
 `config_json`, what orchestrator/teacher.py reads first), progress.csv, result.json or event file;
 `TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0` brings them back.
+
+Less bookkeeping (issue 25.3): `CheckpointConfig(num_to_keep=1)` made Tune force a snapshot of the
+whole experiment state (every trial's state, ~52 KB per trial) after EVERY trial checkpoint, i.e.
+every epoch of every trial: a per-trial cost growing with the sweep, for a file sersweep never
+reads (a resume starts from the store, runner.py). Instead Tune keeps every checkpoint
+(`num_to_keep=None`: no forced snapshot) and `LatestCheckpointOnly` deletes a trial's previous
+checkpoint once a newer one is registered, so a trial still holds exactly its latest checkpoint:
+the one a retry after a lost worker or node restores, and the one the store's `checkpoint_path`
+names (a distillation teacher's). The periodic snapshot is every TUNE_GLOBAL_CHECKPOINT_S = 300 s
+(Tune's "auto" is 10 s and more) and at the end of each Tuner.
 """
 
 from __future__ import annotations
@@ -29,14 +39,48 @@ from pathlib import Path
 from typing import Any
 
 LOGGERS = ("tensorboard", "mlflow", "wandb")
-TUNE_FILES_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+TUNE_FILES_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": "300"}
 MLFLOW_DB = "mlflow.db"
 
 
 def quiet_tune_files() -> None:
-    """Tune's default CSV / JSON / TensorBoard loggers off (read when a Tuner is fit)."""
+    """Tune's default CSV / JSON / TensorBoard loggers off and its experiment snapshot every
+    300 s (both read when a Tuner is fit; a value the user exported wins)."""
     for key, value in TUNE_FILES_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def checkpointing() -> tuple[Any, Any]:
+    """(Tune's CheckpointConfig, the callback that keeps each trial's latest checkpoint only)."""
+    from ray import tune
+
+    class LatestCheckpointOnly(tune.Callback):
+        """Deletes a trial's previous checkpoint when Tune reports a newer one (Tune itself
+        keeps all: num_to_keep=None, which forces no experiment snapshot)."""
+
+        def __init__(self) -> None:
+            self.latest: dict[str, Any] = {}  # trial id -> its newest tune.Checkpoint
+
+        def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
+                          **info: Any) -> None:
+            previous = self.latest.get(trial.trial_id)
+            self.latest[trial.trial_id] = checkpoint
+            if previous is not None and previous.path != checkpoint.path:
+                try:
+                    previous.filesystem.delete_dir(previous.path)
+                except OSError:  # gone already, or a store that refuses: only disk is lost
+                    pass
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any,
+                              **info: Any) -> None:
+            self.latest.pop(trial.trial_id, None)
+
+        on_trial_error = on_trial_complete
+
+        def get_state(self) -> dict | None:
+            return None  # nothing to restore: a resume starts from the store
+
+    return tune.CheckpointConfig(num_to_keep=None), LatestCheckpointOnly()
 
 
 def trial_params(config: dict[str, Any]) -> dict[str, Any]:

@@ -69,6 +69,8 @@ def test_mlflow_and_tensorboard_hold_each_trial_and_tune_files_only_when_asked(
     assert not tune_files & {"progress.csv", "result.json", "params.json", "params.pkl"}
     assert not any(name.startswith("events.out") for name in tune_files), tune_files
     assert not (tmp_path / "plain" / MLFLOW_DB).exists()
+    # each trial keeps its latest checkpoint only (2 epochs, 2 checkpoints written)
+    assert sorted(p.name for p in folder.glob("checkpoint_*")) == ["checkpoint_000001"]
 
 
 def test_wandb_offline_logs_each_trial(ray_local, tmp_path: Path,
