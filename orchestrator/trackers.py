@@ -30,6 +30,12 @@ checkpoint once a newer one is registered, so a trial still holds exactly its la
 the one a retry after a lost worker or node restores, and the one the store's `checkpoint_path`
 names (a distillation teacher's). The periodic snapshot is every TUNE_GLOBAL_CHECKPOINT_S = 300 s
 (Tune's "auto" is 10 s and more) and at the end of each Tuner.
+The snapshot is also when Tune copies the files its loggers wrote on the driver (a staging folder
+under /tmp/ray/session_*) to `<results>/<sweep>/_tune`: with `tensorboard` in search.loggers the
+period is Tune's "auto" (about every 10 s) so TensorBoard follows the sweep live; with Tune's own
+loggers asked for (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0) the checkpointing is Tune's as before
+(num_to_keep=1: a snapshot, and so a copy, after every trial checkpoint), for tools that read
+result.json while a trial runs.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ def quiet_tune_files() -> None:
 def checkpointing() -> tuple[Any, Any]:
     """(Tune's CheckpointConfig, the callback that keeps each trial's latest checkpoint only)."""
     from ray import tune
+
+    if os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS") == "0":  # Tune's files, promptly
+        return tune.CheckpointConfig(num_to_keep=1), tune.Callback()
 
     class LatestCheckpointOnly(tune.Callback):
         """Deletes a trial's previous checkpoint when Tune reports a newer one (Tune itself
@@ -108,6 +117,8 @@ def tracker_callbacks(loggers: tuple[str, ...] | list[str], sweep: str,
                       sweep_dir: str) -> list[Any]:
     """The Tune callbacks of `search.loggers`, in its order (a missing package: SersweepError
     naming it, before anything runs)."""
+    if "tensorboard" in loggers:  # event files copied to the results about every 10 s
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "auto")
     quiet_tune_files()
     callbacks: list[Any] = []
     for name in loggers:
