@@ -146,7 +146,8 @@ def _timeline(trials: pd.DataFrame, out: Path) -> Figure:
     if not len(timed):
         return Figure(title, None, "no start / end times recorded: no timeline", table)
     if len(timed) < len(ordered):
-        caveat += f"; {len(ordered) - len(timed)} trials without both times left out"
+        left = len(ordered) - len(timed)
+        caveat += f"; {left} trial{'s' if left > 1 else ''} without both times left out"
     if "gpu_fraction" not in timed:
         timed = timed.assign(gpu_fraction=float("nan"))
     return Figure(title, report_plots.timeline(timed, out / "timeline.png"), caveat, table)
@@ -209,7 +210,8 @@ def trial_sections(results: query.Results, board: pd.DataFrame, sweep: str, swee
                         + confusion_html(query.confusion(results, trial_id, sweep=sweep)))
         except query.QueryError as exc:
             body.append(f'<p class="caveat">confusion: {html.escape(str(exc))}</p>')
-        parts.append(f'<details class="trial" id="trial-{html.escape(trial_id)}"><summary>'
+        shown = " open" if rank == 1 else ""  # the best trial's section open
+        parts.append(f'<details class="trial" id="trial-{html.escape(trial_id)}"{shown}><summary>'
                      f"#{rank} {html.escape(trial_id)} ({row[names.OBJECTIVE]:.3f})</summary>"
                      + "\n".join(body) + "</details>")
     return "\n".join(parts)
@@ -284,7 +286,7 @@ def _section(figure: Figure) -> str:
     for caption, png in figure.more:
         parts.append(f"<h3>{html.escape(caption)}</h3>{_img(png)}")
     if figure.caveat:
-        cls = "caveat" if figure.png is not None else "caveat missing"
+        cls = "caveat" if figure.png is not None or figure.more else "caveat missing"
         parts.append(f'<p class="{cls}">{html.escape(figure.caveat)}</p>')
     if figure.extra_html:
         parts.append(figure.extra_html)

@@ -24,7 +24,12 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import optuna.visualization.matplotlib as ovm  # noqa: E402
 from matplotlib.figure import Figure as MplFigure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
 from orchestrator.report.plots import Figure, save  # noqa: E402
 from orchestrator.report.study import SweepStudy  # noqa: E402
@@ -156,20 +161,24 @@ def slices(sweep: SweepStudy, params: list[str], target: str, path: Path) -> Fig
     panels = []
     for param in params[:SLICE_PARAMS]:
         one = path.with_name(f"{path.stem}_{param.replace('.', '_')}.png")
+        integer = isinstance(sweep.distributions.get(param), optuna.distributions.IntDistribution)
         drawn = _draw(param, one, lambda p=param: ovm.plot_slice(
-            sweep.study, params=[p], target_name=target), 6.0, 3.6, tidy=_tidy_slices)
+            sweep.study, params=[p], target_name=target), 6.0, 3.6,
+            tidy=lambda axes, i=integer: _tidy_slices(axes, i))
         panels.append((param, drawn.png))
     caveat = ("one per parameter, most important first; x on the scale of the parameter's "
-              "distribution in the sweep file (loguniform: log axis)")
+              "distribution in the sweep file (loguniform: log axis, int: integer ticks)")
     if len(params) > SLICE_PARAMS:
         caveat += f"; the first {SLICE_PARAMS} of {len(params)}"
-    (_, first), rest = panels[0], tuple(panels[1:])
-    return Figure(title, first, caveat, more=rest)
+    return Figure(title, None, caveat, more=tuple(panels))
 
 
-def _tidy_slices(axes) -> None:
-    """Categorical and long tick labels overlap in narrow panels: rotate them."""
+def _tidy_slices(axes, integer: bool = False) -> None:
+    """Categorical and long tick labels overlap in narrow panels: rotate them; an int
+    parameter gets integer ticks (Optuna's are 1.25, 1.5, ...)."""
     for ax in np.atleast_1d(axes).flat:
+        if integer:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_xscale() != "log":
             for label in ax.get_xticklabels():
                 label.set_rotation(30)
@@ -197,6 +206,15 @@ def contour(sweep: SweepStudy, params: list[str], target: str, path: Path) -> Fi
                                    "not the objective")
     shown = params[:CONTOUR_PARAMS]
     side = 5.5 if len(shown) == 2 else 3.4 * len(shown)
+    integer = [isinstance(sweep.distributions.get(p), optuna.distributions.IntDistribution)
+               for p in shown]
+
+    def tidy(axes) -> None:  # Optuna's contour: x = shown[0], y = shown[1]
+        ax = np.atleast_1d(axes).flat[0]
+        for axis, is_int in zip((ax.xaxis, ax.yaxis), integer, strict=False):
+            if is_int:
+                axis.set_major_locator(MaxNLocator(integer=True))
+
     return _draw(title, path, lambda: ovm.plot_contour(sweep.study, params=shown,
                                                        target_name=target),
-                 side + 1.5, side)
+                 side + 1.5, side, tidy=tidy)

@@ -114,7 +114,7 @@ def history(trials: pd.DataFrame, mode: str, target: str, path: Path) -> Path:
     ax.set(xlabel="trial, in start order", ylabel=target, title="Optimization history")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(0.5, max(1, int(trials["order"].max())) + 0.5)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over a point
     return save(fig, path)
 
 
@@ -142,7 +142,8 @@ def timeline(trials: pd.DataFrame, path: Path) -> Path:
     ax.set(xlabel="minutes since the first trial started", title="Timeline of trials")
     handles = [plt.Rectangle((0, 0), 1, 1, color=_status_color(s))
                for s in dict.fromkeys(trials["status"])]
-    ax.legend(handles, list(dict.fromkeys(trials["status"])), fontsize=7, loc="lower right")
+    ax.legend(handles, list(dict.fromkeys(trials["status"])), fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))  # outside: never over a bar
     return save(fig, path)
 
 

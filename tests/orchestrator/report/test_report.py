@@ -120,7 +120,8 @@ def test_report_embeds_every_figure_and_lists_failures(rich_report) -> None:
         assert f"<h2>{title}" in text
     # one slice plot per parameter, the most important (model.layers) first
     slices = _section(text, "Slice plots")
-    assert re.findall(r"<h3>([^<]+)</h3>", slices) == ["train.lr", "model.pooling"]
+    assert re.findall(r"<h3>([^<]+)</h3>", slices) == ["model.layers", "train.lr",
+                                                        "model.pooling"]
     assert slices.count("<img") == 3
     assert "http://" not in text and "https://" not in text  # nothing fetched
     assert "<pre>" not in text
@@ -268,9 +269,10 @@ def test_per_trial_sections_hold_params_command_curves_confusion_and_memory(
         rich_report) -> None:
     _, text = rich_report
     section = _section(text, "Trials (the top")
-    details = re.findall(r'<details class="trial" id="trial-([^"]+)">(.*?)</details>', section,
-                         re.S)
-    assert len(details) == 5
+    details = re.findall(r'<details class="trial" id="trial-([^"]+)"( open)?>(.*?)</details>',
+                         section, re.S)
+    assert len(details) == 5 and [bool(d[1]) for d in details] == [True] + [False] * 4
+    details = [(trial_id, body) for trial_id, _, body in details]
     trial_id, body = details[0]
     assert ">model.layers</td>" in body and ">train.lr</td>" in body
     assert "rerun: <code>python sweep.py " in body and f"name=demo-{trial_id}" in body
