@@ -15,7 +15,8 @@ Both measured the same way (CPU of the process tree), both including Python's st
     python bench/plain_loop.py [--space search_spaces/transformer.yaml] [--epochs 3] [--folds 2]
     python bench/plain_loop.py ... --address HOST:PORT   # (a) joins a running `ray start --head`
 
-A warm-up sweep first fills the data cache (and the OS's file cache) for both arms.
+A warm-up sweep first fills the data cache (and the OS's file cache) for both arms
+(`--no-warmup` when the cache is warm already).
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--address", default=None, help="run (a) on this running Ray head")
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip the warm-up sweep (the data cache is warm already)")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_DISABLE_USAGE_STATS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,7 +108,8 @@ def main() -> None:
                  "--set", "train.seeds=[0]", "--set", "search.baseline=false",
                  "--set", "search.scheduler=none", "--set", "name=plain_loop"]
         sweep += ["--address", args.address] if args.address else []
-        run_measured([*sweep, "--results", f"{tmp}/warm"], env)  # warm caches
+        if not args.no_warmup:
+            run_measured([*sweep, "--results", f"{tmp}/warm"], env)  # warm caches
         cpu_a, wall_a, _ = run_measured([*sweep, "--results", f"{tmp}/a"], env)
         import pandas as pd
 
