@@ -7,7 +7,9 @@
 (b) a bare loop in a fresh `python` process: the same config (the trial's `config_json` from the
     store), the same prepared data (from the same cache), the same members in lock-step
     (trainables.train.LockstepTrainer, what the trial runs), one `run_epoch` per epoch, no Ray,
-    no Tune, no store, no checkpoint.
+    no Tune, no store, no checkpoint; OMP_NUM_THREADS = the sweep's cpus_per_trial (1), as Ray
+    sets it for the trial's worker (torch's default, one thread per core, spins on a shared
+    machine and would make the loop the costlier arm).
 Both measured the same way (CPU of the process tree), both including Python's start and imports.
 
     ratio = CPU (a) / CPU (b)          goal <= 1.15 (issue 25: 1.44-1.5 before)
@@ -111,10 +113,12 @@ def main() -> None:
         if not args.no_warmup:
             run_measured([*sweep, "--results", f"{tmp}/warm"], env)  # warm caches
         cpu_a, wall_a, _ = run_measured([*sweep, "--results", f"{tmp}/a"], env)
+        print(f"(a) {cpu_a:.1f} CPU-s, {wall_a:.1f} s", flush=True)
         import pandas as pd
 
         (config_text,) = pd.read_parquet(f"{tmp}/a/plain_loop/trials").config_json
-        cpu_b, wall_b, text = run_measured([sys.executable, "-c", PLAIN, config_text], env)
+        cpu_b, wall_b, text = run_measured([sys.executable, "-c", PLAIN, config_text],
+                                           {**env, "OMP_NUM_THREADS": "1"})
     plain = json.loads(text.strip().splitlines()[-1])
     config = json.loads(config_text)
     print(f"{args.space}: model {config['model']['name']}, {plain['epochs']} epochs, "
