@@ -16,12 +16,18 @@ Measured side by side in one run:
         fit() (Tune's set-up, first actors, tear-down), paid once per sweep
     ratio               = wall_a / wall_b                                 (goal <= 0.6)
 
-    python bench/overhead.py [--trials 40] [--workers 2] [--epoch-seconds 0.2]
+Then the driver's CPU per trial by sweep size (`--sizes`), now vs before issue 25.3 (Tune's
+forced experiment snapshot after every trial checkpoint, `CheckpointConfig(num_to_keep=1)`, and
+its CSV/JSON/TensorBoard loggers on): the driver process's CPU-seconds during fit() / N. Now it
+should stay flat with N; before, it grew (every snapshot writes every trial's state).
+
+    python bench/overhead.py [--trials 40] [--workers 2] [--epoch-seconds 0.2] [--sizes 10,40,160]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -39,6 +45,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from orchestrator import trackers  # noqa: E402
 from orchestrator.runner import build_tuner  # noqa: E402
 from orchestrator.store import ResultStore, StoreCallback  # noqa: E402
 from trainables import names  # noqa: E402
@@ -118,14 +125,50 @@ def run_sersweep(
         callbacks=[StoreCallback(store, param_keys=["lr", "layers"], metric="val_uar",
                                  mode="max"), window],
     )  # fmt: skip
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     tuner.fit()
     wall = time.perf_counter() - start
+    run_sersweep.driver_cpu = time.process_time() - cpu  # type: ignore[attr-defined]
     recorded = store.read_trials()
     assert len(recorded) == trials, f"the store holds {len(recorded)} of {trials} trials"
     assert set(recorded.status) == {"completed"}, recorded.status.value_counts()
     first = window.first_start or start
     return wall, first - start, window.last_end - first
+
+
+@contextlib.contextmanager
+def before_issue_25() -> object:
+    """The Tuner as it was: one checkpoint kept by Tune itself (a forced experiment snapshot
+    after every trial checkpoint), Tune's CSV/JSON/TensorBoard loggers, its "auto" snapshot."""
+    saved_env = {key: os.environ.get(key) for key in trackers.TUNE_FILES_ENV}
+    saved = trackers.checkpointing
+    os.environ.update(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="0", TUNE_GLOBAL_CHECKPOINT_S="auto")
+    trackers.checkpointing = lambda: (tune.CheckpointConfig(num_to_keep=1), Callback())
+    try:
+        yield
+    finally:
+        trackers.checkpointing = saved
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def driver_cpu_by_size(sizes: list[int], workers: int, epoch_seconds: float) -> list[str]:
+    """The driver's CPU-seconds per trial at each sweep size, now and before issue 25.3."""
+    lines = [f"driver CPU per trial (s) by sweep size, {workers} workers, a checkpoint every "
+             f"epoch", f"{'trials':>6} {'now':>7} {'before':>7} {'before/now':>10}"]
+    for n in sizes:
+        per_trial = []
+        for before in (False, True):
+            with tempfile.TemporaryDirectory() as results, (
+                    before_issue_25() if before else contextlib.nullcontext()):
+                run_sersweep(n, workers, epoch_seconds, results, True)
+            per_trial.append(run_sersweep.driver_cpu / n)  # type: ignore[attr-defined]
+        lines.append(f"{n:>6} {per_trial[0]:>7.3f} {per_trial[1]:>7.3f} "
+                     f"{per_trial[1] / per_trial[0]:>10.2f}")
+    return lines
 
 
 def run_bare_optuna(trials: int, epoch_seconds: float) -> float:
@@ -147,6 +190,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epoch-seconds", type=float, default=0.2)
+    parser.add_argument("--sizes", default="10,40",
+                        help="sweep sizes of the driver-CPU table (comma-separated; '' skips)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # as orchestrator.cluster.ray_init sets them for every sweep
@@ -164,6 +209,8 @@ def main() -> None:
             rows.append((label, wall, (wall * args.workers - n * work) / n,
                          (steady * args.workers - n * work) / n, up, wall - up - steady))
         wall_b = run_bare_optuna(n, args.epoch_seconds)
+        sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+        by_size = driver_cpu_by_size(sizes, args.workers, args.epoch_seconds) if sizes else []
     finally:
         ray.shutdown()
     nan = float("nan")
@@ -184,6 +231,7 @@ def main() -> None:
     print(f"goals (a): overhead <= 0.1 s/trial: {'met' if overhead <= 0.1 else 'missed'} "
           f"({overhead:.3f}); ratio <= 0.6: {'met' if wall / wall_b <= 0.6 else 'missed'} "
           f"({wall / wall_b:.2f})")
+    print("", *by_size, sep="\n")
 
 
 if __name__ == "__main__":

@@ -8,23 +8,38 @@
            running 1 | completed 1 pruned 0 failed 1 | best 0.417 (4fd5b1ae) | 2m05s | ETA ~1m20s
 
 Epoch lines come from `on_trial_result` (mean ± sample std over the members that reported, n of
-them; `pruned` when the scheduler stopped the trial at that epoch, `collapsed k/m`). The ETA is
-the epoch rate of this run (epochs reported / time since the first trial started) applied to the
-epochs left: those of the running trials plus `train.epochs` for each trial not started; a pruned
-trial leaves nothing, so pruning only shortens it ("~": an estimate). A trial's status is
-store/schema.py's trial_status, so the console shows what the store records.
+them; `pruned` when the scheduler stopped the trial at that epoch, `collapsed k/m`). A trial's
+status is store/schema.py's trial_status, so the console shows what the store records.
 
-On a terminal the status line stays at the bottom (rich's live status); on anything else (a CI
-log, a pipe) every line is plain text, no control codes. A failure is one line; `--verbose` adds
-its traceback (always kept in the store's `error_traceback`).
+The ETA ("~": an estimate) is the epochs left divided by this run's epoch rate. The rate counts
+from the first reported epoch on (epochs after it / time since it), so Ray's start, the worker's
+imports and the first trial's set-up are not taken for training speed. The epochs left learn
+from pruning: a trial not started yet is expected to run the mean epochs of the trials finished
+so far (recorded ones of a resumed sweep included; `train.epochs` before any has finished), a
+running trial at epoch d the mean epochs of the finished trials that ran past d, minus d.
+"best" counts the trials recorded before a resume too (`seed`), so the status line, the epoch
+lines and the closing line agree with the leaderboard.
+
+On a terminal the status line stays at the bottom (rich's live status, re-rendered by rich's own
+refresh thread, so its clock and ETA tick between events); on anything else (a CI log, a pipe)
+every line is plain text, no control codes. A failure is one line; `--verbose` adds its
+traceback (always kept in the store's `error_traceback`).
+
+Also here, the plain lines around the trials: `ProgressLines` (data and baseline progress, each
+counter ending at N/N, each fact once), `ray_lines` (Ray starting / ready) and `pinned_lines`
+(`--set` on a searched key pins it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 import sys
 import time
-from typing import Any, TextIO
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ray.tune import Callback
 from rich.console import Console
@@ -34,6 +49,9 @@ from orchestrator.store.rows import reported_error, trial_error
 from trainables import names
 
 WAIT_NOTICE_S = 30.0  # trials pending with none running this long: say so
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class ConsoleCallback(Callback):
@@ -58,8 +76,10 @@ class ConsoleCallback(Callback):
         self.verbose = verbose
         self.stream = stream  # None: sys.stdout when first printing
         self.started = time.monotonic()
-        self.first_start: float | None = None  # the epoch rate counts from here
+        self.first_epoch_at: float | None = None  # the epoch rate counts from here
+        self.epochs_after_first = 0  # epochs reported after the first one
         self.epochs_done = 0
+        self.trial_epochs: list[int] = []  # epochs run by each finished (or recorded) trial
         self.running: dict[str, tuple[int, int]] = {}  # trial id -> (epochs reported, of n)
         self.last: dict[str, dict[str, Any]] = {}
         self.trials_started = 0
@@ -74,6 +94,25 @@ class ConsoleCallback(Callback):
         self._waiting_since: float | None = None  # trials pending, none running, since
         self._waiting_said = False
 
+    def seed(self, recorded: pd.DataFrame) -> None:
+        """What the store recorded before this run (a resume, or the previous Tuner of a long
+        sweep is NOT passed here: this console saw those): the best ranked trial and each
+        trial's epochs, so "best" and the ETA count them."""
+        for row in recorded.to_dict("records"):
+            epochs = _number(row.get(schema.EPOCHS_RUN))
+            if epochs is not None:
+                self.trial_epochs.append(int(epochs))
+            objective = _number(row.get(names.OBJECTIVE))
+            if objective is not None and row.get("status") in schema.RANKED_STATUSES:
+                params = {key.removeprefix(schema.PARAM_PREFIX): value
+                          for key, value in row.items()
+                          if key.startswith(schema.PARAM_PREFIX) and _present(value)}
+                self._offer_best(objective, str(row.get("trial_id")), params)
+
+    def _offer_best(self, objective: float, trial_id: str, params: dict[str, Any]) -> None:
+        if self.best is None or self.sign * objective > self.sign * self.best[0]:
+            self.best = (objective, trial_id, params)
+
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state: a console holds a stream
         state = self.__dict__.copy()
@@ -87,8 +126,8 @@ class ConsoleCallback(Callback):
             # markup off: "[2/4]" is text; soft_wrap: a CI log gets whole lines, never wrapped
             self._console = Console(file=self.stream or sys.stdout, markup=False,
                                     highlight=False, emoji=False, soft_wrap=True)
-            if self._console.is_terminal:
-                self._status = self._console.status(self._status_text())
+            if self._console.is_terminal:  # re-rendered by rich's refresh thread: a live clock
+                self._status = self._console.status(_LiveText(self))
                 self._status.start()
         return self._console
 
@@ -100,7 +139,7 @@ class ConsoleCallback(Callback):
         ends (not after every epoch: a CI log stays one line per event)."""
         self._out()
         if self._status is not None:
-            self._status.update(self._status_text())
+            self._status.update(_LiveText(self))
 
     def close(self) -> None:
         if self._status is not None:
@@ -128,8 +167,6 @@ class ConsoleCallback(Callback):
                       "what the cluster has free)")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if self.first_start is None:
-            self.first_start = time.monotonic()
         if trial.trial_id in self.seen:  # restarted after a failure: its retry line said so
             self.running.setdefault(trial.trial_id, (0, _epochs_of(trial.config, self.epochs)))
             return
@@ -150,6 +187,10 @@ class ConsoleCallback(Callback):
         _, of = self.running.get(trial.trial_id, (0, self.epochs))
         self.running[trial.trial_id] = (epoch, of)
         self.epochs_done += 1
+        if self.first_epoch_at is None:
+            self.first_epoch_at = time.monotonic()
+        else:
+            self.epochs_after_first += 1
         n = len(schema.report_json(result, names.MEMBER_ROWS_JSON, []))
         value = _number(result.get(names.mean_key(self.metric)))
         spread = _number(result.get(names.std_key(self.metric)))
@@ -192,6 +233,7 @@ class ConsoleCallback(Callback):
         self.collapsed += status == schema.COLLAPSED
         self.failed += status in schema.FAILED_STATUSES
         result = self.last.pop(trial.trial_id, {})
+        self.trial_epochs.append(int(_number(result.get(names.EPOCH)) or 0))
         done = self.already + self.finished
         if status in schema.FAILED_STATUSES:
             self._say(f"FAIL   [{done}/{self.total}] {trial.trial_id} {status}  {reason}")
@@ -201,8 +243,7 @@ class ConsoleCallback(Callback):
             objective = _number(result.get(names.OBJECTIVE))
             params = _params(trial.config)
             if objective is not None and status in schema.RANKED_STATUSES:  # never collapsed
-                if self.best is None or self.sign * objective > self.sign * self.best[0]:
-                    self.best = (objective, trial.trial_id, params)
+                self._offer_best(objective, trial.trial_id, params)
             runtime = schema.report_json(result, names.RUNTIME_JSON, {})
             shown = "-" if objective is None else f"{objective:.3f}"
             seconds = _number(result.get("time_total_s"))
@@ -221,14 +262,26 @@ class ConsoleCallback(Callback):
             return "-"
         return f"{self.best[0]:.3f}" if short else f"{self.best[0]:.3f} ({self.best[1]})"
 
-    def eta_seconds(self) -> float | None:
-        """Seconds left at this run's epoch rate; None before the first epoch."""
-        if not self.epochs_done or self.first_start is None:
-            return None
-        rate = self.epochs_done / max(time.monotonic() - self.first_start, 1e-9)
+    def epochs_left(self) -> float:
+        """Expected epochs still to run: the running trials' and those not started (see the
+        module docstring: learnt from the finished trials' epochs)."""
+        finished = list(self.trial_epochs)
+        per_trial = sum(finished) / len(finished) if finished else float(self.epochs)
         not_started = max(0, self.total - self.already - self.trials_started)
-        left = sum(max(0, of - done) for done, of in self.running.values())
-        return (left + not_started * self.epochs) / rate
+        left = 0.0
+        for done, of in list(self.running.values()):  # list(): the refresh thread reads too
+            longer = [e for e in finished if e > done]
+            expected = sum(longer) / len(longer) if longer else float(of)
+            left += max(0.0, min(expected, float(of)) - done)
+        return left + not_started * per_trial
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left at this run's epoch rate; None before the second epoch (the rate counts
+        from the first reported epoch on, so start-up is not taken for training)."""
+        if not self.epochs_after_first or self.first_epoch_at is None:
+            return None
+        rate = self.epochs_after_first / max(time.monotonic() - self.first_epoch_at, 1e-9)
+        return self.epochs_left() / rate
 
     def _eta_text(self) -> str:
         eta = self.eta_seconds()
@@ -240,6 +293,22 @@ class ConsoleCallback(Callback):
         return (f"running {len(self.running)} | completed {completed} pruned {self.pruned}"
                 f"{collapsed} failed {self.failed} | best {self._best_text()} | "
                 f"{_duration(time.monotonic() - self.started)} | {self._eta_text()}")
+
+
+class _LiveText:
+    """The status line as rich renders it: recomputed at every refresh of the live status
+    (rich's own thread), so the clock and the ETA move while no event arrives."""
+
+    def __init__(self, console: ConsoleCallback) -> None:
+        self.console = console
+
+    def __rich__(self) -> str:
+        return self.console._status_text()
+
+
+def _present(value: Any) -> bool:
+    """Not None / NaN (a param that does not apply to this trial is stored as null)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def _params(config: dict[str, Any]) -> dict[str, Any]:
@@ -283,3 +352,81 @@ def _short(params: dict[str, Any]) -> str:
         shown = f"{value:.3g}" if isinstance(value, float) else str(value)
         parts.append(f"{tail if tails.count(tail) == 1 else key}={shown}")
     return " ".join(parts)
+
+
+# --- the plain lines around the trials -----------------------------------------------------------
+_COUNTER = re.compile(r"^(?P<head>.*?)(?P<done>\d+)/(?P<total>\d+)(?P<tail>.*)$")
+# printed by trainables/egemaps_baseline.run_baseline and again, with more, by
+# orchestrator/baseline_run.write_sweep_baseline: the console keeps the latter only
+_BASELINE_REPEAT = re.compile(r"^baseline: test UAR \d")
+
+
+class ProgressLines:
+    """The `progress` callback of data preparation and the baseline, printing `prefix: msg`.
+
+    A counter (`features logmel: 512/800 utterances`) is reported every few chunks, so its last
+    report can stop short of the total; the next other line (or `close`) first prints it at N/N.
+    The baseline's own result line, repeated by the sweep's baseline summary, is printed once.
+    """
+
+    def __init__(self, prefix: str = "", say: Callable[[str], None] = print) -> None:
+        self.prefix = prefix
+        self.say = say
+        self.open: re.Match[str] | None = None  # the last counter line, short of its total
+
+    def __call__(self, message: str) -> None:
+        if _BASELINE_REPEAT.match(message):
+            return
+        counter = _COUNTER.match(message)
+        if self.open is not None and not (counter and counter["head"] == self.open["head"]):
+            self.close()
+        if counter is not None and int(counter["done"]) < int(counter["total"]):
+            self.open = counter
+        self.say(f"{self.prefix}{message}")
+
+    def close(self) -> None:
+        """Print the open counter at its total (the work it counts has ended)."""
+        if self.open is not None:
+            m, self.open = self.open, None
+            self.say(f"{self.prefix}{m['head']}{m['total']}/{m['total']}{m['tail']}")
+
+
+@contextlib.contextmanager
+def ray_lines(address: str | None, say: Callable[[str], None] = print) -> Iterator[None]:
+    """`ray: starting ...` before the (silent, up to a minute) Ray start, `ray: ready ...` after
+    it, with what the cluster offers."""
+    began = time.monotonic()
+    say(f"ray: connecting to {address} ..." if address else "ray: starting ...")
+    yield
+    import ray
+
+    resources = ray.cluster_resources()
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    say(f"ray: ready in {_duration(time.monotonic() - began)}: "
+        f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs, "
+        f"{nodes} node{'s' if nodes != 1 else ''}")
+
+
+def pinned_keys(space: str | Path, overrides: Sequence[str]) -> list[str]:
+    """The `--set KEY=...` keys that the sweep file searches (search.params): --set pins them to
+    one value, out of the search (orchestrator/sweepfile/load.py)."""
+    import yaml
+
+    from orchestrator.sweepfile.load import resolve_spec_path
+
+    try:
+        raw = yaml.safe_load(resolve_spec_path(space).read_text())
+    except (OSError, ValueError, yaml.YAMLError):  # load_spec has reported it already
+        return []
+    search = raw.get("search") if isinstance(raw, dict) else None
+    params = search.get("params") if isinstance(search, dict) else None
+    if not isinstance(params, dict):
+        return []
+    keys = [text.partition("=")[0].strip() for text in overrides]
+    return [key for key in dict.fromkeys(keys) if key in params]
+
+
+def pinned_lines(space: str | Path, overrides: Sequence[str]) -> list[str]:
+    """One line per searched key that `--set` pins."""
+    return [f"--set {key}: pins a searched key to one value (it is not searched in this run)"
+            for key in pinned_keys(space, overrides)]

@@ -137,7 +137,7 @@ def run_sweep(
     from ray.tune.stopper import CombinedStopper
 
     from orchestrator import confirm, racing
-    from orchestrator.console import ConsoleCallback
+    from orchestrator.console import ConsoleCallback, ProgressLines, ray_lines
     from orchestrator.interrupt import SignalStop, gcs_watch, stop_on_signals
     from orchestrator.planner import PlannerByData, TrialPlanner, gpu_targets, trial_budget_bytes
     from orchestrator.search import SweepSearch, TrialSpace, study_with_history
@@ -172,10 +172,11 @@ def run_sweep(
     # one PreparedData per searched data.* choice (and the sweep file's own data section)
     base_data = spec.base_config()["data"]
     datasets: dict[str, PreparedData] = {prepared_key(base_data): data} if data is not None else {}
+    progress = ProgressLines("data: ")  # counters end at N/N; each fact once
     for variant in [base_data, *data_variants(spec)]:
         if prepared_key(variant) not in datasets:
-            datasets[prepared_key(variant)] = prepare_data(
-                variant, progress=lambda msg: print(f"data: {msg}"))
+            datasets[prepared_key(variant)] = prepare_data(variant, progress=progress)
+            progress.close()
     data = datasets[prepared_key(base_data)]
     base: dict[str, Any] = {}
     teacher: dict[str, Any] = {}
@@ -185,7 +186,8 @@ def run_sweep(
         base["distill"] = resolve_teacher(spec, results_root)
         teacher = {key: base["distill"][key] for key in ("teacher_sweep", "teacher_trial")}
     # Nothing is written before the run can start: lease held (run), spec valid, Ray reached.
-    ray_init(address, verbose)
+    with ray_lines(address):
+        ray_init(address, verbose)
     quiet_logs(verbose)  # ray.init set the `ray` logger's level again
     cluster = discover_cluster()  # the GPUs of the nodes that have them (#22)
     print(cluster.line())
@@ -193,6 +195,9 @@ def run_sweep(
     check_cache_on_nodes(base_data.get("cache_dir"))  # several nodes: each reads the cache
     if fence is not None:
         fence.check()
+    from orchestrator.trackers import tracker_callbacks  # search.loggers; Tune's files off
+
+    trackers = tracker_callbacks(spec.search.loggers, spec.name, store.sweep_dir)
     store.repair()  # what a killed driver left: truncated, temporary, half-written, foreign
     write_spec(store.sweep_dir, spec.as_dict())
     store.write_identity()
@@ -200,7 +205,7 @@ def run_sweep(
         from orchestrator.baseline_run import write_sweep_baseline
 
         try:
-            write_sweep_baseline(spec, store.sweep_dir, data)
+            write_sweep_baseline(spec, store.sweep_dir, data, progress=ProgressLines())
         except SersweepError as exc:  # the reference must never stop the sweep itself
             print(f"baseline: not computed ({exc}); `sweep.py baseline` retries it")
 
@@ -230,6 +235,8 @@ def run_sweep(
     console = ConsoleCallback(total=spec.search.trials, already=recorded, mode=spec.search.mode,
                               metric=spec.search.metric, epochs=int(spec.train["epochs"]),
                               verbose=verbose)
+    # a resume: "best" and the ETA count what is recorded (search rows that belong)
+    console.seed(schema.search_rows(store.recorded_trials()))
     stop = SignalStop()
     store_cb = StoreCallback(
         store,
@@ -272,7 +279,7 @@ def run_sweep(
             num_samples=num_samples,
             storage_path=tune_storage_path(results_root, spec.name),
             max_failures=spec.resources.max_failures,
-            callbacks=[store_cb, console],
+            callbacks=[store_cb, console, *trackers],
             verbose=verbose,
             stop=CombinedStopper(stop, WriteFailureStop(store_cb, lock)),
             part=part,
@@ -343,11 +350,16 @@ def build_tuner(
     part: int = 1,
 ) -> Any:
     """The sweep's tune.Tuner: actor reuse, short trial dirs, one checkpoint kept per trial
-    (also used by bench/overhead.py, so the benchmark measures this exact configuration).
+    without Tune's forced experiment snapshots (orchestrator/trackers.py); also used by
+    bench/overhead.py, so the benchmark measures this exact configuration.
     `part`: the number of this Tuner within one run (run_sweep's consecutive Tuners), so two
     started within a second get distinct experiment folders."""
     from ray import tune
 
+    from orchestrator.trackers import checkpointing, quiet_tune_files
+
+    quiet_tune_files()  # Tune's own loggers off unless asked, its state snapshot every 300 s
+    checkpoint_config, latest_only = checkpointing()  # each trial keeps its latest checkpoint
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -364,8 +376,8 @@ def build_tuner(
             storage_path=storage_path,
             # retries what raises (worker / node lost); deterministic failures are reported
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=callbacks,
+            checkpoint_config=checkpoint_config,
+            callbacks=[*callbacks, latest_only],
             stop=stop,  # interrupt.SignalStop: Ctrl-C / SIGTERM end the run cleanly
             verbose=1 if verbose else 0,
         ),
@@ -514,7 +526,11 @@ def _run_holding_lock(
     lock: SweepLock | None = None,
 ) -> int:
     from orchestrator import query
+    from orchestrator.console import pinned_lines
     from orchestrator.interrupt import EXIT_CODES, Interrupted, interrupted_line, sigterm_raises
+
+    for line in pinned_lines(args.space, args.overrides):  # --set on a searched key
+        print(line)
 
     if args.resume and not store.completed_trial_ids():
         raise SersweepError(

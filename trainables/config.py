@@ -213,6 +213,9 @@ SEARCH: dict[str, Key] = {
                    nullable=True),
     "racing": Key(None, "race trials over test sets (search.racing keys); null = off",
                   types=(dict, bool), nullable=True),
+    "loggers": Key([], "trackers fed each trial's params and epochs through Ray Tune's "
+                   "callbacks: tensorboard | mlflow | wandb (orchestrator/trackers.py)",
+                   types=(list,)),
 }
 
 SCHEDULER: dict[str, Key] = {

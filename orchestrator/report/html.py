@@ -3,21 +3,28 @@
 Sections: summary; the leaderboard as a sortable HTML table (params visible, status with collapsed
 trials marked, mean ± std (n), each trial's fold-paired difference to #1 and to the reference
 baseline with its 95 % interval, Wilcoxon p and the tie mark: query.leaderboard, table.py); the
-Optuna figures (optuna_plots.py: history, importance with a caveat below
-MIN_TRIALS_FOR_IMPORTANCE, slice, parallel coordinates, contour), drawn from the study that
-report/study.py rebuilds with the sweep file's distributions; learning curves (mean ± std over
-members) of the top trials; the best trial's (and the baseline's) test confusion matrices with
-class names; the failed / pruned / collapsed trials with their reasons.
-`sweep.py report DIR` (report/cli.py) writes <DIR>/report/report.html.
+best configuration as the command line that reruns it; the optimization history in start order
+(plots.history); the Optuna figures (optuna_plots.py: importance and contour only from
+MIN_TRIALS_FOR_IMPORTANCE / MIN_TRIALS_FOR_CONTOUR complete trials, one slice plot per parameter,
+parallel coordinates), drawn from the study that report/study.py rebuilds with the sweep file's
+distributions; learning curves (mean ± std over members) of the top trials; the best trial's (and
+the baseline's) test confusion matrices with class names; the timeline of trials (start, end,
+status, GPU share) and GPU-hours per status; one section per top trial (params, its rerun
+command, every member's curves, its confusion, the planned and measured memory); the failed /
+pruned / collapsed trials with their reasons.
+`sweep.py report DIR` (report/report_command.py) writes <DIR>/report/report.html.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
+import shlex
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from orchestrator import query
 from orchestrator.report import optuna_plots
@@ -28,7 +35,8 @@ from orchestrator.report.table import SORT_SCRIPT, confusion_html, html_table, l
 from orchestrator.store import schema
 from trainables import names
 
-TOP_TRIALS = 5  # learning curves
+TOP_TRIALS = 5  # learning curves, and the per-trial sections
+STARTED, ENDED = "started_at", "ended_at"  # store/schema.py's TRIAL_FIELDS (driver clock, UTC)
 BOARD_ROWS = 20  # leaderboard rows (>= TOP_TRIALS)
 
 
@@ -71,6 +79,144 @@ def _first(column: pd.Series, default: str) -> str:
     return str(known.iloc[0]) if len(known) else default
 
 
+def start_order(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials in the order they started (started_at; ended_at, then the id, where a time is
+    missing), numbered from 1 in column `order`."""
+    frame = trials.copy()
+    for column in (STARTED, ENDED):
+        if column not in frame:
+            frame[column] = pd.NaT
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    frame["_when"] = frame[STARTED].fillna(frame[ENDED])
+    frame = frame.sort_values(["_when", schema.TRIAL_ID], na_position="last", kind="stable")
+    frame["order"] = range(1, len(frame) + 1)
+    return frame.drop(columns="_when").reset_index(drop=True)
+
+
+def _set_value(value) -> str:
+    """A value as `--set` parses it (YAML): strings that are YAML of something else (a stored
+    `[128, 128]`) as they are, everything else as JSON (valid YAML flow)."""
+    if isinstance(value, str):
+        try:
+            return value if not isinstance(yaml.safe_load(value), str) or (
+                yaml.safe_load(value) == value) else json.dumps(value)
+        except yaml.YAMLError:
+            return json.dumps(value)
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    return json.dumps(value.tolist() if hasattr(value, "tolist") else value)
+
+
+def rerun_command(sweep_dir: str, sweep: str, row: pd.Series | dict) -> str:
+    """The command line that trains `row`'s configuration again, as a one-trial sweep of its own
+    (the sweep file as run, every searched key pinned by --set, another results name)."""
+    parts = ["python", "sweep.py", f"{str(sweep_dir).rstrip('/')}/spec.yaml", "--trials", "1",
+             "--set", f"name={sweep}-{row[schema.TRIAL_ID]}"]
+    for column, value in dict(row).items():
+        if not str(column).startswith(schema.PARAM_PREFIX):
+            continue
+        if value is None or (not isinstance(value, list | tuple | dict) and pd.isna(value)):
+            continue  # a conditional param that did not apply to this trial
+        key = str(column).removeprefix(schema.PARAM_PREFIX)
+        parts += ["--set", f"{key}={_set_value(value)}"]
+    return " ".join(shlex.quote(part) for part in parts)
+
+
+def resource_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per status: trials, trial-hours (wall) and GPU-hours, with a total row."""
+    frame = trials.assign(
+        wall_hours=trials.get("wall_seconds", pd.Series(dtype=float)).astype(float) / 3600,
+        gpu_hours=trials.get("gpu_hours", pd.Series(dtype=float)).astype(float))
+    table = frame.groupby(schema.STATUS).agg(trials=(schema.TRIAL_ID, "size"),
+                                              trial_hours=("wall_hours", "sum"),
+                                              gpu_hours=("gpu_hours", "sum")).reset_index()
+    total = {schema.STATUS: "all", "trials": int(table["trials"].sum()),
+             "trial_hours": table["trial_hours"].sum(), "gpu_hours": table["gpu_hours"].sum()}
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    return table.round({"trial_hours": 3, "gpu_hours": 3})
+
+
+def _timeline(trials: pd.DataFrame, out: Path) -> Figure:
+    title = "Timeline of trials and GPU-hours"
+    ordered = start_order(trials)
+    timed = ordered[ordered[STARTED].notna() & ordered[ENDED].notna()]
+    table = html_table(resource_table(trials))
+    caveat = ("bars: each trial from its start to its end (driver clock), coloured by status, "
+              "with its GPU share; the table: trial-hours (wall) and GPU-hours per status")
+    if not len(timed):
+        return Figure(title, None, "no start / end times recorded: no timeline", table)
+    if len(timed) < len(ordered):
+        left = len(ordered) - len(timed)
+        caveat += f"; {left} trial{'s' if left > 1 else ''} without both times left out"
+    if "gpu_fraction" not in timed:
+        timed = timed.assign(gpu_fraction=float("nan"))
+    return Figure(title, report_plots.timeline(timed, out / "timeline.png"), caveat, table)
+
+
+def _history(trials: pd.DataFrame, mode: str, target: str, out: Path) -> Figure:
+    ordered = start_order(trials)
+    if not ordered[names.OBJECTIVE].notna().any():
+        return Figure("Optimization history", None, "no trial has an objective: nothing to draw")
+    return Figure("Optimization history",
+                  report_plots.history(ordered, mode, target, out / "history.png"),
+                  "every trial with an objective, in the order the trials started; the line is "
+                  "the best so far over completed and pruned trials (collapsed ones never rank)")
+
+
+def _memory_html(row: dict) -> str:
+    """The planned and measured memory of one trial, one line."""
+    def size(value) -> str:
+        return "-" if value is None or pd.isna(value) else f"{float(value) / 2**20:.0f} MiB"
+
+    def number(value) -> str:
+        return "-" if value is None or pd.isna(value) else f"{value:g}"
+
+    return (f"<p>memory: micro-batch {number(row.get('micro_batch'))} x accumulation "
+            f"{number(row.get('accumulation'))}; planned peak "
+            f"{size(row.get('estimated_peak_bytes'))}, measured peak "
+            f"{size(row.get('measured_peak_bytes'))}; GPU share "
+            f"{number(row.get('gpu_fraction'))} on {html.escape(str(row.get('device') or '-'))}"
+            f"; {number(row.get('oom_retries'))} out-of-memory retries</p>")
+
+
+def trial_sections(results: query.Results, board: pd.DataFrame, sweep: str, sweep_dir: str,
+                   metric: str, out: Path) -> str:
+    """One collapsible section per top-ranked trial: params, rerun command, every member's
+    curves, its test confusion (summed over members), the planned memory."""
+    ranked = board[board[names.OBJECTIVE].notna() & (board[schema.STATUS] != schema.REFERENCE)]
+    trials = results.trials.set_index(schema.TRIAL_ID)
+    epochs = results.epochs
+    parts = [f"<h2>Trials (the top {min(TOP_TRIALS, len(ranked))})</h2>"]
+    for rank, trial_id in zip(ranked["rank"].head(TOP_TRIALS),
+                              ranked[schema.TRIAL_ID].head(TOP_TRIALS), strict=True):
+        row = trials.loc[trial_id].to_dict() | {schema.TRIAL_ID: trial_id}
+        params = {k.removeprefix(schema.PARAM_PREFIX): v for k, v in row.items()
+                  if str(k).startswith(schema.PARAM_PREFIX) and not (
+                      v is None or (not isinstance(v, list | tuple) and pd.isna(v)))}
+        body = [f"<p>status {html.escape(str(row[schema.STATUS]))}, objective "
+                f"{row[names.OBJECTIVE]:.4f}, {int(row.get(schema.EPOCHS_RUN) or 0)} epochs</p>",
+                html_table(pd.DataFrame({"param": list(params),
+                                         "value": [str(v) for v in params.values()]})),
+                f'<p class="cmd">rerun: <code>'
+                f"{html.escape(rerun_command(sweep_dir, sweep, row))}</code></p>",
+                _memory_html(row)]
+        own = epochs[epochs[schema.TRIAL_ID] == trial_id] if len(epochs) else epochs
+        if len(own):
+            png = report_plots.member_curves(own, metric, trial_id,
+                                             out / f"trial_{trial_id}_curves.png")
+            body.append(_img(png))
+        try:
+            body.append("<h4>test confusion, summed over members</h4>"
+                        + confusion_html(query.confusion(results, trial_id, sweep=sweep)))
+        except query.QueryError as exc:
+            body.append(f'<p class="caveat">confusion: {html.escape(str(exc))}</p>')
+        shown = " open" if rank == 1 else ""  # the best trial's section open
+        parts.append(f'<details class="trial" id="trial-{html.escape(trial_id)}"{shown}><summary>'
+                     f"#{rank} {html.escape(trial_id)} ({row[names.OBJECTIVE]:.3f})</summary>"
+                     + "\n".join(body) + "</details>")
+    return "\n".join(parts)
+
+
 def _optuna_figures(sweep: SweepStudy, target: str, out: Path) -> list[Figure]:
     found, _ = param_importances(sweep)
     varying = sweep.varying_params()
@@ -78,7 +224,6 @@ def _optuna_figures(sweep: SweepStudy, target: str, out: Path) -> list[Figure]:
     ordered = [p for p in (found or {}) if p in varying] + [
         p for p in varying if p not in (found or {})]
     return [
-        optuna_plots.history(sweep, target, out / "history.png"),
         optuna_plots.importance(sweep, found, target, out / "importance.png"),
         optuna_plots.slices(sweep, ordered, target, out / "slices.png"),
         optuna_plots.parallel(sweep, ordered, target, out / "parallel.png"),
@@ -138,8 +283,10 @@ def _section(figure: Figure) -> str:
     parts = [f"<h2>{html.escape(figure.title)}</h2>"]
     if figure.png is not None:
         parts.append(_img(figure.png))
+    for caption, png in figure.more:
+        parts.append(f"<h3>{html.escape(caption)}</h3>{_img(png)}")
     if figure.caveat:
-        cls = "caveat" if figure.png is not None else "caveat missing"
+        cls = "caveat" if figure.png is not None or figure.more else "caveat missing"
         parts.append(f'<p class="{cls}">{html.escape(figure.caveat)}</p>')
     if figure.extra_html:
         parts.append(figure.extra_html)
@@ -178,12 +325,22 @@ def write_report(sweep_dir: str, out_dir: str | None = None) -> Path:
              f"{html.escape(metric)} (this trial − the other), its 95 % t-interval, Wilcoxon "
              f"p and n paired members; {html.escape(tie_rule)}. Collapsed trials are listed "
              "after the ranked ones and never rank as best.</p>"]
+    if best_row is not None:
+        parts.append(f"<h2>Best configuration ({html.escape(best)})</h2>"
+                     f'<p class="cmd"><code>'
+                     f"{html.escape(rerun_command(sweep_dir, sweep, best_row))}</code></p>"
+                     '<p class="caveat">reruns it as a one-trial sweep of its own (the sweep '
+                     "file as run, each searched key pinned by --set); its results go to "
+                     "another folder, so this sweep's record stays as it is</p>")
     objective_name = f"objective ({metric})"
-    figures = _optuna_figures(study, objective_name, out)
-    figures += [_curves(results, board, metric, out), _confusions(results, sweep, best, out)]
+    figures = [_history(trials, mode, objective_name, out)]
+    figures += _optuna_figures(study, objective_name, out)
+    figures += [_curves(results, board, metric, out), _confusions(results, sweep, best, out),
+                _timeline(trials, out)]
     if study.notes:
         parts.append(f'<p class="caveat">{html.escape("; ".join(study.notes))}</p>')
     parts.extend(_section(f) for f in figures)
+    parts.append(trial_sections(results, board, sweep, sweep_dir, metric, out))
     failures = failure_table(trials)
     parts.append("<h2>Failed, pruned and collapsed trials</h2>")
     parts.append(html_table(failures) if len(failures) else "<p>none</p>")
@@ -219,6 +376,10 @@ tr.row-failed td,tr.row-does_not_fit td{{color:#888}}
 .warn{{color:#c0392b;font-weight:bold}}
 .caveat{{color:#666;font-size:13px}} .missing{{font-style:italic}}
 small{{color:#555}}
+.cmd code{{background:#f6f6f6;padding:4px 6px;display:block;white-space:pre-wrap;
+word-break:break-all;font-size:12px}}
+details.trial{{margin:.6em 0;border:1px solid #ddd;padding:.3em .8em}}
+details.trial summary{{cursor:pointer;font-weight:bold}}
 </style></head>
 <body>
 {body}

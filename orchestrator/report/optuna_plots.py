@@ -1,10 +1,13 @@
 """The report's Optuna figures, drawn by optuna.visualization.matplotlib (the matplotlib backend
-keeps the HTML offline: PNGs, no plotly.js) from the study report/study.py rebuilds: optimization
-history, parameter importance (fANOVA, seeded), slice, parallel coordinates and contour.
+keeps the HTML offline: PNGs, no plotly.js) from the study report/study.py rebuilds: parameter
+importance (fANOVA, seeded), one slice plot per parameter, parallel coordinates and contour (the
+optimization history is plots.history: start order, integer ticks).
 
 Each function returns a plots.Figure: the PNG, or a caveat saying why it was not drawn (no
-complete trial, one varying parameter for a contour, ...). Importances from fewer than
-MIN_TRIALS_FOR_IMPORTANCE complete trials carry a caveat line.
+complete trial, one varying parameter for a contour, ...). Importance and contour are not drawn
+from fewer than MIN_TRIALS_FOR_IMPORTANCE / MIN_TRIALS_FOR_CONTOUR complete trials: a forest
+fitted to a handful of points ranks noise, and a surface interpolated between a few points
+draws the interpolation, not the objective; both look like evidence and are not.
 """
 
 from __future__ import annotations
@@ -21,26 +24,32 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import optuna.visualization.matplotlib as ovm  # noqa: E402
 from matplotlib.figure import Figure as MplFigure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
 from orchestrator.report.plots import Figure, save  # noqa: E402
 from orchestrator.report.study import SweepStudy  # noqa: E402
 
 # Below this many complete trials fANOVA's importances say little (a random forest on a handful
-# of points): the report shows them with a caveat line. THE threshold.
+# of points): the report does not draw them and says why. THE threshold.
 MIN_TRIALS_FOR_IMPORTANCE = 10
-SLICE_PARAMS = 6  # most important first; more panels get too narrow to read
-SLICE_PANEL_WIDTH = 3.8  # inches
+# Below this many complete trials a contour is an interpolation between a few points.
+MIN_TRIALS_FOR_CONTOUR = 10
+SLICE_PARAMS = 12  # most important first: one readable figure each
 CONTOUR_PARAMS = 2  # the two most important: one panel (k params draw a k x k grid, slow)
 PARALLEL_PARAMS = 8
 
 
 def importance_caveat(complete: int) -> str:
-    """The caveat line below the importance plot ('' when there are enough trials)."""
+    """Why the importance plot is not drawn ('' when there are enough trials)."""
     if complete >= MIN_TRIALS_FOR_IMPORTANCE:
         return ""
-    return (f"importances from {complete} trials: indicative only (fewer than "
-            f"{MIN_TRIALS_FOR_IMPORTANCE} complete trials)")
+    return (f"not drawn: {complete} complete trials; fANOVA fits a forest to the trials, and "
+            f"below {MIN_TRIALS_FOR_IMPORTANCE} its ranking is mostly noise")
 
 
 def evaluator() -> optuna.importance.BaseImportanceEvaluator:
@@ -129,16 +138,6 @@ def importances(sweep: SweepStudy) -> dict[str, float] | None:
             sweep.study, evaluator=evaluator(), params=varying))
 
 
-def history(sweep: SweepStudy, target: str, path: Path) -> Figure:
-    title = "Optimization history"
-    if not sweep.complete:
-        return Figure(title, None, "no complete trial: nothing to draw")
-    return _draw(title, path, lambda: ovm.plot_optimization_history(
-        sweep.study, target_name=target), 8, 4.2,
-        caveat="complete and collapsed trials (what Optuna was told COMPLETE); "
-               "pruned and failed trials are in the tables")
-
-
 def importance(sweep: SweepStudy, found: dict[str, float] | None, target: str,
                path: Path) -> Figure:
     title = "Parameter importance (fANOVA)"
@@ -146,28 +145,40 @@ def importance(sweep: SweepStudy, found: dict[str, float] | None, target: str,
         why = ("needs at least 2 complete trials" if len(sweep.complete) < 2
                else "no parameter varied over the complete trials")
         return Figure(title, None, f"not drawn: {why} (have {len(sweep.complete)})")
+    if len(sweep.complete) < MIN_TRIALS_FOR_IMPORTANCE:
+        return Figure(title, None, importance_caveat(len(sweep.complete)))
     return _draw(title, path, lambda: ovm.plot_param_importances(
         sweep.study, evaluator=_Known(found), params=list(found), target_name=target),
-        8, 0.45 * len(found) + 1.8, caveat=importance_caveat(len(sweep.complete)))
+        8, 0.45 * len(found) + 1.8)
 
 
 def slices(sweep: SweepStudy, params: list[str], target: str, path: Path) -> Figure:
+    """One slice plot per parameter (each its own PNG: `<path stem>_<param>.png`), most
+    important first."""
     title = "Slice plots"
     if not sweep.complete or not params:
         return Figure(title, None, "not drawn: no parameter varied over the complete trials")
-    shown = params[:SLICE_PARAMS]
-    # Optuna makes each panel half of figure.figsize's width wide (one panel: all of it)
-    width = 6.0 if len(shown) == 1 else 2 * SLICE_PANEL_WIDTH
-    return _draw(title, path, lambda: ovm.plot_slice(sweep.study, params=shown,
-                                                     target_name=target),
-                 width, 4.0, tidy=_tidy_slices,
-                 caveat="x axes on the scale of each parameter's distribution in the sweep "
-                        "file (loguniform: log axis)")
+    panels = []
+    for param in params[:SLICE_PARAMS]:
+        one = path.with_name(f"{path.stem}_{param.replace('.', '_')}.png")
+        integer = isinstance(sweep.distributions.get(param), optuna.distributions.IntDistribution)
+        drawn = _draw(param, one, lambda p=param: ovm.plot_slice(
+            sweep.study, params=[p], target_name=target), 6.0, 3.6,
+            tidy=lambda axes, i=integer: _tidy_slices(axes, i))
+        panels.append((param, drawn.png))
+    caveat = ("one per parameter, most important first; x on the scale of the parameter's "
+              "distribution in the sweep file (loguniform: log axis, int: integer ticks)")
+    if len(params) > SLICE_PARAMS:
+        caveat += f"; the first {SLICE_PARAMS} of {len(params)}"
+    return Figure(title, None, caveat, more=tuple(panels))
 
 
-def _tidy_slices(axes) -> None:
-    """Categorical and long tick labels overlap in narrow panels: rotate them."""
+def _tidy_slices(axes, integer: bool = False) -> None:
+    """Categorical and long tick labels overlap in narrow panels: rotate them; an int
+    parameter gets integer ticks (Optuna's are 1.25, 1.5, ...)."""
     for ax in np.atleast_1d(axes).flat:
+        if integer:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_xscale() != "log":
             for label in ax.get_xticklabels():
                 label.set_rotation(30)
@@ -188,10 +199,22 @@ def contour(sweep: SweepStudy, params: list[str], target: str, path: Path) -> Fi
     if len(params) < 2:
         return Figure(title, None, f"not drawn: a contour needs two varying parameters "
                                    f"(this sweep has {len(params)})")
-    if len(sweep.complete) < 2:
-        return Figure(title, None, "not drawn: needs at least 2 complete trials")
+    if len(sweep.complete) < MIN_TRIALS_FOR_CONTOUR:
+        return Figure(title, None, f"not drawn: {len(sweep.complete)} complete trials; a "
+                                   f"surface interpolated between fewer than "
+                                   f"{MIN_TRIALS_FOR_CONTOUR} points shows the interpolation, "
+                                   "not the objective")
     shown = params[:CONTOUR_PARAMS]
     side = 5.5 if len(shown) == 2 else 3.4 * len(shown)
+    integer = [isinstance(sweep.distributions.get(p), optuna.distributions.IntDistribution)
+               for p in shown]
+
+    def tidy(axes) -> None:  # Optuna's contour: x = shown[0], y = shown[1]
+        ax = np.atleast_1d(axes).flat[0]
+        for axis, is_int in zip((ax.xaxis, ax.yaxis), integer, strict=False):
+            if is_int:
+                axis.set_major_locator(MaxNLocator(integer=True))
+
     return _draw(title, path, lambda: ovm.plot_contour(sweep.study, params=shown,
                                                        target_name=target),
-                 side + 1.5, side)
+                 side + 1.5, side, tidy=tidy)

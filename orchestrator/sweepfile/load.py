@@ -270,7 +270,8 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override any value by dotted key, e.g. --set train.lr=1e-3 (repeatable)",
+        help="override any value by dotted key, e.g. --set train.lr=1e-3 (repeatable); a key "
+             "of search.params is pinned to that value and no longer searched (printed)",
     )
 
 

@@ -275,7 +275,8 @@ def search(ctx: Ctx, raw: dict[str, Any], epochs: int) -> dict[str, Any]:
         raise ctx.err(("search", "mode"), f"{metric} is {natural}imized, so mode must be "
                       f"{natural}, but got {mode!r}")
     plain = [k for k in SEARCH
-             if k not in ("metric", "mode", "scheduler", "params", "confirm", "racing")]
+             if k not in ("metric", "mode", "scheduler", "params", "confirm", "racing",
+                          "loggers")]
     return {
         "metric": metric,
         "mode": mode,
@@ -286,6 +287,7 @@ def search(ctx: Ctx, raw: dict[str, Any], epochs: int) -> dict[str, Any]:
                                CONFIRM, "top"),
         "racing": _stage_keys(ctx, "racing", given.get("racing", SEARCH["racing"].default),
                               RACING, "first"),
+        "loggers": loggers(ctx, given.get("loggers", SEARCH["loggers"].default)),
     }
 
 
@@ -306,3 +308,16 @@ def _stage_keys(ctx: Ctx, name: str, given: Any, keys: Mapping[str, Key],
             raise unknown_key(ctx, path, key, keys, f"search.{name}")
     out = {key: _take(ctx, path, keys, given, key) for key in keys}
     return None if out[switch] == 0 else out
+
+
+def loggers(ctx: Ctx, given: Any) -> tuple[str, ...]:
+    """search.loggers: a list of tracker names (orchestrator/trackers.py), each at most once."""
+    from orchestrator.trackers import LOGGERS
+
+    path = ("search", "loggers")
+    names = check_value(ctx, path, given, Expect((list,), item=str))
+    for i, name in enumerate(names):
+        check_value(ctx, (*path, str(i)), name, Expect((str,), values=LOGGERS))
+    if len(set(names)) != len(names):
+        raise ctx.err(path, f"loggers names each tracker once, but got {names}")
+    return tuple(names)

@@ -76,6 +76,7 @@ class SearchSpec:
     # {top, seeds} (orchestrator/confirm.py) / {first, alpha} (orchestrator/racing.py); None = off
     confirm: Mapping[str, Any] | None = None
     racing: Mapping[str, Any] | None = None
+    loggers: tuple[str, ...] = ()  # Tune's tracker callbacks (orchestrator/trackers.py)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class SweepSpec:
                 "baseline": s.baseline, "tuner_trials": s.tuner_trials,
                 "confirm": None if s.confirm is None else dict(s.confirm),
                 "racing": None if s.racing is None else dict(s.racing),
+                "loggers": list(s.loggers),
             },
             # a size is written with its unit: load_spec refuses a bare number
             "resources": {**dict(self.resources), "memory_budget": (

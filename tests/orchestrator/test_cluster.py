@@ -38,7 +38,10 @@ TRIALS, MEMBERS, EPOCHS = 4, 3, 2
 RAY = str(Path(sys.executable).with_name("ray"))
 # Ray 2.60 clusters require a token (~/.ray/auth_token, written by the first head started on this
 # machine); every client of the test cluster (ray status, sweep.py, ray job submit) presents it.
-ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_DISABLE_USAGE_STATS": "1"}
+# TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0: Tune's JSON logger writes result.json (read below; off by
+# default in a sweep, orchestrator/trackers.py)
+ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_DISABLE_USAGE_STATS": "1",
+       "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0"}
 DEFAULT_ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # what a plain `ray start` writes
 pytestmark = pytest.mark.slow
 

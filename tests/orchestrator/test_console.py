@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.console import ConsoleCallback
+from orchestrator.console import ConsoleCallback, ProgressLines, pinned_lines
 from trainables import names
 
 
@@ -67,22 +69,68 @@ def test_verbose_adds_the_traceback() -> None:
     assert "Traceback: here" in out.getvalue()
 
 
-def test_eta_is_the_epoch_rate_over_the_epochs_left(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eta_rate_counts_from_the_first_epoch_so_start_up_is_excluded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
     monkeypatch.setattr("orchestrator.console.time.monotonic", lambda: clock[0])
     console = ConsoleCallback(total=3, already=0, epochs=4, stream=io.StringIO())
     a = _trial("aaaa0001", 1e-3)
     assert console.eta_seconds() is None  # no epoch yet: no rate
     console.on_trial_start(0, [], a)
-    clock[0] = 110.0
-    console.on_trial_result(0, [], a, _epoch(1, 0.4, 0.0, 1))  # 1 epoch / 10 s
-    # left: 3 epochs of the running trial + 2 trials not started x 4 epochs = 11 -> 110 s
-    assert console.eta_seconds() == pytest.approx(110.0)
-    clock[0] = 120.0
-    console.on_trial_result(0, [], a, _epoch(2, 0.4, 0.0, 1, done=True))  # pruned at 2
-    console.on_trial_complete(0, [], a)
-    # a pruned trial leaves nothing: 8 epochs of the 2 not started at 2 epochs / 20 s
-    assert console.eta_seconds() == pytest.approx(80.0)
+    clock[0] = 160.0  # 60 s of start-up (Ray worker, imports, data) before the first epoch
+    console.on_trial_result(0, [], a, _epoch(1, 0.4, 0.0, 1))
+    assert console.eta_seconds() is None  # one epoch: no rate yet
+    clock[0] = 170.0
+    console.on_trial_result(0, [], a, _epoch(2, 0.4, 0.0, 1))  # 1 epoch / 10 s after the first
+    # left: 2 epochs of the running trial + 2 trials not started x 4 epochs = 10 -> 100 s
+    assert console.eta_seconds() == pytest.approx(100.0)
+
+
+def test_eta_learns_the_epochs_per_trial_from_pruned_trials(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr("orchestrator.console.time.monotonic", lambda: clock[0])
+    console = ConsoleCallback(total=6, already=0, epochs=4, stream=io.StringIO())
+    for k, pruned_at in enumerate((1, 1, 4)):  # ASHA: two stopped at epoch 1, one ran all 4
+        trial = _trial(f"trial{k:03d}", 1e-3)
+        console.on_trial_start(0, [], trial)
+        for epoch in range(1, pruned_at + 1):
+            clock[0] += 10.0
+            console.on_trial_result(0, [], trial, _epoch(epoch, 0.4, 0.0, 1,
+                                                         done=epoch == pruned_at))
+        console.on_trial_complete(0, [], trial)
+    running = _trial("runs0004", 1e-3)
+    console.on_trial_start(0, [], running)
+    for epoch in (1, 2):
+        clock[0] += 10.0
+        console.on_trial_result(0, [], running, _epoch(epoch, 0.4, 0.0, 1))
+    # the running trial is past epoch 2: the finished trials that ran past 2 ran 4 -> 2 left;
+    # each of the 2 not started runs the mean of (1, 1, 4) = 2 epochs -> 4; rate 1 epoch / 10 s
+    assert console.epochs_left() == pytest.approx(6.0)
+    assert console.eta_seconds() == pytest.approx(60.0)
+
+
+def test_seed_from_the_store_gives_best_and_epochs_before_any_new_trial_ends() -> None:
+    import pandas as pd
+
+    out = io.StringIO()
+    console = ConsoleCallback(total=4, already=2, epochs=4, stream=out)
+    console.seed(pd.DataFrame([
+        {"trial_id": "old00001", "status": "pruned", names.OBJECTIVE: 0.355, "epochs_run": 1,
+         "param.train.lr": 1e-3, "param.model.pooling": "max"},
+        {"trial_id": "old00002", "status": "failed", names.OBJECTIVE: 0.9, "epochs_run": 0,
+         "param.train.lr": 2e-3, "param.model.pooling": None},
+    ]))
+    assert console.best is not None and console.best[:2] == (0.355, "old00001")
+    assert console.trial_epochs == [1, 0]
+    trial = _trial("new00003", 1e-3)
+    console.on_trial_start(0, [], trial)
+    console.on_trial_result(0, [], trial, _epoch(1, 0.30, 0.0, 1))
+    console.on_trial_complete(0, [], trial)
+    console.close()
+    lines = out.getvalue().splitlines()
+    assert "| best 0.355 |" in lines[1]
+    assert lines[-1] == "best objective 0.3550: trial old00001 lr=0.001 pooling=max"
 
 
 def test_on_a_terminal_the_status_line_is_live_and_lines_still_print() -> None:
@@ -115,3 +163,102 @@ def _read_available(fd: int) -> bytes:
 
     ready, _, _ = select.select([fd], [], [], 0.5)
     return os.read(fd, 65536) if ready else b""
+
+
+def test_on_a_terminal_the_clock_ticks_without_events() -> None:
+    import os
+    import pty
+    import re
+
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w") as terminal:
+        console = ConsoleCallback(total=2, already=0, epochs=2, stream=terminal)
+        console.on_trial_start(0, [], _trial("eeee0005", 1e-3))
+        written, deadline = b"", time.monotonic() + 3.5
+        while time.monotonic() < deadline:  # no event for 3.5 s: rich's thread re-renders
+            written += _read_available(leader)
+        console.close()
+    os.close(leader)
+    clocks = set(re.findall(r"\| (\d+)s \| ETA", written.decode(errors="replace")))
+    assert len(clocks) >= 3, clocks
+
+
+def test_progress_lines_end_counters_at_the_total_and_print_each_fact_once() -> None:
+    said: list[str] = []
+    progress = ProgressLines("data: ", say=said.append)
+    for message in ("synthetic: generating 800 utterances",
+                    "features logmel: 256/800 utterances", "features logmel: 512/800 utterances",
+                    "cached /tmp/x.pt",
+                    "baseline: eGeMAPS functionals 200/300 utterances",
+                    "baseline: test UAR 0.781 over 5 members"):
+        progress(message)
+    progress.close()
+    assert said == ["data: synthetic: generating 800 utterances",
+                    "data: features logmel: 256/800 utterances",
+                    "data: features logmel: 512/800 utterances",
+                    "data: features logmel: 800/800 utterances",
+                    "data: cached /tmp/x.pt",
+                    "data: baseline: eGeMAPS functionals 200/300 utterances",
+                    "data: baseline: eGeMAPS functionals 300/300 utterances"]
+
+
+def test_tune_warnings_quiet_unless_verbose_and_waiting_is_one_plain_line(
+        capsys: pytest.CaptureFixture) -> None:
+    import logging
+    import warnings
+
+    from ray.tune.execution import insufficient_resources_manager as irm
+
+    from orchestrator.quiet import WAITING_LOGGER, quiet_logs
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_logs(verbose=False)
+        warnings.warn("Define-by-run function passed in the `space` argument took 20.5 seconds "
+                      "to run. Ensure that actual computation ...", stacklevel=1)
+    assert not caught
+    message = ("Ignore this message if the cluster is autoscaling. "
+               + irm.MSG_TUNE_START.format(wait_time=60)
+               + irm.MSG_TUNE_INSUFFICIENT.format(asked_cpus=4, asked_gpus=1, cluster_cpus=2,
+                                                  cluster_gpus=0) + irm.MSG_TUNE_END)
+    for _ in range(3):
+        logging.getLogger(WAITING_LOGGER).warning(message)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["waiting: no trial has started for 60 s; a trial asks for 4 CPUs and 1 GPUs, "
+                   "the cluster has 2 CPUs and 0 GPUs (lower resources.cpus_per_trial / "
+                   "gpus_per_trial, or add nodes; ignore this while a cluster autoscales)"]
+
+
+def test_pinned_lines_name_the_searched_keys_that_set_pins() -> None:
+    tiny = Path(__file__).with_name("tiny_sweep.yaml")
+    assert pinned_lines(tiny, ["model.pooling=max", "train.epochs=1", "model.pooling=mean"]) == [
+        "--set model.pooling: pins a searched key to one value (it is not searched in this run)"]
+
+
+@pytest.mark.slow  # the tiny sweep twice (2 trials, then 1 more): ~60 s on 2 shared cores
+def test_a_resumed_sweep_shows_the_recorded_best_from_its_first_line(
+        ray_local, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import pandas as pd
+
+    from orchestrator import cli
+
+    tiny = Path(__file__).with_name("tiny_sweep.yaml")
+    args = [str(tiny), "--results", str(tmp_path), "--set", f"data.cache_dir={tmp_path / 'c'}",
+            "--set", "model.pooling=mean"]
+    assert cli.main([*args, "--trials", "2"]) == cli.EXIT_OK
+    first = capsys.readouterr().out
+    assert "--set model.pooling: pins a searched key" in first
+    trials = pd.read_parquet(tmp_path / "tiny" / "trials")
+    best = trials.sort_values(names.OBJECTIVE).iloc[-1]
+    assert cli.main([*args, "--trials", "3"]) == cli.EXIT_OK
+    out = capsys.readouterr().out.splitlines()
+    epochs = [line for line in out if line.startswith("epoch")]
+    assert epochs and f"| best {best[names.OBJECTIVE]:.3f} |" in epochs[0], epochs  # not "-"
+    trials = pd.read_parquet(tmp_path / "tiny" / "trials")
+    top = trials[names.OBJECTIVE].max()
+    tied = trials.trial_id[trials[names.OBJECTIVE] == top]  # any of a tie
+    (closing,) = [line for line in out if line.startswith("best objective")]
+    assert closing.startswith(f"best objective {top:.4f}: trial ")
+    assert closing.split()[4] in set(tied), (closing, list(tied))
+    assert sum(line.startswith("ray: starting") for line in out) == 1
+    assert sum(line.startswith("ray: ready in") for line in out) == 1

@@ -73,7 +73,12 @@ def _write(store, tid, status, objective, layers, lr, pool, ended, epochs=5, col
            "members_collapsed": 4 if collapsed else 0, "param.model.layers": layers,
            "param.train.lr": lr, "param.model.pooling": pool,
            "optuna_params_json": json.dumps(native),
+           "started_at": np.datetime64("2025-01-01T00:00") + np.timedelta64(ended, "m")
+           - np.timedelta64(epochs, "m"),
            "ended_at": np.datetime64("2025-01-01T00:00") + np.timedelta64(ended, "m"),
+           "wall_seconds": 60.0 * epochs, "gpu_fraction": 0.25, "gpu_hours": 0.25 * epochs / 60,
+           "micro_batch": 16, "accumulation": 2, "estimated_peak_bytes": 12 * 2**20,
+           "measured_peak_bytes": 10 * 2**20, "device": "cuda:0", "oom_retries": 0,
            "val_uar_mean": float(np.mean(uars)), "val_uar_std": float(np.std(uars, ddof=1))}
     epoch_rows = [{"member": m, "fold": f, "seed": s, "epoch": e,
                    "val_uar": uars[m] * (0.5 + 0.5 * e / epochs), "val_loss": 2.0 / e}
@@ -103,14 +108,21 @@ def rich_report(tmp_path_factory) -> tuple[str, str]:
 def test_report_embeds_every_figure_and_lists_failures(rich_report) -> None:
     sweep_dir, text = rich_report
     out = Path(sweep_dir) / "report"
-    for name in ("history", "importance", "slices", "parallel", "contour", "curves",
-                 "confusion"):
+    for name in ("history", "importance", "slices_model_layers", "slices_train_lr",
+                 "slices_model_pooling", "parallel", "contour", "curves", "confusion",
+                 "timeline"):
         png = out / f"{name}.png"
         assert png.read_bytes().startswith(b"\x89PNG")
         assert base64.b64encode(png.read_bytes()).decode() in text  # self-contained
-    for title in ("Optimization history", "Parameter importance", "Slice plots",
-                  "Parallel coordinates", "Contour", "Learning curves", "Confusion matrices"):
+    for title in ("Best configuration", "Optimization history", "Parameter importance",
+                  "Slice plots", "Parallel coordinates", "Contour", "Learning curves",
+                  "Confusion matrices", "Timeline of trials", "Trials (the top 5)"):
         assert f"<h2>{title}" in text
+    # one slice plot per parameter, the most important (model.layers) first
+    slices = _section(text, "Slice plots")
+    assert re.findall(r"<h3>([^<]+)</h3>", slices) == ["model.layers", "train.lr",
+                                                        "model.pooling"]
+    assert slices.count("<img") == 3
     assert "http://" not in text and "https://" not in text  # nothing fetched
     assert "<pre>" not in text
     assert "DoesNotFitError: batch of 1 needs 30 GiB" in text
@@ -211,10 +223,86 @@ def test_report_command_few_trials_one_param(tmp_path: Path, monkeypatch) -> Non
     text = (tmp_path / "out" / "report.html").read_text()
     complete = few + 1  # + the collapsed trial (Optuna was told COMPLETE)
     assert complete < report.MIN_TRIALS_FOR_IMPORTANCE
-    assert f"importances from {complete} trials: indicative only" in _section(
-        text, "Parameter importance")
+    importance = _section(text, "Parameter importance")
+    assert f"not drawn: {complete} complete trials; fANOVA fits a forest" in importance
+    assert "<img" not in importance
     assert "a contour needs two varying parameters (this sweep has 1)" in _section(
         text, "Contour")
     assert "vs baseline" not in _section(text, "Leaderboard")
     assert optuna_plots.importance_caveat(report.MIN_TRIALS_FOR_IMPORTANCE) == ""
     assert main(["report", "missing"]) == 2
+
+
+def test_contour_is_not_drawn_below_its_trial_count(tmp_path: Path) -> None:
+    build(tmp_path / "results", trials=5, baseline=False)  # 3 varying params, 6 complete
+    text = report.write_report(str(tmp_path / "results" / "demo")).read_text()
+    contour = _section(text, "Contour")
+    assert "<img" not in contour and "not drawn: 6 complete trials" in contour
+    assert f"fewer than {report.MIN_TRIALS_FOR_CONTOUR} points" in contour
+    assert not (tmp_path / "results" / "demo" / "report" / "contour.png").exists()
+
+
+def test_history_is_in_start_order_and_the_timeline_sums_gpu_hours(tmp_path: Path) -> None:
+    from orchestrator.report.html import resource_table, start_order
+
+    results = query.load(build(tmp_path / "results", trials=4, baseline=False))
+    ordered = start_order(results.trials)
+    assert list(ordered["order"]) == list(range(1, len(ordered) + 1))
+    assert ordered["started_at"].dropna().is_monotonic_increasing
+    # by start time, not by id ("t_collapsed" < "t_pruned" by id; started 16 vs 18 min here)
+    assert list(ordered.trial_id) == ["t0", "t1", "t2", "t3", "t_collapsed", "t_pruned",
+                                      "t_nofit"]  # no start time: last
+    table = resource_table(results.trials).set_index("status")
+    trials = results.trials
+    for status in ("completed", "pruned", "collapsed"):
+        expected = trials.loc[trials.status == status, "gpu_hours"].sum()
+        assert table.loc[status, "gpu_hours"] == pytest.approx(round(expected, 3))
+    assert table.loc["all", "trials"] == len(trials)
+    text = report.write_report(results_dir := str(tmp_path / "results" / "demo")).read_text()
+    assert Path(results_dir, "report", "timeline.png").exists()
+    timeline = _section(text, "Timeline of trials")
+    assert "gpu_hours" in timeline and "<img" in timeline
+    assert "in the order the trials started" in _section(text, "Optimization history")
+
+
+def test_per_trial_sections_hold_params_command_curves_confusion_and_memory(
+        rich_report) -> None:
+    _, text = rich_report
+    section = _section(text, "Trials (the top")
+    details = re.findall(r'<details class="trial" id="trial-([^"]+)"( open)?>(.*?)</details>',
+                         section, re.S)
+    assert len(details) == 5 and [bool(d[1]) for d in details] == [True] + [False] * 4
+    details = [(trial_id, body) for trial_id, _, body in details]
+    trial_id, body = details[0]
+    assert ">model.layers</td>" in body and ">train.lr</td>" in body
+    assert "rerun: <code>python sweep.py " in body and f"name=demo-{trial_id}" in body
+    assert "planned peak 12 MiB, measured peak 10 MiB" in body
+    assert "micro-batch 16 x accumulation 2" in body
+    assert body.count("<img") == 1  # every member's curves
+    assert "<th>neutral</th>" in body  # the confusion with class names
+
+
+def test_best_command_reruns_the_best_configuration(tmp_path: Path) -> None:
+    """The command line parses with the real CLI and pins every searched key to the best
+    trial's value (a one-trial sweep of its own)."""
+    import shlex
+
+    from orchestrator.cli import build_parser
+    from orchestrator.report.html import rerun_command
+    from orchestrator.sweepfile import load_spec, load_spec_from_args
+
+    tiny = Path(__file__).parents[1] / "tiny_sweep.yaml"
+    sweep_dir = tmp_path / "tiny"
+    write_spec(str(sweep_dir), load_spec(tiny).as_dict())
+    row = pd.Series({"trial_id": "abc123", "param.train.lr": 0.000321,
+                     "param.model.pooling": "max", "status": "completed"})
+    command = rerun_command(str(sweep_dir), "tiny", row)
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "sweep.py", f"{sweep_dir}/spec.yaml"]
+    spec = load_spec_from_args(build_parser("run").parse_args(argv[2:]))
+    assert spec.search.params == () and spec.search.trials == 1
+    assert spec.train["lr"] == pytest.approx(0.000321) and spec.model["pooling"] == "max"
+    assert spec.name == "tiny-abc123"
+    text_row = row.copy()
+    text_row["param.model.pooling"] = "[128, 128]"  # a list stored as its YAML text
+    assert "'model.pooling=[128, 128]'" in rerun_command(str(sweep_dir), "tiny", text_row)
