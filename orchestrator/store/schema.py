@@ -159,6 +159,8 @@ MEMBER_FIELDS: list[tuple[str, pa.DataType, str]] = [
                                 "columns = predicted; order of `classes`)"),
     ("classes", _NAMES, "class names: the order of test_confusion's rows and columns"),
     ("n_test", _I, "test examples"),
+    ("test_set_id", _S, "identity of the member's test set: hash of its sorted utterance ids "
+                        "(the pairing unit of query/paired.py; null in older stores)"),
     ("collapsed", _B, "member collapsed to one class"),
     ("stopped_epoch", _I, "epoch the member stopped (null: ran all epochs)"),
     ("agreement_acc", _F, "distillation: agreement with the teacher (nullable)"),
