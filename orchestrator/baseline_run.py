@@ -34,14 +34,32 @@ def write_sweep_baseline(
     progress: Callable[[str], None] | None = print,
 ) -> tuple[str, pd.DataFrame]:
     """Run (or read from the cache) the baseline of `spec`'s data and members and write it to
-    `sweep_dir`/baseline.parquet. Returns (path written, the per-member frame)."""
-    from trainables.egemaps_baseline import run_baseline, write_baseline
+    `sweep_dir`/baseline.parquet. Returns (path written, the per-member frame).
+
+    One baseline per data variant: the sweep file's own data section (`data_variant` null) and,
+    when the sweep searches data.* choices that change what the baseline sees (not only the
+    network's front-end), each such combination (`data_variant` = query.baselines.variant_key of
+    its choices), so a trial is compared with the baseline of its own data."""
+    import pandas as pd
+
+    from orchestrator.query.baselines import DATA_VARIANT, variant_key
+    from orchestrator.runner import searched_data_choices
+    from trainables.egemaps_baseline import corpus_config, run_baseline, write_baseline
 
     base = spec.base_config()
-    frame = run_baseline(base["data"], base["train"], data=data, progress=progress)
+    frames = [run_baseline(base["data"], base["train"], data=data, progress=progress)]
+    seen = [corpus_config(base["data"])]
+    for choices, variant in searched_data_choices(spec):
+        if corpus_config(variant) in seen:  # the baseline sees the same data: the base rows
+            continue
+        seen.append(corpus_config(variant))
+        frame = run_baseline(variant, base["train"], progress=progress)
+        frames.append(frame.assign(**{DATA_VARIANT: variant_key(choices)}))
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame.attrs = dict(frames[0].attrs)
     path = write_baseline(frame, sweep_dir)
     if progress is not None:
-        progress(f"baseline: {summary_line(frame, spec.search.metric)} -> {path}")
+        progress(f"baseline: {summary_line(frames[0], spec.search.metric)} -> {path}")
     return path, frame
 
 

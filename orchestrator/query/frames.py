@@ -8,6 +8,7 @@ import difflib
 import io
 import json
 import math
+import textwrap
 from typing import Any
 
 import pandas as pd
@@ -433,7 +434,6 @@ def _sample_std(values: pd.Series) -> float:
 
 HIDDEN_IN_TABLE = (schema.TEST_CONFUSION,)  # JSON-shaped cells: --format json shows them
 TABLE_WIDTH = 120  # the default table fits this many columns (--wide: every column)
-_ID_CHARS = 8
 
 
 def format_frame(frame: pd.DataFrame, fmt: str, *, columns: list[str] | None = None,
@@ -465,8 +465,11 @@ def format_frame(frame: pd.DataFrame, fmt: str, *, columns: list[str] | None = N
             if stored is None:
                 raise unknown_name(name, names_of, "leaderboard")
             picked.append(stored)
-        keep = [c for c in frame.columns if c in picked or any(
-            str(c) == f"{p}_{part}" for p in picked for part in ("std", "low", "high"))]
+        keep = []
+        for stored in picked:  # in the order asked, each with the parts its cell shows
+            base = str(stored).removesuffix("_mean")
+            keep += [c for c in (stored, f"{base}_std", f"{stored}_low", f"{stored}_high",
+                                 f"{stored}_n") if c in frame.columns and c not in keep]
         render = lambda part: generic_table(part[keep])  # noqa: E731
     elif wide:
         render = generic_table
@@ -491,9 +494,11 @@ def _apart(frame: pd.DataFrame, render: Any) -> str:
     return text
 
 
-def _footer(frame: pd.DataFrame, extra: list[str] | None = None) -> str:
+def _footer(frame: pd.DataFrame, extra: list[str] | None = None,
+            width: int = TABLE_WIDTH) -> str:
     lines = list(frame.attrs.get("footer", [])) + (extra or [])
-    return "".join(f"\n  {line}" for line in lines)
+    return "".join("\n" + textwrap.fill(line, width, initial_indent="  ",
+                                        subsequent_indent="    ") for line in lines)
 
 
 def _spread_text(mean: Any, std: Any) -> str:
@@ -552,7 +557,7 @@ def compact_table(frame: pd.DataFrame, width: int = TABLE_WIDTH) -> str:
         if not _missing(n) and n is not None and objective != "-":
             objective += f" n={int(n)}"
         cells = {"rank": "-" if _missing(row.get("rank")) else str(int(row["rank"])),
-                 "trial": tid[:_ID_CHARS] + mark,
+                 "trial": tid + mark,
                  "status": str(row.get(schema.STATUS)),
                  "objective": objective,
                  reported: _spread_text(row.get(names.mean_key(reported)),
@@ -572,7 +577,7 @@ def compact_table(frame: pd.DataFrame, width: int = TABLE_WIDTH) -> str:
         table = table.drop(columns=headers[params.pop()])
         dropped += 1
     extra = [f"{dropped} more varying params: --wide or --columns"] if dropped else []
-    return text + _footer(frame, extra)
+    return text + _footer(frame, extra, width)
 
 
 def generic_table(frame: pd.DataFrame) -> str:
