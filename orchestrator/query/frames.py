@@ -148,18 +148,15 @@ def _transductive(row: dict[str, Any]) -> bool | None:
     return str(value) == TRANSDUCTIVE_NORMALIZE
 
 
-def _spread_columns(row: dict[str, Any], own: pd.DataFrame, metric: str,
-                    reported: str) -> dict[str, Any]:
+def _spread_columns(own: pd.DataFrame, metric: str, reported: str) -> dict[str, Any]:
     """The `±` of every shown metric recomputed per test set: the mean over test sets of the
     seed-means, the sample std across test sets, n test sets, and the seed spread apart."""
     out: dict[str, Any] = {}
     if not len(own):
         return out
     key = pairing_key(own)
-    mean, sd, n, seed_sd = spread_over_test_sets(own, metric, key)
+    _, sd, n, seed_sd = spread_over_test_sets(own, metric, key)
     out[N_TEST_SETS] = n
-    if row.get(schema.STATUS) == schema.REFERENCE:
-        out[names.OBJECTIVE] = _none(mean)
     out[schema.OBJECTIVE_STD], out[OBJECTIVE_SEED_STD] = _none(sd), _none(seed_sd)
     for name in dict.fromkeys((*SHOWN_METRICS, reported)):
         if name not in own.columns:
@@ -236,7 +233,7 @@ def _paired_columns(
                                  .fillna("") == ""] if DATA_VARIANT in sweep_base else sweep_base
             else:
                 own = _members_of(members, sweep, tid)
-            values.update(_spread_columns(record, own, metric, reported))
+            values.update(_spread_columns(own, metric, reported))
             if not is_reference and status not in schema.RANKED_STATUSES:
                 continue  # listed apart: never ranked, never given a verdict
             for prefix, column in (("vs_best", reported), ("val_vs_best", metric)):
@@ -340,7 +337,8 @@ def footer_lines(board: pd.DataFrame, reported: str, metric: str) -> list[str]:
              "test metric; ± = sample std across test sets of the seed-means, n = test sets"
              + ("; seed spread in *_seed_std (--wide)" if OBJECTIVE_SEED_STD in board
                 and board[OBJECTIVE_SEED_STD].notna().any() else ""),
-             f"vs #1 / vs baseline: paired difference on {reported} per test set; "
+             f"vs #1{' / vs baseline' if 'vs_baseline' in board else ''}: paired difference "
+             f"on {reported} per test set; "
              + VERDICT_RULE,
              "#1 chosen on validation; its margin on validation is optimistic "
              "(val_vs_best, --wide: selection metric)"]
@@ -557,7 +555,7 @@ def compact_table(frame: pd.DataFrame, width: int = TABLE_WIDTH) -> str:
         if not _missing(n) and n is not None and objective != "-":
             objective += f" n={int(n)}"
         cells = {"rank": "-" if _missing(row.get("rank")) else str(int(row["rank"])),
-                 "trial": tid + mark,
+                 schema.TRIAL_ID: tid + mark,
                  "status": str(row.get(schema.STATUS)),
                  "objective": objective,
                  reported: _spread_text(row.get(names.mean_key(reported)),

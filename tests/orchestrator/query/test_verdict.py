@@ -266,6 +266,7 @@ def test_transductive_trials_are_marked_and_the_spread_is_over_test_sets(tmp_pat
            config={"normalize": "train"})
     board = query.leaderboard(query.load(store.sweep_dir)).set_index("trial_id")
     assert bool(board.loc["spk", "transductive"]) and not bool(board.loc["trn", "transductive"])
+    assert board.loc["spk", "objective"] == pytest.approx(0.6, abs=0.02)  # stored, kept
     members = query.load(store.sweep_dir).members
     seed_means = members[members["trial_id"] == "spk"].groupby("fold")["val_uar"].mean()
     assert board.loc["spk", "objective_std"] == pytest.approx(seed_means.std(ddof=1))
