@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch, via trainables.egemaps_baseline: imported in the functions that need it
     import pandas as pd
@@ -43,7 +43,6 @@ def write_sweep_baseline(
     import pandas as pd
 
     from orchestrator.query.baselines import DATA_VARIANT, variant_key
-    from orchestrator.runner import searched_data_choices
     from trainables.egemaps_baseline import corpus_config, run_baseline, write_baseline
 
     base = spec.base_config()
@@ -61,6 +60,27 @@ def write_sweep_baseline(
     if progress is not None:
         progress(f"baseline: {summary_line(frames[0], spec.search.metric)} -> {path}")
     return path, frame
+
+
+def searched_data_choices(spec: SweepSpec) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(the searched data.* choices {key: value}, the data section they make) per combination
+    of the searched data choices; [] when the sweep searches none (runner.data_variants)."""
+    import copy
+    import itertools
+
+    searched = [p for p in spec.search.params if p.key.startswith("data.")]
+    variants = []
+    for values in itertools.product(*(p.real_choices() for p in searched)):
+        variant = copy.deepcopy(spec.base_config())
+        for p, value in zip(searched, values, strict=True):
+            *parents, last = p.key.split(".")
+            node = variant
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        choices = {p.key: value for p, value in zip(searched, values, strict=True)}
+        variants.append((choices, variant["data"]))
+    return variants if searched else []
 
 
 def summary_line(frame: pd.DataFrame, metric: str) -> str:

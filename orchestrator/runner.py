@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
-import itertools
 import os
 import signal
 import sys
@@ -68,24 +66,9 @@ class SweepOutcome:
 def data_variants(spec: SweepSpec) -> list[dict[str, Any]]:
     """The sweep file's data section with each combination of the searched data.* choices (the
     spec allows only choices there, so each is prepared once, before the trials start)."""
+    from orchestrator.baseline_run import searched_data_choices
+
     return [variant for _, variant in searched_data_choices(spec)]
-
-
-def searched_data_choices(spec: SweepSpec) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(the searched data.* choices {key: value}, the data section they make) per combination."""
-    searched = [p for p in spec.search.params if p.key.startswith("data.")]
-    variants = []
-    for values in itertools.product(*(p.real_choices() for p in searched)):
-        variant = copy.deepcopy(spec.base_config())
-        for p, value in zip(searched, values, strict=True):
-            *parents, last = p.key.split(".")
-            node = variant
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[last] = value
-        choices = {p.key: value for p, value in zip(searched, values, strict=True)}
-        variants.append((choices, variant["data"]))
-    return variants if searched else []
 
 
 def check_same_sweep(store: ResultStore, spec: SweepSpec) -> None:

@@ -309,3 +309,21 @@ def test_the_default_table_fits_120_columns_and_json_keeps_everything(tmp_path: 
     assert isinstance(record["epochs_run"], int) and isinstance(record["members"], int)
     assert isinstance(record["param.model.layers"], int)
     assert isinstance(record["vs_best_n"], int) and isinstance(record["n_test_sets"], int)
+
+
+# --- 1. a searched key that changes the splits is refused --------------------------------------
+@pytest.mark.parametrize("key, choices", [("data.use_folds", "[2, 3]"),
+                                          ("data.val", "[next_session, train_fraction]"),
+                                          ("data.folds", "[by_session, by_speaker]")])
+def test_a_searched_split_key_is_refused_in_one_line(tmp_path: Path, key: str,
+                                                     choices: str) -> None:
+    from orchestrator.sweepfile import SpecError, load_spec
+
+    space = tmp_path / "split.yaml"
+    space.write_text(Path("search_spaces/transformer.yaml").read_text().replace(
+        "    model.layers:", f"    {key}: {{choice: {choices}}}\n    model.layers:"))
+    with pytest.raises(SpecError) as info:
+        load_spec(space)
+    message = str(info.value)
+    assert key in message and "one sweep per value" in message and "\n" not in message
+    assert load_spec(Path("search_spaces/transformer.yaml")).search.params  # the file itself
