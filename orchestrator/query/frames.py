@@ -61,6 +61,8 @@ NORMALIZE_KEY = "data.normalize"
 BASELINE_VARIANT = "baseline_variant"
 BEST = "#1"  # the verdict cell of #1 itself
 PAIRED_PREFIXES = ("vs_", "val_vs_")
+PAIRED_GROUPS = ("vs_best", "vs_baseline", "val_vs_best", "val_vs_baseline")
+PAIRED_PARTS = ("low", "high", "n", "verdict", "p", "t_p", "p_holm", "note")
 
 
 def _ascending(frame: pd.DataFrame, by: str, ascending: bool | None) -> bool:
@@ -315,7 +317,9 @@ def leaderboard(
         board = pd.concat([board, paired], axis=1)
         board[schema.TEST_CONFUSION] = [_confusion_or_none(results, r) for r in
                                         board[[schema.SWEEP, schema.TRIAL_ID]].itertuples()]
-    paired_names = [c for c in board.columns if str(c).startswith(PAIRED_PREFIXES)]
+    paired_names = [f"{prefix}{part}" for prefix in PAIRED_GROUPS
+                    for part in ("", *(f"_{p}" for p in PAIRED_PARTS))
+                    if f"{prefix}{part}" in board.columns]
     keep = ["rank", *head, *paired_names, BASELINE_VARIANT, *columns, schema.TEST_CONFUSION]
     board = board[[c for c in dict.fromkeys(keep) if c in board.columns]]
     for column in (schema.MEMBERS, schema.MEMBERS_COLLAPSED, schema.EPOCHS_RUN, N_TEST_SETS,
