@@ -442,7 +442,7 @@ def format_frame(frame: pd.DataFrame, fmt: str, *, columns: list[str] | None = N
                  wide: bool = False, width: int = TABLE_WIDTH) -> str | bytes:
     """table | csv | json (records) | parquet (bytes). CSV/JSON/Parquet keep every column
     (integers as integers). The table of a leaderboard (query.leaderboard: it has a
-    `vs_best_verdict` or `n_test_sets` column) is compact by default (compact_table: fits
+    `vs_best_verdict`, `n_test_sets` or `transductive` column) is compact by default (fits
     `width` columns); `columns` picks the columns shown (stored or display names), `wide`
     shows them all (generic_table). Any other frame prints generically. Unranked trials
     (failed, does_not_fit, collapsed) are printed apart, under the ranked ones."""
@@ -456,7 +456,7 @@ def format_frame(frame: pd.DataFrame, fmt: str, *, columns: list[str] | None = N
         return buffer.getvalue()
     if fmt != "table":
         raise QueryError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    is_board = N_TEST_SETS in frame.columns or "vs_best_verdict" in frame.columns
+    is_board = any(c in frame.columns for c in (N_TEST_SETS, "vs_best_verdict", TRANSDUCTIVE))
     if not is_board:
         return generic_table(frame)
     if columns:
