@@ -229,6 +229,7 @@ def run_baseline(data_cfg: dict[str, Any], train_cfg: dict[str, Any] | None = No
              "classes": list(data.classes), "baseline": BASELINE_NAME}
             for i, (fold, seed) in enumerate(member_pairs(data.folds, {"seeds": seeds}))]
     frame = pd.DataFrame(rows, columns=[n for n, _, _ in BASELINE_FIELDS])
+    frame["data_variant"] = frame["data_variant"].astype("str")  # null: the file's own data
     if result_path is not None:
         write_baseline(frame, result_path.parent, result_path.name)
     if progress:
