@@ -31,8 +31,8 @@ def test_a_tiny_sweep_ranks_on_test_sets_and_prints_the_verdict(
     assert ranked["n_test_sets"].eq(3).all()
     others = ranked[ranked["vs_best_verdict"] != "#1"]
     assert others["vs_best_n"].eq(3).all() and others["vs_best_verdict"].isin(VERDICTS).all()
-    table = out.split("\nsweep tiny:")[-1]  # the end-of-sweep summary: the leaderboard
-    table = table[table.index("rank"):]
+    summary = out.index("\nsweep tiny:")  # the end-of-sweep summary, then the leaderboard
+    table = out[out.index("\nrank ", summary) + 1:]
     assert max(len(line) for line in table.splitlines()) <= 120
     assert "n=3" in table and "tied" not in table
     assert "#1 chosen on validation" in " ".join(table.split())
