@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch, via trainables.egemaps_baseline: imported in the functions that need it
     import pandas as pd
@@ -34,16 +34,56 @@ def write_sweep_baseline(
     progress: Callable[[str], None] | None = print,
 ) -> tuple[str, pd.DataFrame]:
     """Run (or read from the cache) the baseline of `spec`'s data and members and write it to
-    `sweep_dir`/baseline.parquet. Returns (path written, the per-member frame)."""
+    `sweep_dir`/baseline.parquet. Returns (path written, the per-member frame).
+
+    One baseline per data variant: the sweep file's own data section (`data_variant` null) and,
+    when the sweep searches data.* choices that change what the baseline sees (not only the
+    network's front-end), each such combination (`data_variant` = query.baselines.variant_key of
+    its choices), so a trial is compared with the baseline of its own data."""
+    import pandas as pd
+
+    from orchestrator.query.baselines import DATA_VARIANT, variant_key
     from orchestrator.store.baseline_table import write_baseline
-    from trainables.egemaps_baseline import run_baseline
+    from trainables.egemaps_baseline import corpus_config, run_baseline
 
     base = spec.base_config()
-    frame = run_baseline(base["data"], base["train"], data=data, progress=progress)
+    frames = [run_baseline(base["data"], base["train"], data=data, progress=progress)
+              .assign(**{DATA_VARIANT: None})]  # null: the sweep file's own data
+    seen = [corpus_config(base["data"])]
+    for choices, variant in searched_data_choices(spec):
+        if corpus_config(variant) in seen:  # the baseline sees the same data: the base rows
+            continue
+        seen.append(corpus_config(variant))
+        frame = run_baseline(variant, base["train"], progress=progress)
+        frames.append(frame.assign(**{DATA_VARIANT: variant_key(choices)}))
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame[DATA_VARIANT] = frame[DATA_VARIANT].astype("str")  # as the store reads it back
+    frame.attrs = dict(frames[0].attrs)
     path = write_baseline(frame, sweep_dir)
     if progress is not None:
-        progress(f"baseline: {summary_line(frame, spec.search.metric)} -> {path}")
+        progress(f"baseline: {summary_line(frames[0], spec.search.metric)} -> {path}")
     return path, frame
+
+
+def searched_data_choices(spec: SweepSpec) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(the searched data.* choices {key: value}, the data section they make) per combination
+    of the searched data choices; [] when the sweep searches none (runner.data_variants)."""
+    import copy
+    import itertools
+
+    searched = [p for p in spec.search.params if p.key.startswith("data.")]
+    variants = []
+    for values in itertools.product(*(p.real_choices() for p in searched)):
+        variant = copy.deepcopy(spec.base_config())
+        for p, value in zip(searched, values, strict=True):
+            *parents, last = p.key.split(".")
+            node = variant
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        choices = {p.key: value for p, value in zip(searched, values, strict=True)}
+        variants.append((choices, variant["data"]))
+    return variants if searched else []
 
 
 def summary_line(frame: pd.DataFrame, metric: str) -> str:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
-import itertools
 import os
 import signal
 import sys
@@ -72,18 +70,9 @@ class SweepOutcome:
 def data_variants(spec: SweepSpec) -> list[dict[str, Any]]:
     """The sweep file's data section with each combination of the searched data.* choices (the
     spec allows only choices there, so each is prepared once, before the trials start)."""
-    searched = [p for p in spec.search.params if p.key.startswith("data.")]
-    variants = []
-    for values in itertools.product(*(p.real_choices() for p in searched)):
-        variant = copy.deepcopy(spec.base_config())
-        for p, value in zip(searched, values, strict=True):
-            *parents, last = p.key.split(".")
-            node = variant
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[last] = value
-        variants.append(variant["data"])
-    return variants if searched else []
+    from orchestrator.baseline_run import searched_data_choices
+
+    return [variant for _, variant in searched_data_choices(spec)]
 
 
 def check_same_sweep(store: ResultStore, spec: SweepSpec) -> None:

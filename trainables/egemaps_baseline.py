@@ -39,6 +39,7 @@ from trainables.config import DATA_DEFAULTS, member_pairs, train_section, with_d
 from trainables.data import cache, reference
 from trainables.data.base import SAMPLE_RATE, Fold, PreparedData
 from trainables.data.corpora import get_corpus
+from trainables.data.folds import test_set_id
 from trainables.errors import ConfigError, DataError
 from trainables.metrics import CONFUSION, compute_metrics
 from trainables.names import SCALAR_METRICS, split_metric
@@ -152,7 +153,7 @@ def fit_fold(x: np.ndarray, labels: np.ndarray, fold: Fold, n_classes: int) -> d
 def _result_key(f_key: str, data: PreparedData, seeds: list[int]) -> str:
     """Functionals key + the exact folds, labels, seeds and classifier: never stale."""
     h = hashlib.sha256(json.dumps([f_key, BASELINE_VERSION, reference.C, reference.MAX_ITER, seeds,
-                                   data.classes],
+                                   data.classes, "test_set_id"],
                                   default=str).encode())
     h.update(data.labels.numpy().astype(np.int64).tobytes())
     for fold in data.folds:
@@ -199,6 +200,7 @@ def run_baseline(data_cfg: dict[str, Any], train_cfg: dict[str, Any] | None = No
     labels = data.labels.numpy().astype(np.int64)
     per_fold = {f.name: fit_fold(x, labels, f, data.n_classes) for f in data.folds}
     rows = [{"member": i, "fold": fold.name, "seed": seed, **per_fold[fold.name],
+             "test_set_id": test_set_id(data.ids, fold.test),
              "classes": list(data.classes), "baseline": BASELINE_NAME}
             for i, (fold, seed) in enumerate(member_pairs(data.folds, {"seeds": seeds}))]
     frame = pd.DataFrame(rows)

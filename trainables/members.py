@@ -23,6 +23,7 @@ from trainables.batching import (
 )
 from trainables.collapse import collapse_rule, epoch_collapse
 from trainables.data.base import Fold, PreparedData
+from trainables.data.folds import test_set_id
 from trainables.distill_loss import AGREEMENT_ACC, AGREEMENT_CONFUSION, Distiller, agreement
 from trainables.errors import TrainingError
 from trainables.member_eval import MemberEvaluation
@@ -75,6 +76,7 @@ class Member(MemberEvaluation):
         self.train_idx = torch.as_tensor(fold.train, dtype=torch.int64)
         self.val_idx = torch.as_tensor(fold.val, dtype=torch.int64)
         self.test_idx = torch.as_tensor(fold.test, dtype=torch.int64)
+        self.test_set_id = test_set_id(data.ids, fold.test)  # the pairing unit (query/paired.py)
         cw = class_weights(data.labels, self.train_idx, data.n_classes)
         self.loss_weights = cw.to(device) if self.train_cfg["reweight"] else None
         self._cpu_weights = cw if self.train_cfg["reweight"] else None  # no per-step device read
@@ -256,7 +258,8 @@ class Member(MemberEvaluation):
             out[split_metric("test", UAR_BY_CORPUS)] = self.test[UAR_BY_CORPUS]
         if self.distiller is not None:
             out.update({k: self.test.get(k) for k in (AGREEMENT_ACC, AGREEMENT_CONFUSION)})
-        out.update(n_test=int(self.test_idx.numel()), collapsed=self.collapsed,
+        out.update(n_test=int(self.test_idx.numel()), test_set_id=self.test_set_id,
+                   collapsed=self.collapsed,
                    collapse_reason=self.collapse_reason if self.collapsed else None,
                    stopped_epoch=self.stopped_epoch)
         return out

@@ -2,11 +2,13 @@
 
 - results.py     load(path) -> Results (trials / epochs / members, read lazily); QueryError
 - frames.py      leaderboard, best_trial, group_by, curves, summary, format_frame
-- paired.py      paired_difference: fold-paired difference, t-interval, Wilcoxon, THE tie rule
-- reference.py   read_baselines (results/<sweep>/baseline.parquet), confusion with class names
+- paired.py      compare / paired_difference: one value per test set, t-interval, exact
+                 Wilcoxon, Holm, THE verdict (better / worse / no evidence / too few test sets)
+- baselines.py   read_baselines (results/<sweep>/baseline.parquet, per data variant),
+                 confusion with class names
 - sql.py         sql (read-only SELECT over DuckDB views), filter_where (--where)
 - compaction.py  compact: merge per-trial files so big sweeps query fast
-- cli.py         `sweep.py results`
+- results_command.py  `sweep.py results`
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from orchestrator.query.frames import (
     status_counts,
     summary,
 )
-from orchestrator.query.paired import TIE_RULE, Paired, member_values, paired_difference
+from orchestrator.query.paired import (
+    VERDICT_RULE,
+    Paired,
+    compare,
+    holm,
+    paired_difference,
+    per_test_set,
+)
 from orchestrator.query.results import (
     QueryError,
     Results,
@@ -35,8 +44,9 @@ from orchestrator.query.results import (
 from orchestrator.query.sql import check_select, filter_where, sql
 
 __all__ = [
-    "TIE_RULE", "Paired", "QueryError", "Results", "best_trial", "check_column", "check_select",
-    "column_names", "compact", "confusion", "confusion_record", "curves", "display_name",
-    "filter_where", "format_frame", "group_by", "leaderboard", "load", "member_values",
-    "paired_difference", "param_columns", "read_baselines", "sql", "status_counts", "summary",
+    "VERDICT_RULE", "Paired", "QueryError", "Results", "best_trial", "check_column",
+    "check_select", "column_names", "compact", "compare", "confusion", "confusion_record",
+    "curves", "display_name", "filter_where", "format_frame", "group_by", "holm", "leaderboard",
+    "load", "paired_difference", "param_columns", "per_test_set", "read_baselines", "sql",
+    "status_counts", "summary",
 ]

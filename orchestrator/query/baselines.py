@@ -6,12 +6,34 @@ names (a trial's members, or the baseline's).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from orchestrator.query.results import QueryError, Results
 from orchestrator.store import schema
+
+DATA_VARIANT = "data_variant"  # baseline rows: the searched data choices they were computed on
+
+
+def variant_key(choices: Mapping[str, Any]) -> str:
+    """THE key of a data variant: its searched data choices as sorted JSON ("" for the sweep
+    file's own data section)."""
+    return json.dumps(dict(sorted(choices.items())), default=str) if choices else ""
+
+
+def baseline_for(baselines: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """The baseline rows computed on data variant `variant`; the sweep file's own data section
+    ("") when that variant has none (a store written before variants were)."""
+    if DATA_VARIANT not in baselines.columns:
+        return baselines
+    keys = baselines[DATA_VARIANT].fillna("")
+    rows = baselines[keys == variant]
+    return rows if len(rows) else baselines[keys == ""]
 
 
 def read_baselines(results: Results) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """`sweep.py results [DIR | SWEEP] [--where ..] [--top N] [--by COL] [--group-by P] [--sql Q]
-[--curves ID,..] [--format table|csv|json|parquet] [--output FILE] [--compact]`: the subcommand's
+[--curves ID,..] [--format table|csv|json|parquet] [--columns C,..] [--wide] [--output FILE]
+[--compact]`: the subcommand's
 `add_arguments` + `run` (orchestrator/cli.py wires every subcommand the same way)."""
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="learning curves (mean/std over members) of these trials")
     parser.add_argument("--format", choices=FORMATS, default="table",
                         help="output format (default: table)")
+    parser.add_argument("--columns", default=None, metavar="COL[,COL...]",
+                        help="table: show these columns (names as the table or --wide shows "
+                             "them, e.g. trial_id,objective,test_uar,vs_best,model.layers)")
+    parser.add_argument("--wide", action="store_true",
+                        help="table: every column (default: what fits 120 characters)")
     parser.add_argument("--output", default=None, help="write to FILE instead of stdout")
     parser.add_argument("--compact", action="store_true",
                         help="merge per-trial files into one file per table first")
@@ -80,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"no {'rows' if args.sql else 'trials'} {why}", file=sys.stderr)
         if args.format == "table" and not args.output:
             return 0
-    out = format_frame(frame, args.format)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    out = format_frame(frame, args.format, columns=columns, wide=args.wide)
     if args.output:
         mode = "wb" if isinstance(out, bytes) else "w"
         with open(args.output, mode) as handle:

@@ -313,7 +313,8 @@ def write_report(sweep_dir: str, out_dir: str | None = None) -> Path:
     best_row = query.best_trial(trials)
     best = None if best_row is None else str(best_row[schema.TRIAL_ID])
     board = query.leaderboard(results, top=BOARD_ROWS)
-    tie_rule = board.attrs.get("tie_rule", "")
+    verdict_rule = board.attrs.get("verdict_rule", "")
+    reported = board.attrs.get("reported_metric", "test_uar")
     compared = "“vs #1” / “vs baseline”" if "vs_baseline" in board.columns else "“vs #1”"
     parts = [f"<h1>Sweep {html.escape(sweep)}</h1>",
              f"<p>{html.escape(query.summary(trials))}; objective: {html.escape(metric)} "
@@ -321,10 +322,10 @@ def write_report(sweep_dir: str, out_dir: str | None = None) -> Path:
              f"<h2>Leaderboard (top {min(BOARD_ROWS, len(trials))} of {len(trials)})</h2>",
              leaderboard_html(board, best),
              '<p class="caveat">Click a header to sort. '
-             f"{compared}: fold-paired difference of each member's best "
-             f"{html.escape(metric)} (this trial − the other), its 95 % t-interval, Wilcoxon "
-             f"p and n paired members; {html.escape(tie_rule)}. Collapsed trials are listed "
-             "after the ranked ones and never rank as best.</p>"]
+             f"{compared}: paired difference on {html.escape(reported)} per test set (the "
+             "mean over its seeds; this trial − the other), its 95 % t-interval, n test sets; "
+             f"{html.escape(verdict_rule)}. Failed, does_not_fit and collapsed trials are "
+             "listed after the ranked ones, with no rank and no verdict.</p>"]
     if best_row is not None:
         parts.append(f"<h2>Best configuration ({html.escape(best)})</h2>"
                      f'<p class="cmd"><code>'

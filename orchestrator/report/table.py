@@ -2,10 +2,13 @@
 
 Rendered generically from the columns query.leaderboard returns, so a column added there appears
 here without a change: a `x_mean` (or `x`) with its `x_std` becomes one `mean ± std` cell; a
-fold-paired group (`x`, `x_low`, `x_high`, `x_p`, `x_n`, `x_tied`, `x_note`: query/paired.py)
-becomes one cell with the difference, its 95 % interval, the Wilcoxon p, n and a "tied" mark;
-`param.*` columns show their dotted key. Collapsed trials and the baseline's reference row are
-marked by a row class. Every cell carries its raw value in `data-v`, which the sort reads.
+paired group (`x`, `x_low`, `x_high`, `x_n`, `x_p`, `x_t_p`, `x_p_holm`, `x_verdict`, `x_note`:
+query/paired.py) becomes one cell with the difference, its 95 % interval, n (test sets), the
+p-values and the verdict (better / worse / no evidence / too few test sets); `param.*` columns
+show their dotted key; a transductive trial's id carries a mark. Collapsed trials and the
+baseline's reference row are marked by a row class; the leaderboard's footer (what ±, n and the
+verdicts mean, the winner's curse) is printed under the table. Every cell carries its raw value
+in `data-v`, which the sort reads.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ from typing import Any
 import pandas as pd
 
 from orchestrator.query import display_name, param_columns
+from orchestrator.query.frames import BEST, N_TEST_SETS, TRANSDUCTIVE, TRANSDUCTIVE_MARK
 from orchestrator.store import schema
 from trainables import names
 
 HIDDEN = (schema.TEST_CONFUSION, schema.SWEEP)  # JSON-shaped cells; one sweep per report
-PAIRED_PARTS = ("low", "high", "p", "n", "tied", "note")
-PAIRED_LABELS = {"vs_best": "vs #1", "vs_baseline": "vs baseline",
-                 f"{names.split_metric('test', names.UAR)}_vs_best": "test UAR vs #1",
-                 f"{names.split_metric('test', names.UAR)}_vs_baseline": "test UAR vs baseline"}
+PAIRED_PARTS = ("low", "high", "n", "p", "t_p", "p_holm", "verdict", "note")
+PAIRED_LABELS = {"vs_best": "vs #1", "vs_baseline": "vs baseline",  # on test (the footer)
+                 "val_vs_best": "vs #1 (validation: selection metric)",
+                 "val_vs_baseline": "vs baseline (validation: selection metric)"}
 FIRST = ("rank", schema.TRIAL_ID, schema.STATUS, names.OBJECTIVE, "vs_best", "vs_baseline")
 _DOCS = {name: doc for name, _, doc in schema.TRIAL_FIELDS}
 
@@ -77,6 +81,9 @@ class _Column:
             return self._spread(row, value)
         if _missing(value):
             return _cell("–", None, "na")
+        if self.key == schema.TRIAL_ID and row.get(TRANSDUCTIVE) is True:
+            return _cell(f"{html.escape(str(value))}{TRANSDUCTIVE_MARK}", value, "",
+                         "transductive: data.normalize=speaker")
         if self.key == schema.STATUS:
             return _cell(f'<span class="status {html.escape(str(value))}">'
                          f"{html.escape(str(value))}</span>", value)
@@ -90,13 +97,16 @@ class _Column:
             return _cell("–", None, "na")
         std = row.get(self.parts["std"])
         text = f"{mean:.3f}" if _missing(std) else f"{mean:.3f}<br><small>± {std:.3f}</small>"
-        if self.key == names.OBJECTIVE and not _missing(row.get(schema.MEMBERS)):
-            text += f" <small>(n={int(row[schema.MEMBERS])})</small>"
+        count = row.get(N_TEST_SETS)  # the unit of ±: test sets (members in older frames)
+        count = row.get(schema.MEMBERS) if _missing(count) else count
+        if self.key == names.OBJECTIVE and not _missing(count):
+            text += f" <small>(n={int(count)})</small>"
         return _cell(text, mean, "num")
 
     def _paired(self, row: dict[str, Any], mean: Any, best_id: str | None) -> str:
         part = {p: row.get(self.parts[p]) if p in self.parts else None for p in PAIRED_PARTS}
-        if self.key.endswith("vs_best") and row.get(schema.TRIAL_ID) == best_id:
+        if self.key.endswith("vs_best") and (row.get(schema.TRIAL_ID) == best_id
+                                             or part["verdict"] == BEST):
             return _cell("<b>#1</b> <small>(the reference)</small>", 0.0, "paired")
         if self.key.endswith("vs_baseline") and row.get(schema.STATUS) == schema.REFERENCE:
             return _cell("<small>(the reference)</small>", 0.0, "paired")
@@ -106,14 +116,20 @@ class _Column:
         if not _missing(part["low"]) and not _missing(part["high"]):
             lines.append(f"<small>[{part['low']:+.3f}, {part['high']:+.3f}]</small>")
         facts = []
-        if not _missing(part["p"]):
-            facts.append(f"p={part['p']:.2g}")
         if not _missing(part["n"]):
             facts.append(f"n={int(part['n'])}")
+        if not _missing(part["t_p"]):
+            facts.append(f"t p={part['t_p']:.2g}")
+        if not _missing(part["p_holm"]):
+            facts.append(f"Holm p={part['p_holm']:.2g}")
+        if not _missing(part["p"]):
+            facts.append(f"Wilcoxon p={part['p']:.2g}")
         if facts:
             lines.append(f"<small>{' · '.join(facts)}</small>")
-        if part["tied"] is True or part["tied"] == 1:
-            lines.append('<span class="tied">tied</span>')
+        if not _missing(part["verdict"]):
+            verdict = str(part["verdict"])
+            lines.append(f'<span class="verdict {verdict.replace(" ", "-")}">'
+                         f"{html.escape(verdict)}</span>")
         return _cell("<br>".join(lines), mean, "paired", str(part["note"] or ""))
 
 
@@ -168,8 +184,10 @@ def leaderboard_html(frame: pd.DataFrame, best_id: str | None) -> str:
             classes.append("row-best")
         cells = "".join(c.render(row, best_id) for c in columns)
         rows.append(f'<tr class="{" ".join(classes)}">{cells}</tr>')
+    footer = "".join(f"<li>{html.escape(line)}</li>" for line in frame.attrs.get("footer", []))
     return (f'<div class="scroll"><table class="board sortable"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+            f"<tbody>{''.join(rows)}</tbody></table></div>"
+            + (f'<ul class="board-footer">{footer}</ul>' if footer else ""))
 
 
 def html_table(frame: pd.DataFrame) -> str:

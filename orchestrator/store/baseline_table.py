@@ -22,6 +22,8 @@ def to_table(frame: pd.DataFrame) -> pa.Table:
     """The baseline's rows as a pyarrow table with BASELINE_SCHEMA (missing/extra columns
     refused)."""
     names = [n for n, _, _ in schema.BASELINE_FIELDS]
+    if "data_variant" not in frame.columns:  # null: computed on the sweep file's own data
+        frame = frame.assign(data_variant=None)
     if sorted(frame.columns) != sorted(names):
         raise ValueError(f"baseline frame columns {list(frame.columns)}, expected {names}")
     return pa.Table.from_pandas(frame[names], schema=schema.BASELINE_SCHEMA, preserve_index=False)

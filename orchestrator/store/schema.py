@@ -54,6 +54,10 @@ BASELINE_FIELDS: list[tuple[str, pa.DataType, str]] = [  # (column, type, doc)
     ("n_train", pa.int64(), "training utterances"),
     ("n_val", pa.int64(), "validation utterances"),
     ("n_test", pa.int64(), "test utterances"),
+    ("test_set_id", pa.string(), "identity of the test set (trainables/data/folds.py: "
+                                 "test_set_id): the pairing key of a comparison"),
+    ("data_variant", pa.string(), "the searched data choices it was computed on (JSON; null: the "
+                                  "sweep file's own data section)"),
     ("converged", pa.bool_(), "L-BFGS converged before max_iter"),
     ("fit_seconds", pa.float64(), "seconds to fit and score the fold"),
     ("baseline", pa.string(), "which reference, e.g. egemaps88_logreg (egemaps_baseline.py)"),
@@ -204,6 +208,8 @@ MEMBER_FIELDS: list[tuple[str, pa.DataType, str]] = [
                                 "columns = predicted; order of `classes`)"),
     ("classes", _NAMES, "class names: the order of test_confusion's rows and columns"),
     ("n_test", _I, "test examples"),
+    ("test_set_id", _S, "identity of the member's test set: hash of its sorted utterance ids "
+                        "(the pairing unit of query/paired.py; null in older stores)"),
     ("collapsed", _B, "member collapsed to one class"),
     ("stopped_epoch", _I, "epoch the member stopped (null: ran all epochs)"),
     ("agreement_acc", _F, "distillation: agreement with the teacher (nullable)"),

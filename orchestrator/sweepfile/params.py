@@ -124,11 +124,18 @@ def _check_values(ctx: Ctx, p: ParamSpec, base: _Base, expects: list[Expect] | N
 MAX_DATA_VARIANTS = 8  # prepared data sets a sweep's data.* choices may ask for
 
 
+SPLIT_KEYS = ("data.val", "data.folds", "data.use_folds")  # what splits a fold into val/test
+
+
 def _check_data_choices(ctx: Ctx, params: dict[str, ParamSpec]) -> None:
     """Searched data.* keys are prepared once per value before the trials start
     (runner.data_variants): choices only, and few combinations."""
     data_params = [p for p in params.values() if p.key.startswith("data.")]
     for p in data_params:
+        if p.key in SPLIT_KEYS:  # trials on other test sets would be ranked and paired together
+            raise ctx.err((*PARAMS, p.key), f"{p.key} changes the folds' validation/test "
+                          f"speakers, so its trials could not be compared; set it in the data "
+                          f"section (or --set {p.key}=...) and run one sweep per value")
         if p.kind != "choice":
             raise ctx.err((*PARAMS, p.key), f"{p.key}: the data is prepared once per value "
                           f"before the trials start, so a data key is searched with "

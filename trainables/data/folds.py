@@ -15,6 +15,9 @@ In `by_session` and `by_speaker` no speaker ever appears in two of a fold's trai
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 import numpy as np
 
 from trainables.config import VAL_PROTOCOLS
@@ -24,6 +27,17 @@ from trainables.errors import ConfigError
 FOLD_KINDS = ("by_session", "by_speaker", "official")
 MAX_SESSIONS = 30  # leave-one-session-out beyond this is almost surely a mistake (MELD dialogues)
 VAL_SPLITS = ("dev", "val", "validation")
+
+
+def test_set_id(ids: Sequence[str], test: np.ndarray) -> str:
+    """THE identity of a test set: a short hash of its sorted utterance ids. Two folds (or two
+    data choices) with the same test utterances get the same id, so paired comparisons
+    (orchestrator/query/paired.py) pair and merge on it instead of on the fold's name."""
+    text = "\n".join(sorted(str(ids[int(i)]) for i in np.asarray(test).reshape(-1)))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+test_set_id.__test__ = False  # a product function, not a pytest test
 
 
 def make_folds(kind: str, speakers: list[str], sessions: list[str], splits: list[str | None],

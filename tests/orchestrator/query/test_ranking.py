@@ -61,50 +61,54 @@ def sweep(tmp_path: Path) -> str:
     return store.sweep_dir
 
 
-# --- A: the paired comparison --------------------------------------------------------------
+# --- A: the paired comparison (one value per test set: test_verdict.py has the defects) --------
 def test_paired_difference_separates_a_clear_gain_from_noise() -> None:
-    index = pd.MultiIndex.from_tuples(KEYS, names=["fold", "seed"])
-    base = pd.Series(0.6 + NOISE, index=index)
+    base = pd.Series(0.6 + NOISE[::2], index=FOLDS)  # one value per test set
     clear = query.paired_difference(base + 0.05, base)
-    assert clear.n == 10 and clear.mean == pytest.approx(0.05)
-    assert not clear.tied and clear.low > 0 and clear.p_value < 0.01
-    jitter = np.random.default_rng(3).normal(0, 0.01, len(KEYS))
+    assert clear.n == 5 and clear.mean == pytest.approx(0.05)
+    assert clear.verdict == "better" and clear.low > 0 and clear.t_p < 0.01
+    assert clear.p_value == pytest.approx(0.0625)  # exact Wilcoxon: 5 non-zero, all positive
+    jitter = np.random.default_rng(3).normal(0, 0.01, len(FOLDS))
     noise = query.paired_difference(base + jitter - jitter.mean(), base)
-    assert noise.tied and noise.low < 0 < noise.high and noise.p_value > 0.05
+    assert noise.verdict == "no evidence" and noise.low < 0 < noise.high
     same = query.paired_difference(base, base)
-    assert same.tied and same.p_value == 1.0 and "zero" in same.note
+    assert same.verdict == "no evidence" and same.p_value == 1.0 and "zero" in same.note
     one = query.paired_difference(base.iloc[:1] + 0.1, base.iloc[:1])
-    assert one.n == 1 and one.tied and np.isnan(one.low) and "1 member" in one.note
+    assert one.n == 1 and one.verdict == "too few test sets" and np.isnan(one.low)
+    assert "1 test set" in one.note
     small = query.paired_difference(base.iloc[:4] + 0.05, base.iloc[:4])
     assert "cannot reach 0.05" in small.note
 
 
-def test_pairing_uses_fold_and_seed_not_row_order() -> None:
+def test_pairing_uses_the_test_set_not_row_order() -> None:
     members = pd.DataFrame({"fold": [k[0] for k in KEYS], "seed": [k[1] for k in KEYS],
                             "val_uar": 0.6 + NOISE})
     better = members.assign(val_uar=members["val_uar"] + 0.05).sample(frac=1, random_state=4)
-    paired = query.paired_difference(query.member_values(better, "val_uar"),
-                                     query.member_values(members, "val_uar"))
-    assert paired.mean == pytest.approx(0.05) and paired.high - paired.low < 1e-9
+    paired = query.compare(better, members, "val_uar")
+    assert paired.n == 5 and paired.mean == pytest.approx(0.05)
+    assert paired.high - paired.low < 1e-9
     by_row = better["val_uar"].to_numpy() - members["val_uar"].to_numpy()
     assert by_row.std() > 0.01  # row order would have paired unrelated folds
 
 
-def test_leaderboard_shows_paired_columns_and_ties(sweep: str) -> None:
+def test_leaderboard_shows_paired_columns_and_verdicts(sweep: str) -> None:
     board = query.leaderboard(query.load(sweep)).set_index("trial_id")
     assert board.loc["best", "vs_best"] == pytest.approx(0.0) and board.loc["best", "rank"] == 1
-    assert bool(board.loc["noise", "vs_best_tied"])
-    assert not bool(board.loc["worse", "vs_best_tied"])
-    assert board.loc["worse", "vs_best"] == pytest.approx(-0.05)
-    assert board.loc["worse", "vs_best_high"] < 0 and board.loc["worse", "vs_best_p"] < 0.01
-    assert board.loc["worse", "test_uar_vs_best"] == pytest.approx(-0.05)  # on test UAR too
-    assert board.loc["worse", "vs_best_n"] == 10
+    assert board.loc["best", "vs_best_verdict"] == "#1"
+    assert board.loc["noise", "vs_best_verdict"] == "no evidence"
+    assert board.loc["worse", "vs_best_verdict"] == "worse"
+    assert board.loc["worse", "vs_best"] == pytest.approx(-0.05)  # on test UAR
+    assert board.loc["worse", "val_vs_best"] == pytest.approx(-0.05)  # the selection metric
+    assert board.loc["worse", "vs_best_high"] < 0 and board.loc["worse", "vs_best_t_p"] < 0.01
+    assert board.loc["worse", "vs_best_n"] == 5  # 5 test sets, not 10 members
     assert "vs_baseline" not in board.columns and "baseline" not in board.index  # none: silent
     record = json.loads(query.format_frame(board.reset_index(), "json"))[0]
-    assert {"vs_best", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_tied",
-            "test_uar_vs_best"} <= set(record)
+    assert {"vs_best", "vs_best_low", "vs_best_high", "vs_best_p", "vs_best_verdict",
+            "val_vs_best", "vs_best_p_holm"} <= set(record)
     table = query.format_frame(board.reset_index(), "table")
-    assert "-0.050 [" in table and "test_uar_vs" not in table
+    assert "-0.050 worse" in table
+    wide = query.format_frame(board.reset_index(), "table", wide=True)
+    assert "-0.050 [" in wide and "n=5" in wide
 
 
 # --- B: the baseline as a reference row --------------------------------------------------------
@@ -125,11 +129,11 @@ def test_baseline_is_a_reference_row_with_paired_differences(sweep: str) -> None
     reference = board[board["trial_id"] == "baseline"].iloc[0]
     assert reference["status"] == "reference" and pd.isna(reference["rank"])
     assert reference["objective"] == pytest.approx(0.55 + NOISE.mean())
-    ranked = board[board["status"] != "reference"]
-    assert list(ranked["rank"]) == [1, 2, 3, 4]  # the reference is not ranked
+    ranked = board[board["rank"].notna()]
+    assert list(ranked["rank"]) == [1, 2, 3]  # the reference (and the collapsed) not ranked
     best = board.set_index("trial_id").loc["best"]
-    assert best["vs_baseline"] == pytest.approx(0.10) and not best["vs_baseline_tied"]
-    assert best["test_uar_vs_baseline"] == pytest.approx(0.10)
+    assert best["vs_baseline"] == pytest.approx(0.10) and best["vs_baseline_verdict"] == "better"
+    assert best["val_vs_baseline"] == pytest.approx(0.10)
     confusion = query.confusion(query.load(sweep), "baseline")
     assert list(confusion.index) == CLASSES and int(confusion.to_numpy().sum()) == 120
 
@@ -171,8 +175,8 @@ def test_one_member_shows_the_value_alone_and_curves_use_sample_std(tmp_path: Pa
                       [{"member": 0, "fold": "a", "seed": 0, "epoch": 1, "val_uar": 0.5}],
                       [{"member": 0, "fold": "a", "seed": 0, "val_uar": 0.5}])
     results = query.load(store.sweep_dir)
-    table = query.format_frame(query.leaderboard(results), "table")
-    assert "±" not in table and "0.500" in table
+    table = query.format_frame(query.leaderboard(results), "table").split("\n  objective =")[0]
+    assert "±" not in table and "0.500" in table  # the rows; the footer names "±"
     curve = query.curves(results, ["t1"])
     assert curve["members"].iloc[0] == 1 and pd.isna(curve["val_uar_std"].iloc[0])
 
@@ -197,7 +201,9 @@ def test_the_names_the_leaderboard_prints_are_the_names_queries_accept(sweep: st
     results = query.load(sweep)
     table = query.format_frame(query.leaderboard(results), "table")
     header = table.splitlines()[0].split()
-    assert "val_uar" in header and "model.layers" in header
+    assert {"trial_id", "objective", "test_uar", "model.layers"} <= set(header)
+    wide = query.format_frame(query.leaderboard(results), "table", wide=True)
+    assert "val_uar" in wide.splitlines()[0].split()
     board = query.leaderboard(results, where="val_uar > 0.62 AND model.layers >= 2")
     assert set(board["trial_id"]) == {"best", "noise", "stuck"}
     quoted = query.leaderboard(results, where='"model.layers" = 1')
