@@ -144,6 +144,10 @@ def run_sweep(
     if remaining <= 0:
         return SweepOutcome(store.sweep_dir, recorded, 0, 0, time.monotonic() - started)
 
+    from trainables.collapse import collapse_warning  # too few epochs for the rule: say so
+    from trainables.config import train_section
+    if (line := collapse_warning(train_section(spec.base_config()))) is not None:
+        print(line)
     # Everything that can reject the input runs before the first write (exit 2, nothing written).
     # one PreparedData per searched data.* choice (and the sweep file's own data section)
     base_data = spec.base_config()["data"]

@@ -21,7 +21,7 @@ from trainables.batching import (
     micro_chunks,
     steps_per_epoch,
 )
-from trainables.collapse import collapse_rule, epoch_collapse
+from trainables.collapse import collapse_rule, epoch_collapse, first_judged_epoch, loss_improved
 from trainables.data.base import Fold, PreparedData
 from trainables.distill_loss import AGREEMENT_ACC, AGREEMENT_CONFUSION, Distiller, agreement
 from trainables.errors import TrainingError
@@ -94,8 +94,10 @@ class Member(MemberEvaluation):
         self.best_state: dict[str, torch.Tensor] | None = None
         self.test: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
-        self.collapse_run = 0
+        self.collapse_run = 0  # consecutive judged epochs whose val predictions were stuck
         self.collapse_reason: str | None = None  # trainables/collapse.py, of the last epoch
+        # val predictions at the first judged epoch (a tensor: checkpoints load weights_only)
+        self.collapse_reference: torch.Tensor | None = None
         self.collapsed = False
         self.active = True
         self.stopped_epoch: int | None = None
@@ -193,8 +195,7 @@ class Member(MemberEvaluation):
             train_loss = float(total) / max(1, seen)
         val = self.evaluate("val", mb, epoch)
         # decided on the validation predictions now: _new_best's test pass replaces last_pred
-        reason = epoch_collapse(self.inputs.data.labels[self.val_idx].numpy(), self.last_pred,
-                                self.n_classes, **collapse_rule(self.train_cfg))
+        reason = self._stuck(epoch)
         for name, value in (("train", train_loss), ("val", val[split_metric("val", LOSS)])):
             if not math.isfinite(value):
                 raise TrainingError(
@@ -207,7 +208,9 @@ class Member(MemberEvaluation):
             self._new_best(epoch, value, val, mb)
         self.collapse_run = self.collapse_run + 1 if reason is not None else 0
         self.collapse_reason = reason
-        if patience > 0 and self.collapse_run >= patience:
+        losses = [r[TRAIN_LOSS] for r in self.history] + [train_loss]
+        if (patience > 0 and self.collapse_run >= patience
+                and not loss_improved(losses, patience)):
             self.collapsed = True
             self.stop(epoch)
         elif last:
@@ -219,6 +222,19 @@ class Member(MemberEvaluation):
                "collapse_reason": reason, "active": self.active}
         self.history.append(row)
         return row
+
+    def _stuck(self, epoch: int) -> str | None:
+        """Why this epoch's validation predictions (self.last_pred) are stuck, or None; epochs
+        inside the lr warmup are never judged (trainables/collapse.py)."""
+        if epoch < first_judged_epoch(self.train_cfg) or self.last_pred is None:
+            return None
+        reference = self.collapse_reference
+        if reference is None:  # the first judged epoch: nothing yet to be unchanged from
+            self.collapse_reference = torch.as_tensor(self.last_pred.copy())
+        return epoch_collapse(self.inputs.data.labels[self.val_idx].numpy(), self.last_pred,
+                              self.n_classes,
+                              reference=None if reference is None else reference.numpy(),
+                              **collapse_rule(self.train_cfg))
 
     def _new_best(self, epoch: int, value: float, val: dict[str, Any], mb: MicroBatch) -> None:
         self.best_metric, self.best_epoch = value, epoch
@@ -263,8 +279,8 @@ class Member(MemberEvaluation):
 
     # -- checkpointing ------------------------------------------------------------------------
     _PLAIN = ("best_metric", "best_epoch", "best_val", "test", "history", "collapse_run",
-              "collapse_reason", "collapsed", "active", "stopped_epoch", "samples_seen",
-              "rng_state", "cuda_rng_state", "best_state")
+              "collapse_reason", "collapse_reference", "collapsed", "active", "stopped_epoch",
+              "samples_seen", "rng_state", "cuda_rng_state", "best_state")
 
     def state_dict(self) -> dict[str, Any]:
         state = {k: getattr(self, k) for k in self._PLAIN}
@@ -291,7 +307,8 @@ class Member(MemberEvaluation):
         self.generator.set_state(state["generator"])
         own_cuda_rng = self.cuda_rng_state
         for k in self._PLAIN:
-            # collapse_reason is newer than some checkpoints: absent = none recorded
-            setattr(self, k, state.get(k) if k == "collapse_reason" else state[k])
+            # these are newer than some checkpoints: absent = none recorded
+            newer = k in ("collapse_reason", "collapse_reference")
+            setattr(self, k, state.get(k) if newer else state[k])
         if not self._cuda or self.cuda_rng_state is None:  # restored on another device type
             self.cuda_rng_state = own_cuda_rng

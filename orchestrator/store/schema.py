@@ -159,7 +159,9 @@ MEMBER_FIELDS: list[tuple[str, pa.DataType, str]] = [
                                 "columns = predicted; order of `classes`)"),
     ("classes", _NAMES, "class names: the order of test_confusion's rows and columns"),
     ("n_test", _I, "test examples"),
-    ("collapsed", _B, "member collapsed to one class"),
+    ("collapsed", _B, "member stopped as collapsed (not learning)"),
+    ("collapse_reason", _S, "why it was stopped as collapsed (trainables/collapse.py: single_"
+                            "class, degenerate, near_chance, unchanged; null: not collapsed)"),
     ("stopped_epoch", _I, "epoch the member stopped (null: ran all epochs)"),
     ("agreement_acc", _F, "distillation: agreement with the teacher (nullable)"),
     ("agreement_confusion", _S, "distillation: JSON teacher-vs-student confusion (nullable)"),

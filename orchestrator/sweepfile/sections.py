@@ -40,7 +40,7 @@ MINIMA: dict[str, tuple[float, bool]] = {
     "train.epochs": (1, True), "train.batch_size": (1, True), "train.micro_batch": (1, True),
     "train.lr": (0, False), "train.weight_decay": (0, True), "train.momentum": (0, True),
     "train.warmup_epochs": (0, True), "train.grad_clip": (0, True),
-    "train.collapse_patience": (1, True),
+    "train.collapse_patience": (0, True),  # 0 = off
     "train.collapse_margin": (0, True), "train.collapse_top_share": (0, False),
     "data.val_fraction": (0, False),
 }
