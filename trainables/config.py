@@ -61,6 +61,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 20,
     "batch_size": 32,  # the LOGICAL batch the optimizer sees
     "micro_batch": None,  # None = batch_size; the planner may shrink it (gradient accumulation)
+    # BatchNorm statistics per ghost batch of this many samples (models/sample_noise.py), so
+    # that the numbers do not depend on the micro-batch (which must be a multiple of it)
+    "norm_batch": 8,
     "optimizer": "adamw",  # adamw | sgd
     "lr": 5.0e-4,
     "weight_decay": 0.01,

@@ -29,6 +29,7 @@ from trainables.member_eval import MemberEvaluation
 from trainables.memory.oom import retry_on_oom
 from trainables.metrics import CONFUSION, UAR_BY_CORPUS, uar_by_group
 from trainables.models import build_model
+from trainables.models.sample_noise import sample_noise
 from trainables.names import LOSS, SCALAR_METRICS, TRAIN_LOSS, VAL_METRICS, split_metric
 from trainables.optim import Precision, build_optimizer, build_scheduler
 
@@ -52,6 +53,7 @@ class Member(MemberEvaluation):
     ) -> None:
         self.index, self.fold, self.seed = index, fold, int(seed)
         self.train_cfg = config["train"]
+        self.norm_batch = int(self.train_cfg.get("norm_batch") or 1)
         self.device, self.precision = device, precision
         self.n_classes = data.n_classes
         self.inputs = Inputs(data, device, stats)
@@ -109,10 +111,12 @@ class Member(MemberEvaluation):
         dtype = self.precision.dtype
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def backward(self, idx: torch.Tensor, micro_batch: int) -> torch.Tensor:
+    def backward(self, idx: torch.Tensor, micro_batch: int, seed: int = 0) -> torch.Tensor:
         """Accumulate the gradients of the logical batch `idx` in micro-batches of at most
-        `micro_batch`. Each micro-batch's loss is its summed (class-weighted) per-sample loss over
-        the logical batch's total weight, so the accumulated gradient equals the full batch's.
+        `micro_batch`, cut on ghost-batch boundaries, with per-sample dropout drawn from `seed`
+        (trainables/models/sample_noise.py): the result does not depend on `micro_batch`. Each
+        micro-batch's loss is its summed (class-weighted) per-sample loss over the logical
+        batch's total weight, so the accumulated gradient equals the full batch's.
         A distilling member adds the distiller's per-sample loss, averaged over the logical batch.
         Returns the logical batch's mean loss (a detached device tensor: no sync here)."""
         denom = float(idx.numel())
@@ -120,9 +124,10 @@ class Member(MemberEvaluation):
         if self._cpu_weights is not None:
             denom = float(self._cpu_weights[self.inputs.data.labels[idx]].sum())
         total = torch.zeros((), device=self.device)
-        for chunk in micro_chunks(idx, micro_batch):
+        start = 0  # each chunk's position in the logical batch: its samples' dropout masks
+        for chunk in micro_chunks(idx, micro_batch, self.norm_batch):
             x, lengths, y = self.inputs(chunk)
-            with self._autocast():
+            with self._autocast(), sample_noise(seed, start, self.norm_batch):
                 hiddens = None
                 if distiller is not None and distiller.needs_hiddens:
                     logits, hiddens = self.model(x, lengths, return_hidden=True)
@@ -138,6 +143,7 @@ class Member(MemberEvaluation):
                 loss = loss + extra.sum() / n
             self.scaler.scale(loss).backward()
             total += loss.detach()
+            start += chunk.numel()
         return total
 
     def step(self) -> None:
@@ -156,7 +162,9 @@ class Member(MemberEvaluation):
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
-        loss = retry_on_oom(lambda size: self.backward(idx, size), mb, member=self.index,
+        # the step's dropout seed, from the member's RNG (run_epoch runs in _own_rng)
+        seed = int(torch.randint(0, 2**31 - 1, ()))
+        loss = retry_on_oom(lambda size: self.backward(idx, size, seed), mb, member=self.index,
                             epoch=epoch, phase="train", before_retry=before_retry)
         self.step()
         self.samples_seen += idx.numel()

@@ -23,6 +23,7 @@ from trainables.data.base import Fold, PreparedData
 from trainables.distill_loss import build_teacher, load_teacher_states, teacher_state_for
 from trainables.errors import ConfigError, TrainingError
 from trainables.members import VAL_KEYS, Member
+from trainables.models.sample_noise import ghost_split_warning
 from trainables.names import (
     DATA_SKIPPED_CLIPS,
     DONE,
@@ -93,6 +94,8 @@ class LockstepTrainer:
             for i, ((fold, seed), teacher) in enumerate(zip(pairs, teachers, strict=True))
         ]
         self.epoch = 0
+        self._ghost_warned = False
+        self._warn_ghost_split()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -105,6 +108,15 @@ class LockstepTrainer:
         return [build_teacher(cfg, teacher_state_for(states, fold.name, int(seed)),
                               data.n_features, data.n_classes, self.device)
                 for fold, seed in pairs]
+
+    def _warn_ghost_split(self) -> None:
+        """Log once when the micro-batch (the planner's, or after OOM halving) splits BatchNorm's
+        ghost batches (trainables/models/sample_noise.py)."""
+        line = ghost_split_warning(self.members[0].model, self.micro.size,
+                                   int(self.train["norm_batch"]))
+        if line is not None and not self._ghost_warned:
+            self._ghost_warned = True
+            log.warning(line)
 
     @property
     def finished(self) -> bool:
@@ -122,6 +134,7 @@ class LockstepTrainer:
             for m in self.members
             if m.active
         ]
+        self._warn_ghost_split()  # an OOM may have halved the micro-batch this epoch
         report = self._report(rows)
         log.info(
             "epoch %d/%d: %s %.4f ± %.4f, objective %.4f, train_loss %.4f, active %d/%d, "

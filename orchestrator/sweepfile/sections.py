@@ -38,6 +38,7 @@ MINIMA: dict[str, tuple[float, bool]] = {
     "data.downsample": (1, True), "data.max_seconds": (0, False), "data.n_folds": (2, True),
     "data.use_folds": (1, True), "data.synthetic_utterances": (1, True),
     "train.epochs": (1, True), "train.batch_size": (1, True), "train.micro_batch": (1, True),
+    "train.norm_batch": (2, True),
     "train.lr": (0, False), "train.weight_decay": (0, True), "train.momentum": (0, True),
     "train.warmup_epochs": (0, True), "train.grad_clip": (0, True),
     "train.collapse_patience": (0, True),  # 0 = off
