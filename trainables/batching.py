@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trainables.errors import TrainingError
+from trainables.models.sample_noise import ghost_groups
 
 if TYPE_CHECKING:  # annotations only: the data layer imports soundfile, which a bare GPU
     from trainables.data.base import PreparedData  # machine running bench/gpu_check.py lacks
@@ -87,15 +88,6 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     """The number of batches `epoch_batches` yields for `n_train` samples."""
     steps = math.ceil(n_train / batch_size)
     return steps - 1 if steps > 1 and n_train % batch_size == 1 else steps
-
-
-def ghost_groups(n: int, norm_batch: int) -> list[int]:
-    """Sizes of the ghost batches of `n` consecutive samples: `norm_batch` each, a trailing group
-    of one merged into the one before (BatchNorm needs two values per channel)."""
-    sizes = [norm_batch] * (n // norm_batch) + ([n % norm_batch] if n % norm_batch else [])
-    if len(sizes) > 1 and sizes[-1] == 1:
-        sizes[-2:] = [sizes[-2] + 1]
-    return sizes
 
 
 def micro_chunks(idx: torch.Tensor, micro_batch: int,

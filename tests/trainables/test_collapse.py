@@ -88,8 +88,11 @@ def test_unchanged_predictions_are_stopped(tmp_path) -> None:
     member = trainer.members[0]
     uars = [r[names.VAL_UAR] for r in member.history]
     assert all(u > 0.25 + 0.05 for u in uars), uars  # not near chance: only `unchanged` sees it
-    assert member.collapsed and member.stopped_epoch == 4
-    assert [r["collapse_reason"] for r in member.history] == [None] + [UNCHANGED] * 3
+    # epoch 1 is the reference; then 3 unchanged epochs with a flat loss (dropout noise on the
+    # loss may delay it by an epoch)
+    assert member.collapsed and member.stopped_epoch in (4, 5)
+    reasons = [r["collapse_reason"] for r in member.history]
+    assert reasons[0] is None and reasons[-3:] == [UNCHANGED] * 3, reasons
     last = reports[-1]
     assert last[names.MEMBERS_COLLAPSED] == 1
     # the reason reaches the members table

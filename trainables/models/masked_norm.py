@@ -24,9 +24,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from trainables.batching import ghost_groups
 from trainables.models.pooling import length_mask
-from trainables.models.sample_noise import active_norm_batch
+from trainables.models.sample_noise import active_norm_batch, ghost_groups
 
 
 def _ghost(norm: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], x: torch.Tensor,

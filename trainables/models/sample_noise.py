@@ -62,6 +62,15 @@ def active_norm_batch() -> int | None:
     return _ACTIVE[-1].norm_batch if _ACTIVE else None
 
 
+def ghost_groups(n: int, norm_batch: int) -> list[int]:
+    """Sizes of the ghost batches of `n` consecutive samples: `norm_batch` each, a trailing group
+    of one merged into the one before (BatchNorm needs two values per channel)."""
+    sizes = [norm_batch] * (n // norm_batch) + ([n % norm_batch] if n % norm_batch else [])
+    if len(sizes) > 1 and sizes[-1] == 1:
+        sizes[-2:] = [sizes[-2] + 1]
+    return sizes
+
+
 def _mix(h: torch.Tensor) -> torch.Tensor:
     """A 32-bit integer hash (lowbias32-like) on int64 tensors holding values in [0, 2^32)."""
     h = h ^ (h >> 16)
