@@ -14,9 +14,12 @@ validation predictions are *stuck* in one of these ways (checked in this order):
                   UAR 0.35), whatever its UAR.
 
 A member is stopped and flagged `collapsed` when its last `train.collapse_patience` epochs were
-all judged and stuck AND its training loss did not improve over that window (no epoch of the window
-below (1 - LOSS_MIN_DELTA) x the loss of the epoch before the window; see `loss_improved`). Why
-both: a member whose loss still falls is learning even while its validation predictions look
+all judged and stuck AND either its training loss did not improve over that window (no epoch of the
+window below (1 - LOSS_MIN_DELTA) x the loss of the epoch before the window; `loss_improved`) or
+its predictions, over several classes, were unchanged in every epoch of the window (a model whose
+decision boundaries do not move is not learning, whatever dropout does to its training loss on a
+small set; one predicted class is no such evidence: a slow starter answers its bias for a while).
+Why: a member whose loss still falls is learning even while its validation predictions look
 degenerate, and a member whose loss is flat but whose predictions move is not dead either.
 `collapse_patience: 0` turns the rule off. The stopped member's reason is stored (members table,
 column `collapse_reason`).
@@ -59,10 +62,17 @@ def epoch_collapse(labels: np.ndarray, pred: np.ndarray, n_classes: int, *, marg
     uar = compute_metrics(labels, pred, n_classes)[UAR]
     if present and np.isfinite(uar) and uar <= 1.0 / present + margin:
         return NEAR_CHANCE
-    if reference is not None and reference.shape == pred.shape:
-        if np.count_nonzero(reference != pred) <= UNCHANGED_SHARE * pred.size:
-            return UNCHANGED
+    if predictions_unchanged(pred, reference):
+        return UNCHANGED
     return None
+
+
+def predictions_unchanged(pred: np.ndarray, reference: np.ndarray | None) -> bool:
+    """Whether at most UNCHANGED_SHARE of `pred` differ from `reference` (None: no reference)."""
+    pred = np.asarray(pred).ravel()
+    if reference is None or reference.shape != pred.shape or pred.size == 0:
+        return False
+    return bool(np.count_nonzero(reference != pred) <= UNCHANGED_SHARE * pred.size)
 
 
 def loss_improved(train_losses: Sequence[float], window: int) -> bool:

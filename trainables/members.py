@@ -21,7 +21,15 @@ from trainables.batching import (
     micro_chunks,
     steps_per_epoch,
 )
-from trainables.collapse import collapse_rule, epoch_collapse, first_judged_epoch, loss_improved
+from trainables.collapse import (
+    DEGENERATE,
+    SINGLE_CLASS,
+    collapse_rule,
+    epoch_collapse,
+    first_judged_epoch,
+    loss_improved,
+    predictions_unchanged,
+)
 from trainables.data.base import Fold, PreparedData
 from trainables.distill_loss import AGREEMENT_ACC, AGREEMENT_CONFUSION, Distiller, agreement
 from trainables.errors import TrainingError
@@ -97,6 +105,7 @@ class Member(MemberEvaluation):
         self.test: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.collapse_run = 0  # consecutive judged epochs whose val predictions were stuck
+        self.unchanged_run = 0  # ... whose val predictions were those of the first judged epoch
         self.collapse_reason: str | None = None  # trainables/collapse.py, of the last epoch
         # val predictions at the first judged epoch (a tensor: checkpoints load weights_only)
         self.collapse_reference: torch.Tensor | None = None
@@ -218,7 +227,7 @@ class Member(MemberEvaluation):
         self.collapse_reason = reason
         losses = [r[TRAIN_LOSS] for r in self.history] + [train_loss]
         if (patience > 0 and self.collapse_run >= patience
-                and not loss_improved(losses, patience)):
+                and (self.unchanged_run >= patience or not loss_improved(losses, patience))):
             self.collapsed = True
             self.stop(epoch)
         elif last:
@@ -239,10 +248,16 @@ class Member(MemberEvaluation):
         reference = self.collapse_reference
         if reference is None:  # the first judged epoch: nothing yet to be unchanged from
             self.collapse_reference = torch.as_tensor(self.last_pred.copy())
-        return epoch_collapse(self.inputs.data.labels[self.val_idx].numpy(), self.last_pred,
-                              self.n_classes,
-                              reference=None if reference is None else reference.numpy(),
-                              **collapse_rule(self.train_cfg))
+        reason = epoch_collapse(self.inputs.data.labels[self.val_idx].numpy(), self.last_pred,
+                                self.n_classes,
+                                reference=None if reference is None else reference.numpy(),
+                                **collapse_rule(self.train_cfg))
+        # several classes predicted, exactly as before: the decision boundaries have not moved
+        # (one class is "unchanged" for any model still answering its bias: no evidence)
+        same = (reason not in (SINGLE_CLASS, DEGENERATE) and reference is not None
+                and predictions_unchanged(self.last_pred, reference.numpy()))
+        self.unchanged_run = self.unchanged_run + 1 if same else 0
+        return reason
 
     def _new_best(self, epoch: int, value: float, val: dict[str, Any], mb: MicroBatch) -> None:
         self.best_metric, self.best_epoch = value, epoch
@@ -287,8 +302,8 @@ class Member(MemberEvaluation):
 
     # -- checkpointing ------------------------------------------------------------------------
     _PLAIN = ("best_metric", "best_epoch", "best_val", "test", "history", "collapse_run",
-              "collapse_reason", "collapse_reference", "collapsed", "active", "stopped_epoch",
-              "samples_seen", "rng_state", "cuda_rng_state", "best_state")
+              "collapse_reason", "collapse_reference", "unchanged_run", "collapsed", "active",
+              "stopped_epoch", "samples_seen", "rng_state", "cuda_rng_state", "best_state")
 
     def state_dict(self) -> dict[str, Any]:
         state = {k: getattr(self, k) for k in self._PLAIN}
@@ -316,7 +331,8 @@ class Member(MemberEvaluation):
         own_cuda_rng = self.cuda_rng_state
         for k in self._PLAIN:
             # these are newer than some checkpoints: absent = none recorded
-            newer = k in ("collapse_reason", "collapse_reference")
-            setattr(self, k, state.get(k) if newer else state[k])
+            newer = k in ("collapse_reason", "collapse_reference", "unchanged_run")
+            setattr(self, k, state.get(k, 0 if k == "unchanged_run" else None) if newer
+                    else state[k])
         if not self._cuda or self.cuda_rng_state is None:  # restored on another device type
             self.cuda_rng_state = own_cuda_rng
