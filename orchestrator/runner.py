@@ -154,6 +154,10 @@ def run_sweep(
                                               **confirm_args):
         return SweepOutcome(store.sweep_dir, recorded, 0, 0, time.monotonic() - started)
 
+    from trainables.collapse import collapse_warning  # too few epochs for the rule: say so
+    from trainables.config import train_section
+    if (line := collapse_warning(train_section(spec.base_config()))) is not None:
+        print(line)
     # Everything that can reject the input runs before the first write (exit 2, nothing written).
     if not joins_a_cluster(address):  # a private Ray gets this machine: refused in seconds
         check_request(local_gpu_info(), spec.resources.cpus_per_trial,

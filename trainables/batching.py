@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trainables.errors import TrainingError
+from trainables.models.sample_noise import ghost_groups
 
 if TYPE_CHECKING:  # annotations only: the data layer imports soundfile, which a bare GPU
     from trainables.data.base import PreparedData  # machine running bench/gpu_check.py lacks
@@ -89,9 +90,25 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return steps - 1 if steps > 1 and n_train % batch_size == 1 else steps
 
 
-def micro_chunks(idx: torch.Tensor, micro_batch: int) -> tuple[torch.Tensor, ...]:
-    """Split a logical batch into ceil(n / micro_batch) near-equal micro-batches (<= micro)."""
-    return idx.tensor_split(math.ceil(idx.numel() / micro_batch))
+def micro_chunks(idx: torch.Tensor, micro_batch: int,
+                 norm_batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Split a logical batch into micro-batches of at most `micro_batch`.
+
+    `norm_batch` > 1 and micro_batch >= norm_batch: cut only on ghost-batch boundaries
+    (`ghost_groups`), as many whole ghost batches per chunk as fit, so that
+    BatchNorm statistics do not depend on the micro-batch (a merged trailing ghost batch of
+    norm_batch + 1 may exceed micro_batch by one sample). Otherwise ceil(n / micro_batch)
+    near-equal chunks."""
+    n = idx.numel()
+    if norm_batch <= 1 or micro_batch < norm_batch or n <= micro_batch:
+        return idx.tensor_split(math.ceil(n / micro_batch))
+    sizes: list[int] = []
+    for group in ghost_groups(n, norm_batch):
+        if sizes and sizes[-1] + group <= micro_batch:
+            sizes[-1] += group
+        else:
+            sizes.append(group)
+    return idx.split(sizes)
 
 
 class Inputs:

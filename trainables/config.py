@@ -155,6 +155,9 @@ TRAIN: dict[str, Key] = {
     "batch_size": Key(32, "the LOGICAL batch the optimizer sees", ge=1),
     "micro_batch": Key(None, "null = batch_size; the planner may shrink it (gradient "
                        "accumulation)", types=(int,), ge=1),
+    "norm_batch": Key(8, "BatchNorm statistics per ghost batch of this many samples "
+                      "(models/sample_noise.py): the numbers do not depend on the micro-batch",
+                      ge=2),
     "optimizer": Key("adamw", "adamw | sgd", choices=("adamw", "sgd")),
     "lr": Key(5.0e-4, "learning rate", gt=0),
     "weight_decay": Key(0.01, "decoupled weight decay (adamw) / L2 (sgd)", ge=0),
@@ -167,10 +170,10 @@ TRAIN: dict[str, Key] = {
     "seeds": Key([0], "members = folds x seeds (distinct integers)"),
     "reweight": Key(False, "class-weighted cross-entropy"),
     "rebalance": Key(False, "class-balanced sampling"),
-    # A member collapses after `collapse_patience` consecutive epochs whose validation
-    # predictions are near chance or degenerate (trainables/collapse.py: epoch_collapse):
-    "collapse_patience": Key(3, "consecutive near-chance/degenerate epochs that stop a member",
-                             ge=1),
+    # A member collapses after `collapse_patience` stuck epochs in a row: near chance, degenerate
+    # or unchanged predictions (trainables/collapse.py: epoch_collapse, loss_improved):
+    "collapse_patience": Key(3, "stuck epochs in a row (after the warmup, with a flat training "
+                             "loss) that stop a member; 0 = the rule is off", ge=0),
     "collapse_margin": Key(0.05, "val UAR <= 1/n_classes + margin counts (near chance)",
                            ge=0, le=1.0),
     "collapse_top_share": Key(0.95, "the most predicted class >= this share counts (degenerate)",

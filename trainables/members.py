@@ -21,7 +21,15 @@ from trainables.batching import (
     micro_chunks,
     steps_per_epoch,
 )
-from trainables.collapse import collapse_rule, epoch_collapse
+from trainables.collapse import (
+    DEGENERATE,
+    SINGLE_CLASS,
+    collapse_rule,
+    epoch_collapse,
+    first_judged_epoch,
+    loss_improved,
+    predictions_unchanged,
+)
 from trainables.data.base import Fold, PreparedData
 from trainables.data.folds import test_set_id
 from trainables.distill_loss import AGREEMENT_ACC, AGREEMENT_CONFUSION, Distiller, agreement
@@ -30,6 +38,7 @@ from trainables.member_eval import MemberEvaluation
 from trainables.memory.oom import retry_on_oom
 from trainables.metrics import CONFUSION, UAR_BY_CORPUS, uar_by_group
 from trainables.models import build_model
+from trainables.models.sample_noise import sample_noise
 from trainables.names import LOSS, SCALAR_METRICS, TRAIN_LOSS, VAL_METRICS, split_metric
 from trainables.optim import Precision, build_optimizer, build_scheduler
 
@@ -53,6 +62,7 @@ class Member(MemberEvaluation):
     ) -> None:
         self.index, self.fold, self.seed = index, fold, int(seed)
         self.train_cfg = config["train"]
+        self.norm_batch = int(self.train_cfg.get("norm_batch") or 1)
         self.device, self.precision = device, precision
         self.n_classes = data.n_classes
         self.inputs = Inputs(data, device, stats)
@@ -96,8 +106,11 @@ class Member(MemberEvaluation):
         self.best_state: dict[str, torch.Tensor] | None = None
         self.test: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
-        self.collapse_run = 0
+        self.collapse_run = 0  # consecutive judged epochs whose val predictions were stuck
+        self.unchanged_run = 0  # ... whose val predictions were those of the first judged epoch
         self.collapse_reason: str | None = None  # trainables/collapse.py, of the last epoch
+        # val predictions at the first judged epoch (a tensor: checkpoints load weights_only)
+        self.collapse_reference: torch.Tensor | None = None
         self.collapsed = False
         self.active = True
         self.stopped_epoch: int | None = None
@@ -109,10 +122,12 @@ class Member(MemberEvaluation):
         dtype = self.precision.dtype
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def backward(self, idx: torch.Tensor, micro_batch: int) -> torch.Tensor:
+    def backward(self, idx: torch.Tensor, micro_batch: int, seed: int = 0) -> torch.Tensor:
         """Accumulate the gradients of the logical batch `idx` in micro-batches of at most
-        `micro_batch`. Each micro-batch's loss is its summed (class-weighted) per-sample loss over
-        the logical batch's total weight, so the accumulated gradient equals the full batch's.
+        `micro_batch`, cut on ghost-batch boundaries, with per-sample dropout drawn from `seed`
+        (trainables/models/sample_noise.py): the result does not depend on `micro_batch`. Each
+        micro-batch's loss is its summed (class-weighted) per-sample loss over the logical
+        batch's total weight, so the accumulated gradient equals the full batch's.
         A distilling member adds the distiller's per-sample loss, averaged over the logical batch.
         Returns the logical batch's mean loss (a detached device tensor: no sync here)."""
         denom = float(idx.numel())
@@ -120,9 +135,10 @@ class Member(MemberEvaluation):
         if self._cpu_weights is not None:
             denom = float(self._cpu_weights[self.inputs.data.labels[idx]].sum())
         total = torch.zeros((), device=self.device)
-        for chunk in micro_chunks(idx, micro_batch):
+        start = 0  # each chunk's position in the logical batch: its samples' dropout masks
+        for chunk in micro_chunks(idx, micro_batch, self.norm_batch):
             x, lengths, y = self.inputs(chunk)
-            with self._autocast():
+            with self._autocast(), sample_noise(seed, start, self.norm_batch):
                 hiddens = None
                 if distiller is not None and distiller.needs_hiddens:
                     logits, hiddens = self.model(x, lengths, return_hidden=True)
@@ -138,6 +154,7 @@ class Member(MemberEvaluation):
                 loss = loss + extra.sum() / n
             self.scaler.scale(loss).backward()
             total += loss.detach()
+            start += chunk.numel()
         return total
 
     def step(self) -> None:
@@ -156,7 +173,9 @@ class Member(MemberEvaluation):
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
-        loss = retry_on_oom(lambda size: self.backward(idx, size), mb, member=self.index,
+        # the step's dropout seed, from the member's RNG (run_epoch runs in _own_rng)
+        seed = int(torch.randint(0, 2**31 - 1, ()))
+        loss = retry_on_oom(lambda size: self.backward(idx, size, seed), mb, member=self.index,
                             epoch=epoch, phase="train", before_retry=before_retry)
         self.step()
         self.samples_seen += idx.numel()
@@ -195,8 +214,7 @@ class Member(MemberEvaluation):
             train_loss = float(total) / max(1, seen)
         val = self.evaluate("val", mb, epoch)
         # decided on the validation predictions now: _new_best's test pass replaces last_pred
-        reason = epoch_collapse(self.inputs.data.labels[self.val_idx].numpy(), self.last_pred,
-                                self.n_classes, **collapse_rule(self.train_cfg))
+        reason = self._stuck(epoch)
         for name, value in (("train", train_loss), ("val", val[split_metric("val", LOSS)])):
             if not math.isfinite(value):
                 raise TrainingError(
@@ -209,7 +227,9 @@ class Member(MemberEvaluation):
             self._new_best(epoch, value, val, mb)
         self.collapse_run = self.collapse_run + 1 if reason is not None else 0
         self.collapse_reason = reason
-        if patience > 0 and self.collapse_run >= patience:
+        losses = [r[TRAIN_LOSS] for r in self.history] + [train_loss]
+        if (patience > 0 and self.collapse_run >= patience
+                and (self.unchanged_run >= patience or not loss_improved(losses, patience))):
             self.collapsed = True
             self.stop(epoch)
         elif last:
@@ -221,6 +241,25 @@ class Member(MemberEvaluation):
                "collapse_reason": reason, "active": self.active}
         self.history.append(row)
         return row
+
+    def _stuck(self, epoch: int) -> str | None:
+        """Why this epoch's validation predictions (self.last_pred) are stuck, or None; epochs
+        inside the lr warmup are never judged (trainables/collapse.py)."""
+        if epoch < first_judged_epoch(self.train_cfg) or self.last_pred is None:
+            return None
+        reference = self.collapse_reference
+        if reference is None:  # the first judged epoch: nothing yet to be unchanged from
+            self.collapse_reference = torch.as_tensor(self.last_pred.copy())
+        reason = epoch_collapse(self.inputs.data.labels[self.val_idx].numpy(), self.last_pred,
+                                self.n_classes,
+                                reference=None if reference is None else reference.numpy(),
+                                **collapse_rule(self.train_cfg))
+        # several classes predicted, exactly as before: the decision boundaries have not moved
+        # (one class is "unchanged" for any model still answering its bias: no evidence)
+        same = (reason not in (SINGLE_CLASS, DEGENERATE) and reference is not None
+                and predictions_unchanged(self.last_pred, reference.numpy()))
+        self.unchanged_run = self.unchanged_run + 1 if same else 0
+        return reason
 
     def _new_best(self, epoch: int, value: float, val: dict[str, Any], mb: MicroBatch) -> None:
         self.best_metric, self.best_epoch = value, epoch
@@ -266,8 +305,8 @@ class Member(MemberEvaluation):
 
     # -- checkpointing ------------------------------------------------------------------------
     _PLAIN = ("best_metric", "best_epoch", "best_val", "test", "history", "collapse_run",
-              "collapse_reason", "collapsed", "active", "stopped_epoch", "samples_seen",
-              "rng_state", "cuda_rng_state", "best_state")
+              "collapse_reason", "collapse_reference", "unchanged_run", "collapsed", "active",
+              "stopped_epoch", "samples_seen", "rng_state", "cuda_rng_state", "best_state")
 
     def state_dict(self) -> dict[str, Any]:
         state = {k: getattr(self, k) for k in self._PLAIN}
@@ -294,7 +333,9 @@ class Member(MemberEvaluation):
         self.generator.set_state(state["generator"])
         own_cuda_rng = self.cuda_rng_state
         for k in self._PLAIN:
-            # collapse_reason is newer than some checkpoints: absent = none recorded
-            setattr(self, k, state.get(k) if k == "collapse_reason" else state[k])
+            # these are newer than some checkpoints: absent = none recorded
+            newer = k in ("collapse_reason", "collapse_reference", "unchanged_run")
+            setattr(self, k, state.get(k, 0 if k == "unchanged_run" else None) if newer
+                    else state[k])
         if not self._cuda or self.cuda_rng_state is None:  # restored on another device type
             self.cuda_rng_state = own_cuda_rng

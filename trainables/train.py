@@ -23,6 +23,7 @@ from trainables.data.base import Fold, PreparedData
 from trainables.distill_loss import build_teacher, load_teacher_states, teacher_state_for
 from trainables.errors import ConfigError, TrainingError
 from trainables.members import VAL_KEYS, Member
+from trainables.models.sample_noise import ghost_split_warning
 from trainables.names import (
     DATA_SKIPPED_CLIPS,
     DONE,
@@ -96,6 +97,8 @@ class LockstepTrainer:
         # racing over folds (trainable.py): stage `stage` trains only the members `training`
         # (None: every member), from epoch 1; members of earlier stages keep their results
         self.stage, self.training = 0, None
+        self._ghost_warned = False
+        self._warn_ghost_split()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -116,6 +119,15 @@ class LockstepTrainer:
                               data.n_features, data.n_classes, self.device)
                 for fold, seed in pairs]
 
+    def _warn_ghost_split(self) -> None:
+        """Log once when the micro-batch (the planner's, or after OOM halving) splits BatchNorm's
+        ghost batches (trainables/models/sample_noise.py)."""
+        line = ghost_split_warning(self.members[0].model, self.micro.size,
+                                   int(self.train["norm_batch"]))
+        if line is not None and not self._ghost_warned:
+            self._ghost_warned = True
+            log.warning(line)
+
     @property
     def finished(self) -> bool:
         return self.epoch >= self.train["epochs"] or not any(map(self._trains, self.members))
@@ -132,6 +144,7 @@ class LockstepTrainer:
             for m in self.members
             if self._trains(m)
         ]
+        self._warn_ghost_split()  # an OOM may have halved the micro-batch this epoch
         report = self._report(rows)
         log.info(
             "epoch %d/%d: %s %.4f ± %.4f, objective %.4f, train_loss %.4f, active %d/%d, "

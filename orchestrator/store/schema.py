@@ -210,7 +210,9 @@ MEMBER_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("n_test", _I, "test examples"),
     ("test_set_id", _S, "identity of the member's test set: hash of its sorted utterance ids "
                         "(the pairing unit of query/paired.py; null in older stores)"),
-    ("collapsed", _B, "member collapsed to one class"),
+    ("collapsed", _B, "member stopped as collapsed (not learning)"),
+    ("collapse_reason", _S, "why it was stopped as collapsed (trainables/collapse.py: single_"
+                            "class, degenerate, near_chance, unchanged; null: not collapsed)"),
     ("stopped_epoch", _I, "epoch the member stopped (null: ran all epochs)"),
     ("agreement_acc", _F, "distillation: agreement with the teacher (nullable)"),
     ("agreement_confusion", _S, "distillation: JSON teacher-vs-student confusion (nullable)"),

@@ -97,7 +97,7 @@ def test_near_chance_stall_is_flagged_collapsed(tmp_path) -> None:
                          "use_folds": 1, "cache_dir": str(tmp_path)})
     cfg = make_config(model={"name": "transformer", "layers": 1, "d_model": 16, "heads": 2,
                              "ff_dim": 16, "head_hidden": [16]},
-                      epochs=4, seeds=[0], lr=1e-9, collapse_patience=3, batch_size=32,
+                      epochs=5, seeds=[0], lr=1e-9, collapse_patience=3, batch_size=32,
                       collapse_margin=0.05)
     cfg["data"] = {"corpus": "synthetic"}
     torch.manual_seed(0)
@@ -108,7 +108,9 @@ def test_near_chance_stall_is_flagged_collapsed(tmp_path) -> None:
     history = trainer.members[0].history
     uars = [r[names.VAL_UAR] for r in history]
     assert all(u <= 0.25 + 0.05 for u in uars), uars  # the stall the rule is for
-    assert trainer.members[0].collapsed and trainer.epoch == 3
+    # near chance from epoch 1; unchanged since epoch 1 for 3 epochs by epoch 4 (the loss of
+    # 48 clips under dropout is too noisy to say "flat" here; unchanged predictions are)
+    assert trainer.members[0].collapsed and trainer.epoch == 4
     assert reports[-1][names.MEMBERS_COLLAPSED] == 1
     assert json.loads(reports[-1][names.MEMBER_RESULTS_JSON])[0]["collapse_reason"] in (
         NEAR_CHANCE, DEGENERATE, SINGLE_CLASS)

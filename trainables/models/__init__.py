@@ -17,12 +17,14 @@ from typing import Any
 from torch import nn
 
 from trainables.errors import ConfigError
+from trainables.models.sample_noise import per_sample_dropout
 
 MODELS: dict[str, type[nn.Module]] = {}
 
 
 def build_model(model_cfg: dict[str, Any], *, n_features: int, n_classes: int) -> nn.Module:
-    """Instantiate `model_cfg["name"]` with the rest of `model_cfg` as constructor arguments."""
+    """Instantiate `model_cfg["name"]` with the rest of `model_cfg` as constructor arguments; its
+    nn.Dropout layers become per-sample ones (trainables/models/sample_noise.py)."""
     name = model_cfg.get("name")
     if name not in MODELS:
         raise ConfigError("model.name", f"unknown model {name!r}; valid: {sorted(MODELS)}")
@@ -34,7 +36,8 @@ def build_model(model_cfg: dict[str, Any], *, n_features: int, n_classes: int) -
             raise ConfigError(
                 f"model.{key}", f"{name} has no hyper-parameter {key!r}; valid: {valid}"
             )
-    return MODELS[name](n_classes=n_classes, n_features=n_features, **kwargs)
+    model = MODELS[name](n_classes=n_classes, n_features=n_features, **kwargs)
+    return per_sample_dropout(model)
 
 
 # The families register below the registry so that their modules may import this package.

@@ -10,14 +10,34 @@ nn.BatchNorm1d/2d: the same parameters, buffers and state_dict keys (old checkpo
 
 Tensor arithmetic only (no .item(), no boolean indexing): traceable on fake tensors by the memory
 estimator. Statistics are computed in float32 (under bf16/fp16 autocast too).
+
+Ghost batches: inside trainables/models/sample_noise.py's `sample_noise` (the trainer's training
+forward), the statistics are taken per ghost batch of `train.norm_batch` consecutive samples, so
+they do not depend on the micro-batch the planner chose (GhostBatchNorm1d: the same for the
+DNN head's plain BatchNorm).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from trainables.models.pooling import length_mask
+from trainables.models.sample_noise import active_norm_batch, ghost_groups
+
+
+def _ghost(norm: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], x: torch.Tensor,
+           mask: torch.Tensor | None) -> torch.Tensor:
+    """`norm(x_g, mask_g)` per ghost batch of x (dim 0), concatenated; the whole batch outside
+    `sample_noise` or when it is a single ghost batch."""
+    size = active_norm_batch()
+    if size is None or x.shape[0] <= size:
+        return norm(x, mask)
+    sizes = ghost_groups(x.shape[0], size)
+    masks = [None] * len(sizes) if mask is None else mask.split(sizes)
+    return torch.cat([norm(part, m) for part, m in zip(x.split(sizes), masks, strict=True)])
 
 
 def _masked_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
@@ -54,7 +74,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         if lengths is None or not self.training:
             return super().forward(x)
         mask = length_mask(lengths, x.shape[2])[:, None, :].to(torch.float32)  # (B, 1, T)
-        return _masked_batch_norm(self, x, mask, (0, 2))
+        return _ghost(lambda part, m: _masked_batch_norm(self, part, m, (0, 2)), x, mask)
 
 
 class MaskedBatchNorm2d(nn.BatchNorm2d):
@@ -64,4 +84,14 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         if lengths is None or not self.training:
             return super().forward(x)
         mask = length_mask(lengths, x.shape[2])[:, None, :, None].to(torch.float32)  # (B,1,T,1)
-        return _masked_batch_norm(self, x, mask, (0, 2, 3))
+        return _ghost(lambda part, m: _masked_batch_norm(self, part, m, (0, 2, 3)), x, mask)
+
+
+class GhostBatchNorm1d(nn.BatchNorm1d):
+    """nn.BatchNorm1d on (B, C) whose training statistics are per ghost batch (module docstring);
+    the same parameters, buffers and state_dict keys."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        return _ghost(lambda part, _: super(GhostBatchNorm1d, self).forward(part), x, None)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from trainables.models.pooling import length_mask, valid_lengths
+from trainables.models.sample_noise import SampleEncoderLayer
 
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -82,8 +83,9 @@ def sinusoidal_positions(steps: int, dim: int, device: torch.device) -> torch.Te
 class TransformerStack(nn.Module):
     """Positional encoding + `layers` encoder layers with a key padding mask.
 
-    An nn.ModuleList of nn.TransformerEncoderLayer rather than nn.TransformerEncoder: the latter
-    deep-copies one layer (awkward on the meta device) and may convert to nested tensors.
+    An nn.ModuleList of encoder layers rather than nn.TransformerEncoder: the latter deep-copies
+    one layer (awkward on the meta device) and may convert to nested tensors. SampleEncoderLayer:
+    nn.TransformerEncoderLayer with per-sample attention dropout (models/sample_noise.py).
     """
 
     def __init__(
@@ -97,7 +99,7 @@ class TransformerStack(nn.Module):
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(
+            SampleEncoderLayer(
                 d_model, heads, ff_dim, dropout, batch_first=True, norm_first=norm_first
             )
             for _ in range(layers)
