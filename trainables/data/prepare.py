@@ -15,6 +15,7 @@ from trainables.data.base import SAMPLE_RATE, PreparedData
 from trainables.data.corpora import SINGLE_CORPORA, get_corpus
 from trainables.data.features import (
     downsample,
+    featurize_parallel,
     get_feature,
     normalize_speakers,
     normalize_utterances,
@@ -45,8 +46,7 @@ def _build(cfg: dict[str, Any], progress: Callable[[str], None] | None) -> dict[
     if progress:
         progress(f"featurizing {len(utts)} utterances as {extractor.kind} "
                  f"({cfg['max_seconds']} s max)")
-    feats, lengths = extractor.featurize([u.waveform for u in utts], cfg["max_seconds"],
-                                         progress)
+    feats, lengths = featurize_parallel(extractor, cfg, [u.waveform for u in utts], progress)
     if not extractor.finalizes:  # ssl downsamples and normalizes while extracting
         feats, lengths = downsample(feats, lengths, cfg["downsample"])
         if cfg["normalize"] == "utterance":
