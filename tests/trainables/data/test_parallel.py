@@ -56,7 +56,7 @@ def test_background_workers_run_niced() -> None:
     assert parallel_map(os.nice, [0, 0], workers=2) == [mine, mine]
     assert parallel_map(os.nice, [0, 0], workers=2, nice=5) == [min(mine + 5, 19)] * 2
     with in_background():  # the baseline beside the trials: its extraction niced
-        from trainables.egemaps_baseline import BACKGROUND_NICE, _NICE
+        from trainables.egemaps_baseline import _NICE, BACKGROUND_NICE
 
         assert _NICE.get() == BACKGROUND_NICE
     assert _NICE.get() == 0
