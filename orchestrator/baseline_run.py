@@ -3,7 +3,8 @@ standardized
 logistic regression, on the sweep's own members) written to results/<sweep>/baseline.parquet, and
 the `baseline` subcommand (`sweep.py baseline SPACE.yaml`: add_arguments + run).
 
-A sweep also computes it at its start when `search.baseline` is true (the default): the result
+A sweep also computes it beside its first trials when `search.baseline` is true (the default;
+start_sweep_baseline, waited for before the leaderboard): the result
 is cached per data config and fold protocol (under `<data.cache_dir>/baseline/`), so after the
 first run of a corpus it costs a file read; the first run pays openSMILE once per utterance
 (about 15 s for the 80-utterance test corpus on a loaded 2-core machine). The leaderboard
