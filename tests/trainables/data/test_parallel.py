@@ -65,3 +65,24 @@ def test_background_workers_run_niced() -> None:
 def test_a_worker_error_reaches_the_caller() -> None:
     with pytest.raises(ValueError, match="invalid literal"):
         parallel_map(int, ["1", "x", "2"], workers=2)
+
+
+def test_a_normalize_choice_reuses_the_previous_variants_features(tmp_path) -> None:
+    """A sweep searching data.normalize featurizes once: the next choice normalizes the
+    features the previous one computed, and gets exactly what featurizing anew gives."""
+    from trainables.data import prepare, prepare_data
+
+    cfg = {"corpus": "synthetic", "synthetic_utterances": 40, "features": "logmel",
+           "n_mels": 16, "max_seconds": 1.0, "downsample": 2, "cache_dir": str(tmp_path / "a")}
+    prepare._BEFORE_NORMALIZE.clear()
+    first = prepare_data({**cfg, "normalize": "train"})
+    first.features.add_(1.0)  # what is kept for the next variant is not the tensor handed out
+    second = prepare_data({**cfg, "normalize": "speaker"})
+    other = prepare_data({**cfg, "normalize": "speaker", "downsample": 1})
+    assert (first.info["features_reused"], second.info["features_reused"],
+            other.info["features_reused"]) == (False, True, False)
+    prepare._BEFORE_NORMALIZE.clear()
+    fresh = prepare_data({**cfg, "normalize": "speaker", "cache_dir": str(tmp_path / "b")})
+    assert not fresh.info["features_reused"]
+    assert torch.equal(second.features, fresh.features)
+    assert torch.equal(second.lengths, fresh.lengths)
