@@ -7,10 +7,11 @@ generator per utterance, featurizing batches cut where the serial path cuts them
 utterance), so the result is identical to the serial path's (tests/trainables/data/
 test_parallel.py). The workers are forked from the calling process: they start in milliseconds
 with everything it imported (a spawned or forkserver worker imports torch again, seconds of CPU
-each, and re-runs an unguarded `__main__`). They only compute (numpy, scipy, openSMILE, torch on
-one thread) and hand back numpy arrays; none touches what the parent's other threads hold (Ray's
-sockets, the console), so forking beside the Tune driver's threads is safe for them. `nice`
-lowers the workers' priority, so work done beside the trials takes only the CPU they leave idle.
+each, and re-runs an unguarded `__main__`). They only compute (numpy, scipy, openSMILE; torch on
+one thread, `_worker_start`) and hand back numpy arrays; none touches what the parent's other
+threads hold (Ray's sockets, the console), so forking beside the Tune driver's threads is safe
+for them. `nice` lowers the workers' priority, so work done beside the trials takes only the CPU
+they leave idle.
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _lower_priority(increment: int) -> None:
+def _worker_start(increment: int) -> None:
+    """Each worker: torch on one thread (the parent's OpenMP pool does not survive the fork: a
+    torch op on several threads would wait forever for it; what torch's DataLoader workers do
+    too), then the priority lowered by `increment`."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     if increment > 0:
         os.nice(increment)
 
@@ -49,7 +57,7 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, workers: int | Non
         return out
     context: Any = multiprocessing.get_context("fork")
     results: list[R] = []
-    with ProcessPoolExecutor(n, mp_context=context, initializer=_lower_priority,
+    with ProcessPoolExecutor(n, mp_context=context, initializer=_worker_start,
                              initargs=(nice,)) as pool:
         for k, result in enumerate(pool.map(fn, items), 1):
             results.append(result)

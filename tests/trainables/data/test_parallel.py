@@ -86,3 +86,30 @@ def test_a_normalize_choice_reuses_the_previous_variants_features(tmp_path) -> N
     assert not fresh.info["features_reused"]
     assert torch.equal(second.features, fresh.features)
     assert torch.equal(second.lengths, fresh.lengths)
+
+
+HANG = """
+import torch
+from trainables.data.features import featurize_parallel, get_feature
+from trainables.data.synthetic import generate
+torch.set_num_threads(2)  # the parent's OpenMP pool in use before the fork (the sweep driver's)
+x = torch.randn(1000, 1000)
+(x @ x).sum(), torch.linspace(0, 1, 5_000_000).exp().sum()
+waves = [u.waveform for u in generate(40, 1, workers=1)] * 4
+cfg = {"features": "logmel", "max_seconds": 1.0}
+featurize_parallel(get_feature(cfg), cfg, waves, workers=2)
+print("featurized")
+"""
+
+
+def test_workers_do_not_hang_after_the_parent_used_torch_threads() -> None:
+    """A forked worker running torch on several threads waits forever for the parent's OpenMP
+    pool (it happened in `make demo`): the workers run torch on one thread."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "-c", HANG], cwd=root, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0 and "featurized" in done.stdout, done.stderr[-2000:]
