@@ -3,7 +3,8 @@ standardized
 logistic regression, on the sweep's own members) written to results/<sweep>/baseline.parquet, and
 the `baseline` subcommand (`sweep.py baseline SPACE.yaml`: add_arguments + run).
 
-A sweep also computes it at its start when `search.baseline` is true (the default): the result
+A sweep also computes it beside its first trials when `search.baseline` is true (the default;
+start_sweep_baseline, waited for before the leaderboard): the result
 is cached per data config and fold protocol (under `<data.cache_dir>/baseline/`), so after the
 first run of a corpus it costs a file read; the first run pays openSMILE once per utterance
 (about 15 s for the 80-utterance test corpus on a loaded 2-core machine). The leaderboard
@@ -119,3 +120,52 @@ def run(args: argparse.Namespace) -> int:
     root = results_root_for(args.results or spec.results or "results")
     write_sweep_baseline(spec, ResultStore(root, spec.name).sweep_dir)
     return 0
+
+
+class BaselineRun:
+    """The sweep's baseline computed beside its first trials (start_sweep_baseline): a thread
+    running write_sweep_baseline whose openSMILE workers are niced (egemaps_baseline.
+    in_background), so on a cold cache the trials start without waiting for it. Silent while it
+    runs (the console owns the terminal); `wait()` prints its line."""
+
+    def __init__(self, spec: SweepSpec, sweep_dir: str, data: PreparedData | None) -> None:
+        import threading
+
+        self.metric = spec.search.metric
+        self.frame: pd.DataFrame | None = None
+        self.path = ""
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(spec, sweep_dir, data),
+                                        name="sersweep-baseline", daemon=True)
+        self._thread.start()
+
+    def _run(self, spec: SweepSpec, sweep_dir: str, data: PreparedData | None) -> None:
+        from trainables.egemaps_baseline import in_background
+
+        try:
+            with in_background():
+                self.path, self.frame = write_sweep_baseline(spec, sweep_dir, data, None)
+        except BaseException as exc:  # noqa: BLE001 - handed to wait(), in the driver's thread
+            self.error = exc
+
+    def wait(self) -> None:
+        """Join the thread (at the sweep's end, before the leaderboard reads baseline.parquet);
+        a SersweepError is one line (the reference never fails the sweep), anything else is
+        raised here."""
+        from trainables.errors import SersweepError
+
+        if self._thread.is_alive():
+            print("baseline: finishing the eGeMAPS reference ...")
+        self._thread.join()
+        if isinstance(self.error, SersweepError):
+            print(f"baseline: not computed ({self.error}); `sweep.py baseline` retries it")
+        elif self.error is not None:
+            raise self.error
+        elif self.frame is not None:
+            print(f"baseline: {summary_line(self.frame, self.metric)} -> {self.path}")
+
+
+def start_sweep_baseline(spec: SweepSpec, sweep_dir: str,
+                         data: PreparedData | None = None) -> BaselineRun:
+    """Start the baseline of `spec` beside the trials; `.wait()` before the leaderboard."""
+    return BaselineRun(spec, sweep_dir, data)

@@ -194,13 +194,11 @@ def run_sweep(
     store.repair()  # what a killed driver left: truncated, temporary, half-written, foreign
     write_spec(store.sweep_dir, spec.as_dict())
     store.write_identity()
-    if spec.search.baseline:  # cached per data config: cheap after a corpus' first sweep
-        from orchestrator.baseline_run import write_sweep_baseline
+    baseline = None
+    if spec.search.baseline:  # beside the first trials; cached per data config
+        from orchestrator.baseline_run import start_sweep_baseline
 
-        try:
-            write_sweep_baseline(spec, store.sweep_dir, data, progress=ProgressLines())
-        except SersweepError as exc:  # the reference must never stop the sweep itself
-            print(f"baseline: not computed ({exc}); `sweep.py baseline` retries it")
+        baseline = start_sweep_baseline(spec, store.sweep_dir, data)
 
     metric_key = names.mean_key(spec.search.metric)  # what ASHA prunes on, each epoch
     targets = gpu_targets(cluster, spec.resources)  # one per GPU type, smallest first
@@ -314,6 +312,8 @@ def run_sweep(
                 part=part + 1).fit())
             confirm_console.close()
     console.close()
+    if baseline is not None:  # written before the leaderboard reads it
+        baseline.wait()
     if lock is not None and not lock.valid():  # fenced out: launched and wrote nothing since
         lock.check()
     if store_cb.write_error is not None:  # disk full / read-only: the run stopped (exit 2)

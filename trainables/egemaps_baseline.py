@@ -25,7 +25,9 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -80,21 +82,59 @@ def _cache_folder(cfg: dict[str, Any]) -> Path | None:
     return Path(cfg["cache_dir"]).expanduser() / "baseline" if cfg["cache_dir"] else None
 
 
-def compute_functionals(waves: list[np.ndarray], progress: Progress | None = None) -> np.ndarray:
-    """(N, 88) float64 eGeMAPSv02 functionals of each whole waveform (NaN where openSMILE found
-    a segment too short; the pipeline imputes those with the training mean)."""
-    import opensmile
+_SMILE: list[Any] = []  # per process: the functionals' openSMILE instance, built once
+# The nice increment of the functionals' worker processes: `in_background()` sets it for the
+# calls of one thread (a ContextVar: a new thread starts with the default, 0).
+_NICE: ContextVar[int] = ContextVar("egemaps_nice", default=0)
+BACKGROUND_NICE = 10  # beside the trials: openSMILE gets the CPU the trials leave idle
+PART = 16  # utterances per task of the process pool
 
-    smile = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
+
+@contextmanager
+def in_background() -> Iterator[None]:
+    """Within this block, this thread's baseline extraction runs at BACKGROUND_NICE (the sweep
+    computes it beside its first trials: orchestrator/baseline_run.py)."""
+    token = _NICE.set(BACKGROUND_NICE)
+    try:
+        yield
+    finally:
+        _NICE.reset(token)
+
+
+def _functionals_part(waves: list[np.ndarray]) -> np.ndarray:
+    """(len(waves), 88) functionals, one openSMILE call per whole waveform."""
+    if not _SMILE:
+        import opensmile
+
+        _SMILE.append(opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02,
+                                      opensmile.FeatureLevel.Functionals))
     out = np.full((len(waves), N_FUNCTIONALS), np.nan)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Segment too short")  # NaNs, handled above
+        warnings.filterwarnings("ignore", message="Segment too short")  # NaNs, handled below
         for i, wave in enumerate(waves):
-            out[i] = smile.process_signal(np.asarray(wave, dtype=np.float32),
-                                          SAMPLE_RATE).to_numpy(np.float64)[0]
-            if progress and (i + 1) % 200 == 0:
-                progress(f"baseline: eGeMAPS functionals {i + 1}/{len(waves)} utterances")
+            out[i] = _SMILE[0].process_signal(np.asarray(wave, dtype=np.float32),
+                                              SAMPLE_RATE).to_numpy(np.float64)[0]
     return out
+
+
+def compute_functionals(waves: list[np.ndarray], progress: Progress | None = None,
+                        workers: int | None = None) -> np.ndarray:
+    """(N, 88) float64 eGeMAPSv02 functionals of each whole waveform (NaN where openSMILE found
+    a segment too short; the pipeline imputes those with the training mean). Computed by
+    `workers` processes (default one per core: trainables/data/parallel.py), identical to one:
+    each utterance is processed on its own."""
+    from trainables.data.parallel import parallel_map, split
+
+    parts = split(waves, PART)
+    step = max(1, 200 // PART)
+
+    def done(k: int) -> None:
+        if progress and k % step == 0 and k < len(parts):
+            progress(f"baseline: eGeMAPS functionals {k * PART}/{len(waves)} utterances")
+
+    out = parallel_map(_functionals_part, [list(p) for p in parts], workers=workers,
+                       nice=_NICE.get(), done=done)
+    return np.concatenate(out) if out else np.full((0, N_FUNCTIONALS), np.nan)
 
 
 def egemaps_functionals(data_cfg: dict[str, Any], progress: Progress | None = None

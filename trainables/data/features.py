@@ -7,7 +7,7 @@ Frame features use 25 ms windows and a 10 ms hop (100 frames/s) before `downsamp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from math import ceil
 from typing import Any
 
@@ -142,6 +142,51 @@ class EGeMAPS(OpenSmileLLD):
 FEATURES: dict[str, type[FeatureExtractor]] = {
     c.kind: c for c in (Raw, LogMel, MFCC, ComParE, EGeMAPS)
 }
+
+
+# The kinds featurize_parallel spreads over a process pool (raw: nothing to compute; ssl:
+# extracts on the GPU and finalizes itself).
+PARALLEL_KINDS = (LogMel, MFCC, ComParE, EGeMAPS)
+_WORKER_EXTRACTORS: dict[str, FeatureExtractor] = {}  # per worker process: built once
+
+
+def _featurize_part(job: tuple[dict[str, Any], list[np.ndarray]]) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """A worker's part of featurize_parallel: (features, lengths) of CHUNK-aligned waveforms."""
+    data_cfg, waves = job
+    key = repr(sorted(data_cfg.items()))
+    if key not in _WORKER_EXTRACTORS:
+        _WORKER_EXTRACTORS.clear()
+        _WORKER_EXTRACTORS[key] = get_feature(data_cfg)
+    feats, lengths = _WORKER_EXTRACTORS[key].featurize(waves, data_cfg["max_seconds"])
+    return feats.numpy(), lengths.numpy()
+
+
+def featurize_parallel(extractor: FeatureExtractor, data_cfg: dict[str, Any],
+                       waves: list[np.ndarray], progress: Callable[[str], None] | None = None,
+                       workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`extractor.featurize(waves, data_cfg["max_seconds"])` spread over `workers` processes
+    (default one per core; trainables/data/parallel.py), identical to it: each worker featurizes
+    whole batches of CHUNK utterances, the batches the serial path computes. Kinds outside
+    PARALLEL_KINDS featurize in this process."""
+    from trainables.data.parallel import default_workers, parallel_map, split
+
+    n_workers = default_workers() if workers is None else workers
+    if type(extractor) not in PARALLEL_KINDS or n_workers <= 1 or len(waves) <= CHUNK:
+        return extractor.featurize(waves, data_cfg["max_seconds"], progress)
+    per_part = CHUNK * max(1, len(waves) // (CHUNK * 2 * n_workers))  # a multiple of CHUNK
+    parts = split(waves, per_part)
+    cfg = {k: v for k, v in data_cfg.items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+    def done(k: int) -> None:
+        if progress and k < len(parts):
+            progress(f"features {extractor.kind}: {min(k * per_part, len(waves))}/{len(waves)} "
+                     f"utterances")
+
+    out = parallel_map(_featurize_part, [(cfg, list(p)) for p in parts], workers=n_workers,
+                       done=done)
+    return (torch.cat([torch.from_numpy(f) for f, _ in out]),
+            torch.cat([torch.from_numpy(n) for _, n in out]))
 
 
 def get_feature(data_cfg: dict[str, Any]) -> FeatureExtractor:

@@ -15,6 +15,7 @@ from trainables.data.base import SAMPLE_RATE, PreparedData
 from trainables.data.corpora import SINGLE_CORPORA, get_corpus
 from trainables.data.features import (
     downsample,
+    featurize_parallel,
     get_feature,
     normalize_speakers,
     normalize_utterances,
@@ -35,34 +36,53 @@ def _check(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"data.{name}", problem)
 
 
-def _build(cfg: dict[str, Any], progress: Callable[[str], None] | None) -> dict[str, Any]:
+# The last data variant's features before normalization, by their key (the prepared key without
+# data.normalize): a sweep searching data.normalize featurizes its corpus once, not per choice.
+_BEFORE_NORMALIZE: dict[str, tuple[list[str], torch.Tensor, torch.Tensor]] = {}
+REUSE_MAX_BYTES = 1 << 29  # larger features are not kept in memory for the next variant
+
+
+def _build(cfg: dict[str, Any], progress: Callable[[str], None] | None,
+           fingerprint: str = "") -> dict[str, Any]:
     """Load + featurize: the cached part (everything except the folds)."""
     extractor = get_feature(cfg)  # validates data.features before the (slow) corpus load
     t0 = time.perf_counter()
     content = get_corpus(cfg["corpus"]).load(cfg, progress)
     t1 = time.perf_counter()
     utts = content.utterances
-    if progress:
-        progress(f"featurizing {len(utts)} utterances as {extractor.kind} "
-                 f"({cfg['max_seconds']} s max)")
-    feats, lengths = extractor.featurize([u.waveform for u in utts], cfg["max_seconds"],
-                                         progress)
+    ids = [u.id for u in utts]
+    reuse_key = cache.cache_key({k: v for k, v in cfg.items() if k != "normalize"}, fingerprint)
+    before = _BEFORE_NORMALIZE.get(reuse_key)
+    reused = before is not None and before[0] == ids and not extractor.finalizes
+    if reused and before is not None:
+        feats, lengths = before[1].clone(), before[2].clone()
+    else:
+        if progress:
+            progress(f"featurizing {len(utts)} utterances as {extractor.kind} "
+                     f"({cfg['max_seconds']} s max)")
+        feats, lengths = featurize_parallel(extractor, cfg, [u.waveform for u in utts],
+                                            progress)
     if not extractor.finalizes:  # ssl downsamples and normalizes while extracting
-        feats, lengths = downsample(feats, lengths, cfg["downsample"])
+        if not reused:
+            feats, lengths = downsample(feats, lengths, cfg["downsample"])
+            _BEFORE_NORMALIZE.clear()
+            if feats.element_size() * feats.nelement() <= REUSE_MAX_BYTES:
+                _BEFORE_NORMALIZE[reuse_key] = (ids, feats.clone(), lengths.clone())
         if cfg["normalize"] == "utterance":
             feats = normalize_utterances(feats, lengths)
         elif cfg["normalize"] == "speaker":
             feats = normalize_speakers(feats, lengths, [u.speaker for u in utts])
     t2 = time.perf_counter()
     info = dict(content.info)
-    info.update(load_seconds=round(t1 - t0, 3), featurize_seconds=round(t2 - t1, 3))
+    info.update(load_seconds=round(t1 - t0, 3), featurize_seconds=round(t2 - t1, 3),
+                features_reused=reused)
     index = {c: i for i, c in enumerate(content.classes)}
     return {
         "features": feats.contiguous(),
         "lengths": lengths,
         "labels": torch.tensor([index[u.label] for u in utts], dtype=torch.long),
         "classes": list(content.classes),
-        "ids": [u.id for u in utts],
+        "ids": ids,
         "speakers": [u.speaker for u in utts],
         "sessions": [u.session for u in utts],
         "splits": [u.split or "" for u in utts],  # "" = none (plain str for weights_only)
@@ -101,7 +121,7 @@ def prepare_data(data_cfg: dict[str, Any],
             progress(f"cache hit {path}")
     else:
         status = "miss"
-        stored = _build(cfg, progress)
+        stored = _build(cfg, progress, fingerprint + extractor.fingerprint())
         if path is not None:
             cache.save_atomic(stored, path)
             if progress:

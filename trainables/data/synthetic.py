@@ -177,7 +177,7 @@ def _utterance(rng: np.random.Generator, spk: dict[str, Any], cls: int) -> np.nd
     speech = voiced / rms * 10 ** (gain_db / 20)
     noise = signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(n)) / 4.0  # pinkish
     noise *= 10 ** ((spk["noise_db"] + rng.normal(0, 2)) / 20)
-    return _from_pcm(_to_pcm(speech + noise))
+    return speech + noise  # float64; generate rounds it to int16 PCM
 
 
 def _to_pcm(x: np.ndarray) -> np.ndarray:
@@ -189,27 +189,43 @@ def _from_pcm(pcm: np.ndarray) -> np.ndarray:
     return pcm.astype(np.float32) / np.float32(32767)
 
 
+def _utterances(tasks: list[tuple[int, int, int, dict[str, Any], int]]) -> list[np.ndarray]:
+    """A process pool's part of `generate`: the int16 PCM of each (seed, speaker index, k,
+    speaker, class), each from its own generator."""
+    # One generator per utterance: each utterance depends only on (seed, speaker, k).
+    return [_to_pcm(_utterance(np.random.default_rng([seed, s, k]), spk, cls))
+            for seed, s, k, spk, cls in tasks]
+
+
 def generate(n_utterances: int, seed: int,
-             progress: Callable[[str], None] | None = None) -> list[Utterance]:
-    """The synthetic corpus, deterministic in (n_utterances, seed)."""
+             progress: Callable[[str], None] | None = None,
+             workers: int | None = None) -> list[Utterance]:
+    """The synthetic corpus, deterministic in (n_utterances, seed) whatever `workers` (processes
+    generating the waveforms; default one per core, trainables/data/parallel.py)."""
+    from trainables.data.parallel import default_workers, parallel_map, split
+
     rng = np.random.default_rng([seed, 7919])
     speakers = _speakers(rng)
     per_spk = np.full(len(speakers), n_utterances // len(speakers))
     per_spk[: n_utterances % len(speakers)] += 1
-    utts: list[Utterance] = []
+    tasks = []  # the labels come from the shared generator, in this process, in order
     for s, spk in enumerate(speakers):
         labels = np.repeat(np.arange(len(CLASSES)), _allocate(int(per_spk[s]), spk["share"]))
         rng.shuffle(labels)
-        for k, cls in enumerate(labels):
-            # One generator per utterance: each utterance depends only on (seed, speaker, k).
-            u_rng = np.random.default_rng([seed, s, k])
-            wave = _utterance(u_rng, spk, int(cls))
-            utts.append(Utterance(id=f"{spk['speaker']}_{k:04d}", waveform=wave,
-                                  label=CLASSES[cls], speaker=spk["speaker"],
-                                  session=spk["session"]))
-        if progress:
-            progress(f"synthetic: generated {len(utts)}/{n_utterances} utterances")
-    return utts
+        tasks.extend((seed, s, k, spk, int(cls)) for k, cls in enumerate(labels))
+    n_workers = default_workers() if workers is None else workers
+    parts = split(tasks, max(8, -(-len(tasks) // (4 * n_workers))))
+    sizes = np.cumsum([len(p) for p in parts])
+
+    def done(k: int) -> None:
+        if progress and (k == len(parts) or k % max(1, len(parts) // 5) == 0):
+            progress(f"synthetic: generated {sizes[k - 1]}/{n_utterances} utterances")
+
+    pcm = [w for part in parallel_map(_utterances, parts, workers=n_workers, done=done)
+           for w in part]
+    return [Utterance(id=f"{spk['speaker']}_{k:04d}", waveform=_from_pcm(wave),
+                      label=CLASSES[cls], speaker=spk["speaker"], session=spk["session"])
+            for (_, _, k, spk, cls), wave in zip(tasks, pcm)]
 
 
 def _cache_path(cache_dir: str | os.PathLike, n: int, seed: int) -> Path:

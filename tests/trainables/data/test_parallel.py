@@ -1,0 +1,115 @@
+"""The cold run's process pool (trainables/data/parallel.py): generation, featurizing and the
+eGeMAPS functionals give on 2 worker processes exactly what they give in one process."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from trainables.data.extractor import CHUNK
+from trainables.data.features import featurize_parallel, get_feature
+from trainables.data.parallel import parallel_map
+from trainables.data.synthetic import generate
+from trainables.egemaps_baseline import compute_functionals, in_background
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list:
+    return generate(40, 11, workers=1)
+
+
+def test_generation_identical_on_two_workers(corpus: list) -> None:
+    pooled = generate(40, 11, workers=2)
+    assert [u.id for u in pooled] == [u.id for u in corpus]
+    assert [(u.label, u.speaker, u.session) for u in pooled] == [
+        (u.label, u.speaker, u.session) for u in corpus]
+    for a, b in zip(corpus, pooled):
+        assert a.waveform.dtype == b.waveform.dtype == np.float32
+        assert np.array_equal(a.waveform, b.waveform)
+
+
+@pytest.mark.parametrize("kind", ["logmel", "mfcc"])
+def test_featurizing_identical_on_two_workers(corpus: list, kind: str) -> None:
+    # more than 2 batches of CHUNK and a short last one: the parts must cut where featurize does
+    waves = [u.waveform[: 8000 + 97 * i] for i, u in
+             enumerate(corpus * (2 * CHUNK // len(corpus) + 2))][: 2 * CHUNK + 7]
+    cfg = {"features": kind, "max_seconds": 1.5, "n_mels": 32, "n_mfcc": 13}
+    serial = get_feature(cfg).featurize(waves, cfg["max_seconds"])
+    pooled = featurize_parallel(get_feature(cfg), cfg, waves, workers=2)
+    assert pooled[0].shape == serial[0].shape and pooled[0].dtype == serial[0].dtype
+    assert torch.equal(pooled[0], serial[0]) and torch.equal(pooled[1], serial[1])
+
+
+def test_functionals_identical_on_two_workers(corpus: list) -> None:
+    waves = [u.waveform for u in corpus[:20]] + [np.zeros(400, dtype=np.float32)]  # too short
+    serial = compute_functionals(waves, workers=1)
+    pooled = compute_functionals(waves, workers=2)
+    assert serial.shape == (21, 88) and np.isnan(serial[-1]).any()
+    assert np.array_equal(serial, pooled, equal_nan=True)
+
+
+def test_background_workers_run_niced() -> None:
+    mine = os.nice(0)
+    assert parallel_map(os.nice, [0, 0], workers=2) == [mine, mine]
+    assert parallel_map(os.nice, [0, 0], workers=2, nice=5) == [min(mine + 5, 19)] * 2
+    with in_background():  # the baseline beside the trials: its extraction niced
+        from trainables.egemaps_baseline import _NICE, BACKGROUND_NICE
+
+        assert _NICE.get() == BACKGROUND_NICE
+    assert _NICE.get() == 0
+
+
+def test_a_worker_error_reaches_the_caller() -> None:
+    with pytest.raises(ValueError, match="invalid literal"):
+        parallel_map(int, ["1", "x", "2"], workers=2)
+
+
+def test_a_normalize_choice_reuses_the_previous_variants_features(tmp_path) -> None:
+    """A sweep searching data.normalize featurizes once: the next choice normalizes the
+    features the previous one computed, and gets exactly what featurizing anew gives."""
+    from trainables.data import prepare, prepare_data
+
+    cfg = {"corpus": "synthetic", "synthetic_utterances": 40, "features": "logmel",
+           "n_mels": 16, "max_seconds": 1.0, "downsample": 2, "cache_dir": str(tmp_path / "a")}
+    prepare._BEFORE_NORMALIZE.clear()
+    first = prepare_data({**cfg, "normalize": "train"})
+    first.features.add_(1.0)  # what is kept for the next variant is not the tensor handed out
+    second = prepare_data({**cfg, "normalize": "speaker"})
+    other = prepare_data({**cfg, "normalize": "speaker", "downsample": 1})
+    assert (first.info["features_reused"], second.info["features_reused"],
+            other.info["features_reused"]) == (False, True, False)
+    prepare._BEFORE_NORMALIZE.clear()
+    fresh = prepare_data({**cfg, "normalize": "speaker", "cache_dir": str(tmp_path / "b")})
+    assert not fresh.info["features_reused"]
+    assert torch.equal(second.features, fresh.features)
+    assert torch.equal(second.lengths, fresh.lengths)
+
+
+HANG = """
+import torch
+from trainables.data.features import featurize_parallel, get_feature
+from trainables.data.synthetic import generate
+torch.set_num_threads(2)  # the parent's OpenMP pool in use before the fork (the sweep driver's)
+x = torch.randn(1000, 1000)
+(x @ x).sum(), torch.linspace(0, 1, 5_000_000).exp().sum()
+waves = [u.waveform for u in generate(40, 1, workers=1)] * 4
+cfg = {"features": "logmel", "max_seconds": 1.0}
+featurize_parallel(get_feature(cfg), cfg, waves, workers=2)
+print("featurized")
+"""
+
+
+def test_workers_do_not_hang_after_the_parent_used_torch_threads() -> None:
+    """A forked worker running torch on several threads waits forever for the parent's OpenMP
+    pool (it happened in `make demo`): the workers run torch on one thread."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "-c", HANG], cwd=root, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0 and "featurized" in done.stdout, done.stderr[-2000:]

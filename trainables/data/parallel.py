@@ -1,0 +1,71 @@
+"""The process pool of a cold first run: synthetic generation, featurizing and the eGeMAPS
+baseline's openSMILE extraction spread over the cores (os.cpu_count() workers).
+
+`parallel_map(fn, items)` is `[fn(x) for x in items]`, in order, computed by worker processes;
+every caller splits its work so that each item's result does not depend on the others (one
+generator per utterance, featurizing batches cut where the serial path cuts them, openSMILE per
+utterance), so the result is identical to the serial path's (tests/trainables/data/
+test_parallel.py). The workers are forked from the calling process: they start in milliseconds
+with everything it imported (a spawned or forkserver worker imports torch again, seconds of CPU
+each, and re-runs an unguarded `__main__`). They only compute (numpy, scipy, openSMILE; torch on
+one thread, `_worker_start`) and hand back numpy arrays; none touches what the parent's other
+threads hold (Ray's sockets, the console), so forking beside the Tune driver's threads is safe
+for them. `nice` lowers the workers' priority, so work done beside the trials takes only the CPU
+they leave idle.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+def default_workers() -> int:
+    """Worker processes of a pool: one per core."""
+    return max(1, os.cpu_count() or 1)
+
+
+def _worker_start(increment: int) -> None:
+    """Each worker: torch on one thread (the parent's OpenMP pool does not survive the fork: a
+    torch op on several threads would wait forever for it; what torch's DataLoader workers do
+    too), then the priority lowered by `increment`."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    if increment > 0:
+        os.nice(increment)
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, workers: int | None = None,
+                 nice: int = 0, done: Callable[[int], None] | None = None) -> list[R]:
+    """`[fn(x) for x in items]` over `workers` processes (default: one per core; 1 or a single
+    item: in this process). `fn` must be a module-level function (pickled by name); `done(k)` is
+    called in this process after the k-th result (in order) arrived, e.g. for progress lines."""
+    n = min(default_workers() if workers is None else int(workers), len(items))
+    if n <= 1:
+        out = []
+        for k, item in enumerate(items, 1):
+            out.append(fn(item))
+            if done is not None:
+                done(k)
+        return out
+    context: Any = multiprocessing.get_context("fork")
+    results: list[R] = []
+    with ProcessPoolExecutor(n, mp_context=context, initializer=_worker_start,
+                             initargs=(nice,)) as pool:
+        for k, result in enumerate(pool.map(fn, items), 1):
+            results.append(result)
+            if done is not None:
+                done(k)
+    return results
+
+
+def split(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """`items` in consecutive parts of `size` (the last one shorter)."""
+    return [items[i: i + size] for i in range(0, len(items), max(1, size))]
