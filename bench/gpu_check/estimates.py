@@ -157,7 +157,7 @@ def part1_estimates(run: Run) -> PartResult:
     result.checks["every measurement ran"] = not failed
     missing = sorted(set(MODELS) - {cfg["name"] for cfg, _, _ in every.values()})
     if missing:
-        result.notes.append(f"NOT COVERED (no config in bench/gpu_check.py): {missing}")
+        result.notes.append(f"NOT COVERED (no config in bench/gpu_check/common.py): {missing}")
     result.checks["every family has a config here"] = not missing
     if run.families is not None:
         result.notes.append(f"--families: {len(families)} of {len(every)} variants measured")
