@@ -115,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     remote = [key for key in args.parts if key in GPU_PARTS] if args.on_cluster else []
     if remote:
-        node_env, remote_results = run_on_cluster(args.on_cluster, remote, options, run_parts)
+        try:
+            node_env, remote_results = run_on_cluster(args.on_cluster, remote, options,
+                                                      run_parts)
+        except ValueError as exc:  # no GPU there: one line, exit 2, nothing written
+            parser.error(str(exc))
         env["gpu_node"] = node_env
         print_environment(node_env, f"GPU node of {args.on_cluster}")
         for result in remote_results:

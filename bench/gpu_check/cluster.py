@@ -126,12 +126,16 @@ def run_on_cluster(address: str, parts: list[str], options: dict[str, Any],
     """Join the cluster at `address` (orchestrator.cluster.ray_init) and run `run_parts(parts,
     options)` in one `ray.remote(num_gpus=1)` task, on a GPU node, which picks its device there
     and prints its parts to its log; the dry run asks for one CPU instead (its parts run on the
-    CPU). Returns the node's environment and the parts' results, for the driver to print."""
+    CPU). Returns the node's environment and the parts' results, for the driver to print;
+    ValueError when the cluster has no GPU."""
     import ray
 
     from orchestrator.cluster import ray_init
 
     ray_init(address, verbose=False)
     gpus = 0 if options["dry_run"] else 1
+    if ray.cluster_resources().get("GPU", 0) < gpus:  # else the task would wait forever
+        raise ValueError(f"--on-cluster {address}: that Ray cluster has no GPU "
+                         f"({ray.cluster_resources().get('GPU', 0):g}); expected a GPU node")
     task = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=0)(run_parts)
     return ray.get(task.remote(parts, options))

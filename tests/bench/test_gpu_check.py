@@ -89,3 +89,15 @@ def test_on_cluster_runs_the_gpu_parts_in_a_ray_task(ray_local, tmp_path: Path) 
     assert payload["environment"]["gpu_node"]["host"]
     assert parts["3"]["extra"]["lowered_events"]  # the task's result, not a placeholder
     assert any(n.startswith("this Ray cluster: cluster: ") for n in parts["cluster"]["notes"])
+
+
+@pytest.mark.slow
+def test_on_cluster_without_a_gpu_is_one_line_and_exit_2(ray_local, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """The local Ray has no GPU: the GPU task would wait forever, so it is refused at once."""
+    out = tmp_path / "gpu_check.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--on-cluster", "auto", "--parts", "2", "--json", str(out)])
+    assert exit_info.value.code == 2
+    assert "--on-cluster auto: that Ray cluster has no GPU (0)" in capsys.readouterr().err
+    assert not out.exists()
