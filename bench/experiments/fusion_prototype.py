@@ -289,7 +289,8 @@ def part5_fusion(run: Run) -> PartResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.experiments.fusion_prototype",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="M = 1, 2 at tiny sizes, CPU")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

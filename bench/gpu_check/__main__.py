@@ -78,7 +78,8 @@ def parse_parts(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu_check",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true",
                         help="every part at tiny sizes on the CPU, no CUDA call")
     parser.add_argument("--parts", type=parse_parts, default=list(PARTS),
