@@ -12,7 +12,7 @@ from trainables.errors import TrainingError
 from trainables.models.sample_noise import ghost_groups
 
 if TYPE_CHECKING:  # annotations only: the data layer imports soundfile, which a bare GPU
-    from trainables.data.base import PreparedData  # machine running bench/gpu_check.py lacks
+    from trainables.data.base import PreparedData  # machine running bench/gpu_check/ lacks
 
 
 @dataclass

@@ -1,35 +1,24 @@
-"""bench/gpu_check.py keeps working as the code changes: its --dry-run (tiny sizes, CPU, no CUDA
-call) runs every part, and the checks inside it hold: fused members compute what sequential
-members compute (part 5), the OOM retry halves through the recorded sizes (part 3), per_frame
-SincNet equals naive (part 2), and the estimate is close to the CPU peak (part 1)."""
+"""bench/gpu_check (python -m bench.gpu_check) keeps working as the code changes: its --dry-run
+(tiny sizes, CPU, no CUDA call) runs every part, and the checks inside it hold: the OOM retry
+halves through the recorded sizes (part 3), per_frame SincNet equals naive (part 2), the estimate
+is close to the CPU peak (part 1), and GPU discovery and placement find the constructed cluster's
+types and put each config on the right one (part cluster). --on-cluster runs the GPU parts in a
+Ray task (slow test, real local Ray)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.py"
-
-
-def _load() -> ModuleType:
-    if "gpu_check" in sys.modules:
-        return sys.modules["gpu_check"]
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+from bench.gpu_check.__main__ import main
 
 
 def _run(tmp_path: Path, *args: str) -> tuple[int, dict]:
     out = tmp_path / "gpu_check.json"
-    code = _load().main(["--dry-run", "--json", str(out), *args])
+    code = main(["--dry-run", "--json", str(out), *args])
     return code, json.loads(out.read_text())
 
 
@@ -37,20 +26,19 @@ def _why(payload: dict) -> dict:
     return {k: (p["status"], p["checks"], p["notes"][-2:]) for k, p in payload["parts"].items()}
 
 
-def test_dry_run_of_parts_1_2_3_5_holds_its_checks(tmp_path: Path) -> None:
+def test_dry_run_of_parts_1_2_3_cluster_holds_its_checks(tmp_path: Path) -> None:
     # --in-process: the fresh-process measurement (seconds of CPU) runs in the slow test
-    code, payload = _run(tmp_path, "--parts", "1,2,3,5", "--families", "sincnet", "--in-process")
+    code, payload = _run(tmp_path, "--parts", "1,2,3,cluster", "--families", "sincnet",
+                         "--in-process")
     parts = payload["parts"]
     assert code == 0, _why(payload)
-    assert set(parts) == {"1", "2", "3", "5"}
+    assert set(parts) == {"1", "2", "3", "cluster"}
     assert not torch.cuda.is_initialized()  # the dry-run makes no CUDA call
-    # part 5: same init, same batches -> the same losses and parameters, fused or not
-    rows = parts["5"]["rows"]
-    assert [r["members"] for r in rows] == [1, 2]
-    for r in rows:
-        assert r["agree"] == "yes", r
-        assert r["max_loss_diff"] <= 1e-4 and r["max_param_diff"] <= 1e-4, r
-        assert r["sequential_member_steps_s"] > 0 and r["fused_member_steps_s"] > 0
+    # part cluster: the L4 and H100 nodes found (the dead one not), each config placed
+    cluster = parts["cluster"]
+    assert cluster["notes"][0] == "cluster: 4 nodes, 28 CPUs, 4 x H100 80 MiB, 3 x L4 24 MiB"
+    assert [tuple(p) for p in cluster["extra"]["placements"]] == [
+        ("L4", 1), ("H100", 1), ("L4", 2), ("does_not_fit", 0)]
     # part 3: the cap the planner answers with micro-batch 8; lowered, 8 -> 4 -> 2 recorded
     extra = parts["3"]["extra"]
     assert extra["fixed_batch_oom"]
@@ -70,24 +58,6 @@ def test_dry_run_of_parts_1_2_3_5_holds_its_checks(tmp_path: Path) -> None:
             assert abs(r["calibrated_error_%"]) <= 10.0, r
 
 
-def test_the_fusion_check_sees_a_member_mismatch() -> None:
-    """The comparison of part 5 is not vacuous: members paired with the wrong initialisation
-    (fused in reverse order) give different losses."""
-    gpu_check = _load()
-    from trainables.config import TRAIN_DEFAULTS
-
-    cpu = torch.device("cpu")
-    cfg = {**gpu_check.DRY_TRANSFORMER, "dropout": 0.0}
-    models = gpu_check._member_models(cfg, 8, 2, cpu)
-    sequential = gpu_check.SequentialMembers(models, TRAIN_DEFAULTS, 1.0)
-    swapped = gpu_check.FusedMembers(models[::-1], TRAIN_DEFAULTS, 1.0)
-    fused = gpu_check.FusedMembers(models, TRAIN_DEFAULTS, 1.0)
-    ((x, lengths, y),) = gpu_check._member_batches(2, 4, (20, 8), 1, cpu)
-    a = sequential.step(x, lengths, y, None)
-    assert float((a - fused.step(x, lengths, y, None)).abs().max()) <= 1e-5
-    assert float((a - swapped.step(x, lengths, y, None)).abs().max()) > 1e-3
-
-
 @pytest.mark.slow
 def test_full_dry_run_every_part_and_family(ray_local, tmp_path: Path) -> None:
     code, payload = _run(tmp_path)
@@ -104,3 +74,30 @@ def test_full_dry_run_every_part_and_family(ray_local, tmp_path: Path) -> None:
     assert one["completed"] == one["trials"] == 2 and two["completed"] == two["trials"] == 2
     assert one["max_at_once"] == 1 and two["max_at_once"] == 2
     assert one["device"] == two["device"] == "cpu"
+    assert parts["cluster"]["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_on_cluster_runs_the_gpu_parts_in_a_ray_task(ray_local, tmp_path: Path) -> None:
+    """--on-cluster: parts 2 and 3 run in a Ray task (here on the local Ray, --dry-run: a CPU
+    task), their results come back; part cluster runs on the driver and sees the joined Ray."""
+    code, payload = _run(tmp_path, "--on-cluster", "auto", "--parts", "2,3,cluster")
+    parts = payload["parts"]
+    assert code == 0, _why(payload)
+    assert [p for p in parts] == ["2", "3", "cluster"]
+    assert payload["environment"]["gpu_node"]["device"] == "cpu"
+    assert payload["environment"]["gpu_node"]["host"]
+    assert parts["3"]["extra"]["lowered_events"]  # the task's result, not a placeholder
+    assert any(n.startswith("this Ray cluster: cluster: ") for n in parts["cluster"]["notes"])
+
+
+@pytest.mark.slow
+def test_on_cluster_without_a_gpu_is_one_line_and_exit_2(ray_local, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """The local Ray has no GPU: the GPU task would wait forever, so it is refused at once."""
+    out = tmp_path / "gpu_check.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--on-cluster", "auto", "--parts", "2", "--json", str(out)])
+    assert exit_info.value.code == 2
+    assert "--on-cluster auto: that Ray cluster has no GPU (0)" in capsys.readouterr().err
+    assert not out.exists()

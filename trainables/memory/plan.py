@@ -14,7 +14,7 @@ from trainables.errors import DoesNotFitError
 from trainables.memory.estimate import MemoryEstimate, estimate_trial_memory
 
 if TYPE_CHECKING:  # annotations only: the data layer imports soundfile, which a bare GPU
-    from trainables.data.base import PreparedData  # machine running bench/gpu_check.py lacks
+    from trainables.data.base import PreparedData  # machine running bench/gpu_check/ lacks
 
 
 def choose_micro_batch(
