@@ -11,8 +11,9 @@ ordinary trial row with `stage: confirm` and `confirms: <trial_id>`; search rows
 search`, and only they feed the Optuna study (schema.search_rows). A confirmation already recorded
 (any status) is not rerun, so an interrupted confirmation resumes where it stopped.
 
-`confirmations(trials, mode)` gives, per finalist, the confirmed value and the selection optimism
-(search objective minus confirmed value): the numbers the table and the report show.
+`confirmations(trials, mode)` (query/confirmed.py: the read side) gives, per finalist, the
+confirmed value and the selection optimism (search objective minus confirmed value): the numbers
+the table and the report show.
 `sweep.py confirm RESULTS_DIR_OR_SPACE` runs it on an existing sweep (confirm_command.py).
 """
 
@@ -24,13 +25,16 @@ from typing import Any
 
 import pandas as pd
 
+from orchestrator.query.confirmed import (
+    CONFIRMED,
+    CONFIRMED_TEST,
+    OPTIMISM,
+    confirmation_rows,
+    confirmations,
+)
 from orchestrator.store import ResultStore, schema
 
 MIN_TEST_SETS = 3  # below, search.confirm is skipped (issue 21: no verdict below 3 test sets)
-CONFIRMED = "confirmed"  # the confirmation trial's objective (mean over its members)
-OPTIMISM = "optimism"  # search objective - confirmed (positive: the search overstated it)
-CONFIRM_TRIAL = "confirm_trial_id"
-CONFIRMED_TEST = "confirmed_test_uar"
 
 
 def finalists(trials: pd.DataFrame, top: int, mode: str) -> pd.DataFrame:
@@ -48,12 +52,6 @@ def fresh_seeds(used: list[int], count: int) -> list[int]:
     return list(range(start, start + int(count)))
 
 
-def _confirmation_rows(trials: pd.DataFrame) -> pd.DataFrame:
-    if schema.STAGE not in trials.columns or schema.CONFIRMS not in trials.columns:
-        return trials.iloc[0:0]
-    return trials[trials[schema.STAGE] == schema.CONFIRM_STAGE]
-
-
 def pending(store: ResultStore, settings: Mapping[str, Any] | None, mode: str, *,
             micro_batch: int | None = None,
             min_test_sets: int = MIN_TEST_SETS) -> list[dict[str, Any]]:
@@ -67,7 +65,7 @@ def pending(store: ResultStore, settings: Mapping[str, Any] | None, mode: str, *
     trials = store.read_trials()
     if trials.empty:
         return []
-    done = set(_confirmation_rows(trials)[schema.CONFIRMS].dropna().astype(str))
+    done = set(confirmation_rows(trials)[schema.CONFIRMS].dropna().astype(str))
     chosen = finalists(trials, int(settings["top"]), mode)
     chosen = chosen[~chosen[schema.TRIAL_ID].astype(str).isin(done)]
     if chosen.empty:
@@ -87,36 +85,6 @@ def pending(store: ResultStore, settings: Mapping[str, Any] | None, mode: str, *
         configs.append({**config, "runtime": {schema.STAGE: schema.CONFIRM_STAGE,
                                               schema.CONFIRMS: str(row[schema.TRIAL_ID])}})
     return configs
-
-
-def confirmations(trials: pd.DataFrame, mode: str) -> pd.DataFrame:
-    """Per confirmed finalist (search order: best first): trial_id, its search `objective`,
-    `confirmed` (its confirmation trial's objective: fresh seeds, every fold), `optimism` =
-    objective - confirmed (for mode min: confirmed - objective; positive = the search
-    overstated it), `confirmed_test_uar` and `confirm_trial_id`. Empty when none is recorded."""
-    columns = [schema.TRIAL_ID, schema.OBJECTIVE, CONFIRMED, OPTIMISM, CONFIRMED_TEST,
-               CONFIRM_TRIAL]
-    confirm = _confirmation_rows(trials)
-    confirm = confirm[confirm[schema.STATUS].isin(schema.SCORED_STATUSES)]
-    if confirm.empty:
-        return pd.DataFrame(columns=columns)
-    search = schema.search_rows(trials).set_index(schema.TRIAL_ID)
-    rows = []
-    for row in confirm.to_dict("records"):
-        origin = str(row[schema.CONFIRMS])
-        if origin not in search.index:
-            continue
-        objective = float(search.at[origin, schema.OBJECTIVE])
-        confirmed = row[schema.OBJECTIVE]
-        confirmed = float(confirmed) if confirmed is not None and pd.notna(confirmed) else None
-        optimism = None if confirmed is None else (
-            objective - confirmed if mode == "max" else confirmed - objective)
-        rows.append({schema.TRIAL_ID: origin, schema.OBJECTIVE: objective, CONFIRMED: confirmed,
-                     OPTIMISM: optimism, CONFIRMED_TEST: row.get("test_uar_mean"),
-                     CONFIRM_TRIAL: row[schema.TRIAL_ID]})
-    out = pd.DataFrame(rows, columns=columns)
-    return out.sort_values(schema.OBJECTIVE, ascending=mode == "min", kind="stable",
-                           ignore_index=True)
 
 
 def summary_lines(trials: pd.DataFrame, mode: str, metric: str) -> list[str]:

@@ -21,6 +21,7 @@ from orchestrator.query.baselines import (
     read_baselines,
     variant_key,
 )
+from orchestrator.query.confirmed import CONFIRM_TRIAL, CONFIRMED, OPTIMISM, confirmations
 from orchestrator.query.paired import (
     ADD_FOLDS_FLAG,
     MIN_TEST_SETS,
@@ -60,8 +61,9 @@ TRANSDUCTIVE_NORMALIZE = "speaker"
 NORMALIZE_KEY = "data.normalize"
 BASELINE_VARIANT = "baseline_variant"
 BEST = "#1"  # the verdict cell of #1 itself
-PAIRED_PREFIXES = ("vs_", "val_vs_")
-PAIRED_GROUPS = ("vs_best", "vs_baseline", "val_vs_best", "val_vs_baseline")
+PAIRED_PREFIXES = ("vs_", "val_vs_", "confirmed_vs_")
+PAIRED_GROUPS = ("confirmed_vs_best", "confirmed_vs_baseline", "vs_best", "vs_baseline",
+                 "val_vs_best", "val_vs_baseline")
 PAIRED_PARTS = ("low", "high", "n", "verdict", "p", "t_p", "p_holm", "note")
 
 
@@ -256,6 +258,54 @@ def _paired_columns(
     return pd.DataFrame.from_dict(out, orient="index").reindex(board.index)
 
 
+def _confirmed_columns(board: pd.DataFrame, results: Results, trials: pd.DataFrame,
+                       baselines: pd.DataFrame, reported: str) -> pd.DataFrame:
+    """Per finalist with a confirmation run (search.confirm: fresh seeds, every fold;
+    query/confirmed.py): `confirmed` (that run's objective), `optimism` (search objective minus
+    confirmed: what selection added), `confirmed_<reported>` (its test metric, mean over test
+    sets) and the final verdict on the confirmation runs only, never on the runs #1 was chosen
+    on: `confirmed_vs_best*` (against #1's confirmation, one Holm family over the finalists) and
+    `confirmed_vs_baseline*` (against the baseline of its data variant)."""
+    members = results.members
+    out: dict[int, dict[str, Any]] = {i: {} for i in board.index}
+    for sweep in board[schema.SWEEP].unique():
+        sweep_trials = trials[trials[schema.SWEEP] == sweep]
+        higher = _higher_is_better(sweep_trials)
+        table = confirmations(sweep_trials, "max" if higher else "min")
+        if table.empty:
+            continue
+        table = table.set_index(schema.TRIAL_ID)
+        runs = {tid: _members_of(members, sweep, str(row[CONFIRM_TRIAL]))
+                for tid, row in table.iterrows()}
+        best = best_trial(schema.search_rows(sweep_trials))
+        best_id = None if best is None else best[schema.TRIAL_ID]
+        others = [tid for tid in runs if tid != best_id]
+        family = (dict(zip(others, holm([compare(runs[t], runs[best_id], reported, higher)
+                                          for t in others]), strict=True))
+                  if best_id in runs else {})
+        sweep_base = (baselines[baselines[schema.SWEEP] == sweep] if len(baselines)
+                      else pd.DataFrame())
+        for i, row in board[board[schema.SWEEP] == sweep].iterrows():
+            tid = row[schema.TRIAL_ID]
+            if tid not in runs or row[schema.STATUS] == schema.REFERENCE:
+                continue
+            values = out[i]
+            values[CONFIRMED] = _none(table.at[tid, CONFIRMED])
+            values[OPTIMISM] = _none(table.at[tid, OPTIMISM])
+            values[f"{CONFIRMED}_{reported}"] = _none(per_test_set(runs[tid], reported).mean())
+            if tid == best_id:
+                values.update({"confirmed_vs_best": 0.0,
+                               "confirmed_vs_best_n": len(per_test_set(runs[tid], reported)),
+                               "confirmed_vs_best_verdict": BEST})
+            elif tid in family:
+                values.update(family[tid].columns("confirmed_vs_best"))
+            if len(sweep_base):
+                ref = baseline_for(sweep_base, _variant(row.to_dict()))
+                values.update(compare(runs[tid], ref, reported, higher)
+                              .columns("confirmed_vs_baseline"))
+    return pd.DataFrame.from_dict(out, orient="index").reindex(board.index)
+
+
 def leaderboard(
     results: Results,
     top: int = 10,
@@ -282,7 +332,8 @@ def leaderboard(
     `test_confusion`: {"classes", "matrix"} summed over the trial's members (JSON output).
     `frame.attrs`: "status_counts", "summary", "verdict_rule", "reported_metric",
     "selection_metric", "footer" (the lines the table prints under itself)."""
-    trials = filter_where(results.trials, where)
+    recorded = filter_where(results.trials, where)
+    trials = schema.search_rows(recorded)  # confirmation runs are columns of their finalist
     by = check_column(trials, by or names.OBJECTIVE)
     unranked = ~(trials[schema.STATUS].isin(schema.RANKED_STATUSES)
                  & trials[names.OBJECTIVE].notna())
@@ -315,12 +366,18 @@ def leaderboard(
         paired = _paired_columns(board, results, trials, baselines)
         board = board.drop(columns=[c for c in paired.columns if c in board.columns])
         board = pd.concat([board, paired], axis=1)
+        confirmed = _confirmed_columns(board, results, recorded, baselines, reported)
+        board = pd.concat([board.drop(columns=[c for c in confirmed.columns
+                                               if c in board.columns]), confirmed], axis=1)
         board[schema.TEST_CONFUSION] = [_confusion_or_none(results, r) for r in
                                         board[[schema.SWEEP, schema.TRIAL_ID]].itertuples()]
     paired_names = [f"{prefix}{part}" for prefix in PAIRED_GROUPS
                     for part in ("", *(f"_{p}" for p in PAIRED_PARTS))
                     if f"{prefix}{part}" in board.columns]
-    keep = ["rank", *head, *paired_names, BASELINE_VARIANT, *columns, schema.TEST_CONFUSION]
+    confirmed_names = [c for c in (CONFIRMED, OPTIMISM, f"{CONFIRMED}_{reported}")
+                       if c in board.columns]
+    keep = ["rank", *head, *confirmed_names, *paired_names, BASELINE_VARIANT, *columns,
+            schema.TEST_CONFUSION]
     board = board[[c for c in dict.fromkeys(keep) if c in board.columns]]
     for column in (schema.MEMBERS, schema.MEMBERS_COLLAPSED, schema.EPOCHS_RUN, N_TEST_SETS,
                    *[c for c in board.columns if str(c).endswith("_n")]):
@@ -346,6 +403,11 @@ def footer_lines(board: pd.DataFrame, reported: str, metric: str) -> list[str]:
              + VERDICT_RULE,
              "#1 chosen on validation; its margin on validation is optimistic "
              "(val_vs_best, --wide: selection metric)"]
+    if CONFIRMED in board:
+        lines.append("confirmed = each finalist retrained with fresh seeds on every fold "
+                     "(search.confirm); optimism = objective - confirmed (what selection on "
+                     "validation added); final vs #1 (confirmed_vs_best) and "
+                     "confirmed_vs_baseline: the verdict on those runs only")
     if TRANSDUCTIVE in board and board[TRANSDUCTIVE].eq(True).any():
         lines.append(f"{TRANSDUCTIVE_MARK} transductive: data.normalize=speaker z-scores each "
                      "test speaker with its own test utterances' statistics")
@@ -567,6 +629,11 @@ def compact_table(frame: pd.DataFrame, width: int = TABLE_WIDTH) -> str:
                  "vs #1": _verdict_cell(row, "vs_best")}
         if "vs_baseline" in frame.columns or "vs_baseline_verdict" in frame.columns:
             cells["vs baseline"] = _verdict_cell(row, "vs_baseline")
+        if CONFIRMED in frame.columns:  # search.confirm: the finalists' fresh-seed runs
+            confirmed, optimism = row.get(CONFIRMED), row.get(OPTIMISM)
+            cells["confirmed (optimism)"] = "-" if _missing(confirmed) or confirmed is None else (
+                f"{confirmed:.3f} ({optimism:+.3f})")
+            cells["final vs #1"] = _verdict_cell(row, "confirmed_vs_best")
         for column in params:
             cells[headers[column]] = _short(row.get(column))
         rows.append(cells)

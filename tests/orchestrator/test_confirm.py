@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import cli, confirm
+from orchestrator.query import confirmed
 from orchestrator.store import schema
 
 TINY = str(Path(__file__).with_name("tiny_sweep.yaml"))
@@ -42,14 +43,14 @@ def test_optimism_is_search_objective_minus_confirmed() -> None:
                    test_uar_mean=[0.5, 0.4, 0.42, None],
                    stage=["search", "search", "confirm", "confirm"],
                    confirms=[None, None, "a", "b"])
-    table = confirm.confirmations(trials, "max")
+    table = confirmed.confirmations(trials, "max")
     assert list(table.trial_id) == ["a"]  # b's confirmation failed: no confirmed value
     row = table.iloc[0]
-    assert row[confirm.CONFIRMED] == pytest.approx(0.45)
-    assert row[confirm.OPTIMISM] == pytest.approx(0.15)
-    assert row[confirm.CONFIRM_TRIAL] == "ca"
-    loss = confirm.confirmations(trials, "min")  # for a loss the search understates: positive
-    assert loss.iloc[0][confirm.OPTIMISM] == pytest.approx(0.45 - 0.6)
+    assert row[confirmed.CONFIRMED] == pytest.approx(0.45)
+    assert row[confirmed.OPTIMISM] == pytest.approx(0.15)
+    assert row[confirmed.CONFIRM_TRIAL] == "ca"
+    loss = confirmed.confirmations(trials, "min")  # for a loss the search understates: positive
+    assert loss.iloc[0][confirmed.OPTIMISM] == pytest.approx(0.45 - 0.6)
 
 
 def _sweep(results: Path, cache: Path, *extra: str) -> int:
