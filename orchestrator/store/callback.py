@@ -8,7 +8,10 @@ one, `WriteFailureStop` (a Tune stopper) ends the run, and the runner raises it 
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import re
 import time
 
 from ray.tune import Callback, Stopper
@@ -55,7 +58,8 @@ class StoreCallback(Callback):
         self.buffers: dict[str, TrialBuffer] = {}
         # the first trial not written: StoreWriteError (the disk) or SweepLockLostError (another
         # driver holds the sweep now): either ends the run (WriteFailureStop)
-        self.write_error: SersweepError | None = None
+        # an OSError: Tune's checkpoint disk filled (runner.run turns it into its one line)
+        self.write_error: SersweepError | OSError | None = None
 
     def _buffer(self, trial) -> TrialBuffer:
         if trial.trial_id not in self.buffers:
@@ -73,7 +77,18 @@ class StoreCallback(Callback):
         self._write(trial, *reported_error(self._buffer(trial).last))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self._write(trial, *trial_error(trial))
+        error, traceback = trial_error(trial)
+        if _DISK_FULL.search(traceback or error or ""):
+            # Not the trial's failure: Tune could not write its checkpoint (Tune's folder, ~85 %
+            # of a sweep's bytes, fills first). Record nothing, so the same command trains it
+            # again once there is space, and stop the run as a store write failure does.
+            self.buffers.pop(trial.trial_id, None)
+            log.error("trial %s not recorded: the disk under Tune's checkpoints is full",
+                      trial.trial_id)
+            self.write_error = self.write_error or OSError(errno.ENOSPC,
+                                                           os.strerror(errno.ENOSPC))
+            return
+        self._write(trial, error, traceback)
 
     def _write(self, trial, error: str | None, error_traceback: str | None) -> None:
         buffer = self.buffers.pop(trial.trial_id, None) or TrialBuffer(started_at=time.time())
@@ -101,6 +116,10 @@ class StoreCallback(Callback):
             self.write_error = self.write_error or exc
         except Exception:  # never take the sweep down; the console still shows the trial
             log.exception("could not record trial %s in %s", trial.trial_id, self.store.sweep_dir)
+
+
+# a full disk or quota in a trial's error text (OSError's errno 28 / 122, or their strerror)
+_DISK_FULL = re.compile(r"\[Errno (28|122)\]|No space left on device|Disk quota exceeded")
 
 
 class WriteFailureStop(Stopper):

@@ -55,3 +55,8 @@ def test_a_full_tune_checkpoint_disk_ends_in_one_line_exit_2(
     for table in ("trials", "epochs", "members"):
         for path in (results / SWEEP / table).glob("*.parquet"):
             pd.read_parquet(path)
+    # a trial Tune could not checkpoint did not fail: it is not recorded (failed, ENOSPC) but
+    # left to the same command once there is space
+    for path in (results / SWEEP / "trials").glob("*.parquet"):
+        errors = pd.read_parquet(path)["error"].fillna("")
+        assert not errors.str.contains("No space left|Errno 28").any(), errors.tolist()
