@@ -68,11 +68,13 @@ def test_a_nan_trial_is_recorded_once_with_a_one_line_reason(
     traceback_text = failed["error_traceback"]
     assert traceback_text.startswith("Traceback (most recent call last)"), traceback_text
     assert "TrainingError" in traceback_text and "\x1b" not in traceback_text
-    # one attempt: Tune saw no failure (no error file, no retry), the trial reported once
+    # one attempt: Tune saw no failure (no error file, no retry); Tune's own result.json is
+    # not written unless search.loggers asks for Tune's files (orchestrator/trackers.py)
     trial_dirs = list(sweep_dir.glob(f"_tune/run-*/{failed['trial_id']}"))
     assert len(trial_dirs) == 1 and not list(trial_dirs[0].glob("error*"))
-    assert len((trial_dirs[0] / "result.json").read_text().splitlines()) == 1
-    assert "retry  " not in out and out.count(failed["trial_id"] + " failed") == 1, out
+    ends = [line for line in out.splitlines()
+            if line.startswith("FAIL") and f"{failed['trial_id']} failed" in line]
+    assert "retry  " not in out and len(ends) == 1, out  # one end line (the table lists it too)
     assert "Traceback" not in out, out[-3000:]  # one line, not the traceback
     ok = trials[trials["param.train.lr"].astype(float) < 1].iloc[0]
     assert ok["status"] == "completed" and pd.isna(ok["error"]) and pd.isna(ok["error_traceback"])
