@@ -59,6 +59,30 @@ def session_pids(sid: int) -> list[int]:
     return sorted(out)
 
 
+def tree_pids(root: int) -> list[int]:
+    """`root` and its live descendants, by parent pid: the private Ray's processes start in
+    sessions of their own (orchestrator/cluster.py), so a session id no longer finds them."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # state, ppid, ...
+        if fields[0] != "Z":
+            parents[int(entry)] = int(fields[1])
+    found, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for child, of in parents.items():
+            if of == parent and child not in found:
+                found.add(child)
+                frontier.append(child)
+    return sorted(found)
+
+
 def describe(pids: list[int]) -> list[str]:
     return [f"{pid}: {cmdline(pid)[:120]}" for pid in pids]
 

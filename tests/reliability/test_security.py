@@ -27,6 +27,7 @@ from tests.reliability.drivers import (
     session_pids,
     skip_if_a_cluster_would_be_joined,
     tiny_args,
+    tree_pids,
     wait_for,
 )
 
@@ -215,7 +216,7 @@ def test_a_local_sweeps_dashboard_listens_on_loopback_only(
         started = wait_for(lambda: any((results / "tiny_rel").glob("_tune/run-*/*/")), 240)
         assert started and driver.running(), driver.output()[-3000:]
         time.sleep(1.0)  # Ray's agents bind within a second of the raylet
-        mine = set(session_pids(driver.sid))
+        mine = set(session_pids(driver.sid)) | set(tree_pids(driver.proc.pid))
         sockets = [s for s in _listeners() if s[2] in mine]
         assert sockets, "found no listening socket of this sweep's Ray (is ss showing pids?)"
         dashboards = {p for p in mine  # the dashboard head and its per-node agent
