@@ -108,7 +108,7 @@ def driver_env(**extra: str) -> dict[str, str]:
 class Driver:
     """`python sweep.py *args` started in its own session, output to `log`."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, **env: str) -> None:
         self.args = [str(a) for a in args]
         self.log = log
         self._out = open(log, "ab")  # noqa: SIM115 -- closed in cleanup()
@@ -117,7 +117,7 @@ class Driver:
             cwd=REPO,
             stdout=self._out,
             stderr=subprocess.STDOUT,
-            env=driver_env(),
+            env=driver_env(**env),
             start_new_session=True,
         )
         self.sid = self.proc.pid  # session leader: session id == process group id == pid

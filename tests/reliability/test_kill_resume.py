@@ -28,6 +28,7 @@ from tests.reliability.drivers import (
     table_files,
     temp_files,
     tiny_args,
+    tree_pids,
     wait_for,
 )
 
@@ -133,9 +134,9 @@ def test_driver_killed_then_resumed_loses_and_duplicates_nothing(
 
 
 def _worker_of(driver: Driver) -> int | None:
-    """The Ray worker process running the trial (`ray::ImplicitFunc...`) in this driver's
-    session (the raylet forks workers into their own process groups, same session)."""
-    pids = [p for p in session_pids(driver.sid) if cmdline(p).startswith("ray::ImplicitFunc")]
+    """The Ray worker process running the trial (`ray::ImplicitFunc...`) below this driver (the
+    private Ray's processes run in sessions of their own: drivers.tree_pids)."""
+    pids = [p for p in tree_pids(driver.proc.pid) if cmdline(p).startswith("ray::ImplicitFunc")]
     return pids[0] if len(pids) == 1 else None
 
 
@@ -155,7 +156,9 @@ def test_worker_killed_mid_trial_resumes_from_checkpoint(
     # bigger corpus than the other tests so that an epoch lasts long enough to kill inside it
     args = tiny_args(results, data_cache, "--trials", "1", "--epochs", str(epochs),
                      "--set", "data.synthetic_utterances=240")
-    driver = Driver(args, tmp_path / "driver.log")
+    # Tune's result.json (its JSON logger, off unless asked: orchestrator/trackers.py) is how
+    # this test sees the epochs Tune received
+    driver = Driver(args, tmp_path / "driver.log", TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="0")
     try:
         assert wait_for(lambda: _reported_epochs(sweep_dir) >= 2 or not driver.running(), 240)
         worker = _worker_of(driver)
