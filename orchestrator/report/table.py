@@ -27,8 +27,12 @@ HIDDEN = (schema.TEST_CONFUSION, schema.SWEEP)  # JSON-shaped cells; one sweep p
 PAIRED_PARTS = ("low", "high", "n", "p", "t_p", "p_holm", "verdict", "note")
 PAIRED_LABELS = {"vs_best": "vs #1", "vs_baseline": "vs baseline",  # on test (the footer)
                  "val_vs_best": "vs #1 (validation: selection metric)",
-                 "val_vs_baseline": "vs baseline (validation: selection metric)"}
-FIRST = ("rank", schema.TRIAL_ID, schema.STATUS, names.OBJECTIVE, "vs_best", "vs_baseline")
+                 "val_vs_baseline": "vs baseline (validation: selection metric)",
+                 # search.confirm: on the finalists' fresh-seed runs only (the final verdict)
+                 "confirmed_vs_best": "final vs #1 (confirmation runs)",
+                 "confirmed_vs_baseline": "final vs baseline (confirmation runs)"}
+FIRST = ("rank", schema.TRIAL_ID, schema.STATUS, names.OBJECTIVE, "vs_best", "vs_baseline",
+         "confirmed", "optimism", "confirmed_vs_best")
 _DOCS = {name: doc for name, _, doc in schema.TRIAL_FIELDS}
 
 

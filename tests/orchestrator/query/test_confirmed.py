@@ -78,3 +78,13 @@ def test_the_final_verdict_uses_the_confirmation_runs_only(
     assert "confirmed (optimism)" in table and "final vs #1" in table
     assert "0.620 (+0.080)" in table
     assert max(len(line) for line in table.splitlines()) <= 120
+
+
+def test_the_report_table_shows_the_final_verdict_and_the_optimism(
+        confirmed_store: ResultStore) -> None:
+    from orchestrator.report.table import leaderboard_html
+
+    board = query.leaderboard(query.load(confirmed_store.sweep_dir))
+    page = leaderboard_html(board, "A")
+    assert "final vs #1 (confirmation runs)" in page and ">optimism<" in page
+    assert "the verdict on those runs only" in " ".join(board.attrs["footer"])
