@@ -107,7 +107,11 @@ def run_tuner(tmp_path: Path, data: PreparedData, param_space: dict, **run) -> t
 
 
 @pytest.mark.slow  # 11 s on an idle 2-core machine (Ray start + 2 trial actors), 25 s loaded
-def test_tuner_reports_and_checkpoints_restore(ray_local, tmp_path: Path) -> None:
+def test_tuner_reports_and_checkpoints_restore(ray_local, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tune's own loggers (metrics_dataframe reads their files): a sweep in this process turns
+    # them off for the whole process (orchestrator/trackers.py: TUNE_FILES_ENV)
+    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     data = tiny_data()
     space = config(tmp_path / "never", lr=tune.grid_search([1e-2, 3e-3]))
     space["model"]["crash_after"] = 10**9
