@@ -45,6 +45,7 @@ from trainables.data.folds import test_set_id
 from trainables.errors import ConfigError, DataError
 from trainables.metrics import CONFUSION, compute_metrics
 from trainables.names import SCALAR_METRICS, split_metric
+from trainables.stats import as_python
 
 Progress = Callable[[str], None]
 
@@ -257,12 +258,5 @@ def _read_cached(path: Path) -> pd.DataFrame:
     Python lists."""
     frame = pq.read_table(path).to_pandas()
     for col in ("val_confusion", "test_confusion", "classes"):
-        frame[col] = [_plain(v) for v in frame[col]]
+        frame[col] = [as_python(v) for v in frame[col]]
     return frame
-
-
-def _plain(value: Any) -> Any:
-    """numpy arrays of arrays (pyarrow's to_pandas of list columns) -> nested Python lists."""
-    if isinstance(value, np.ndarray | list | tuple):
-        return [_plain(v) for v in value]
-    return value.item() if isinstance(value, np.generic) else value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -19,3 +20,11 @@ def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
     arr = np.asarray(clean, dtype=np.float64)
     std = float(arr.std(ddof=1)) if arr.size >= 2 else math.nan
     return float(arr.mean()), std
+
+
+def as_python(value: Any) -> Any:
+    """numpy arrays of arrays (pyarrow's to_pandas of list columns) -> nested Python lists;
+    numpy scalars -> Python scalars (confusion matrices and class lists read from Parquet)."""
+    if isinstance(value, np.ndarray | list | tuple):
+        return [as_python(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value

@@ -7,15 +7,14 @@ rows (run_baseline) and knows nothing of this file.
 from __future__ import annotations
 
 import os
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.store import schema
 from orchestrator.store.files import join, resolve, write_table
+from trainables.stats import as_python
 
 
 def to_table(frame: pd.DataFrame) -> pa.Table:
@@ -48,12 +47,5 @@ def read_baseline(path: str | os.PathLike) -> pd.DataFrame:
     fs, inner = resolve(location)
     frame = pq.read_table(inner, filesystem=fs).to_pandas()
     for col in ("val_confusion", "test_confusion", "classes"):
-        frame[col] = [plain(v) for v in frame[col]]
+        frame[col] = [as_python(v) for v in frame[col]]
     return frame
-
-
-def plain(value: Any) -> Any:
-    """numpy arrays of arrays (pyarrow's to_pandas of list columns) -> nested Python lists."""
-    if isinstance(value, np.ndarray | list | tuple):
-        return [plain(v) for v in value]
-    return value.item() if isinstance(value, np.generic) else value
