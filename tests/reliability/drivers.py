@@ -31,14 +31,15 @@ def skip_if_a_cluster_would_be_joined() -> None:
         pytest.skip(f"{RAY_CLUSTER_FILE} or RAY_ADDRESS present: sweep.py would join that cluster")
 
 
-def _stat(pid: str) -> tuple[int, int, str] | None:
-    """(process group, session, state) of a pid from /proc/<pid>/stat, or None if gone."""
+def _stat(pid: str) -> tuple[int, int, str, int] | None:
+    """(process group, session, state, parent pid) of a pid from /proc/<pid>/stat, or None if
+    gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2:].split()  # the name may hold spaces and parentheses
-    return int(fields[2]), int(fields[3]), fields[0]
+    return int(fields[2]), int(fields[3]), fields[0], int(fields[1])
 
 
 def cmdline(pid: int) -> str:
@@ -64,15 +65,9 @@ def tree_pids(root: int) -> list[int]:
     sessions of their own (orchestrator/cluster.py), so a session id no longer finds them."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            text = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()  # state, ppid, ...
-        if fields[0] != "Z":
-            parents[int(entry)] = int(fields[1])
+        stat = _stat(entry) if entry.isdigit() else None
+        if stat is not None and stat[2] != "Z":
+            parents[int(entry)] = stat[3]
     found, frontier = {root}, [root]
     while frontier:
         parent = frontier.pop()
