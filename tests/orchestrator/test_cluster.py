@@ -88,6 +88,19 @@ def _kill(pids: list[int]) -> None:
             pass
 
 
+def _ensure_token() -> None:
+    """The token every node and client of a test cluster presents: `ray start` refuses to start
+    a head without one (it never creates it), so a fresh machine gets it the way a user does,
+    `ray get-auth-token --generate` (~/.ray/auth_token; 0600 as the product leaves it)."""
+    from orchestrator.cluster import DEFAULT_TOKEN_FILE
+
+    if DEFAULT_TOKEN_FILE.is_file() or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    subprocess.run([RAY, "get-auth-token", "--generate"], env=ENV, check=True,
+                   capture_output=True, timeout=120)  # fmt: skip
+    DEFAULT_TOKEN_FILE.chmod(0o600)
+
+
 class RayCluster:
     """A Ray head (with the dashboard's job server on 127.0.0.1) and one worker node, both on
     this machine, 2 CPUs and 2 fake GPUs each, on ports of their own."""
@@ -97,6 +110,7 @@ class RayCluster:
         self.port, self.dashboard_port = _free_ports(2)
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[subprocess.Popen] = []
+        _ensure_token()
 
     def _start(self, *args: str, cpus: int = 2, gpus: int = 2) -> None:
         ports = iter(_free_ports(47))

@@ -54,6 +54,11 @@ def _reports(sweep_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _copied_reports(sweep_dir: Path) -> bool:
+    """Whether Tune has copied a result.json holding at least one report into the sweep folder."""
+    return any(path.read_text().strip() for path in sweep_dir.glob("_tune/*/*/result.json"))
+
+
 def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another_node(
     cluster: RayCluster, tmp_path: Path
 ) -> None:
@@ -72,6 +77,11 @@ def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another_node(
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         assert driver.poll() is None, log.read_text()[-3000:]
+        # Tune copies result.json from the driver's staging folder at its next experiment
+        # snapshot, a moment after the console's line: wait for the copy
+        while not _copied_reports(sweep_dir) and driver.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
         lost_node = json.loads(_reports(sweep_dir)[0]["runtime_json"])["node_id"]
 
         worker = cluster.nodes[1]

@@ -1,19 +1,24 @@
 """One lifecycle for a real `python sweep.py ...` driver process, shared by the reliability tests.
 
-A driver runs in its own session (start_new_session=True), so every process it starts locally
-(Ray's gcs_server, raylet, dashboard, agents, and the workers the raylet forks into their own
-process groups) carries the driver's pid as its session id. `session_pids` finds them in /proc;
-`Driver.reap` kills the driver's process group and waits for the whole session to be gone, so a
-test can ASSERT that no Ray process outlived the driver; `Driver.cleanup` (in a finally) kills
-whatever is left, by pid, so nothing leaks even when an assertion failed.
+A driver runs in its own session (start_new_session=True). The private Ray it starts runs in
+sessions of their own (orchestrator/cluster.py: a SIGTERM to the driver's group reaches the driver
+first): each daemon (gcs_server, raylet, dashboard) leads a session and names the Ray session
+`session_<date>_<driver pid>` on its command line; the workers a raylet forks stay in the raylet's
+session. `Driver` watches for those sessions while the driver runs, so `leftovers` sees an orphaned
+worker even after its raylet is gone; `Driver.reap` kills the driver's process group and waits for
+all of them to be gone, so a test can ASSERT that no Ray process outlived the driver;
+`Driver.cleanup` (in a finally) kills whatever is left, by pid, so nothing leaks even when an
+assertion failed.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +63,19 @@ def session_pids(sid: int) -> list[int]:
             if stat is not None and stat[1] == sid and stat[2] != "Z":
                 out.append(int(entry))
     return sorted(out)
+
+
+def ray_session_ids(driver_pid: int) -> set[int]:
+    """Session ids of the live daemons of the private Ray that `driver_pid` started: their
+    command lines name the Ray session `session_<date>_<driver pid>`."""
+    named = re.compile(rf"session_[0-9_-]+_{driver_pid}\b")
+    sids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and named.search(cmdline(int(entry))):
+            stat = _stat(entry)
+            if stat is not None and stat[2] != "Z":
+                sids.add(stat[1])
+    return sids
 
 
 def tree_pids(root: int) -> list[int]:
@@ -116,6 +134,18 @@ class Driver:
             start_new_session=True,
         )
         self.sid = self.proc.pid  # session leader: session id == process group id == pid
+        self.ray_sids: set[int] = set()  # the sessions of its private Ray, seen while it ran
+        threading.Thread(target=self._watch_ray, daemon=True).start()
+
+    def _watch_ray(self) -> None:
+        while self.proc.poll() is None:
+            self.ray_sids |= ray_session_ids(self.proc.pid)
+            time.sleep(0.5)
+
+    def _pids(self) -> list[int]:
+        """Live processes of the driver's session and of its private Ray's sessions."""
+        sids = {self.sid} | self.ray_sids | ray_session_ids(self.proc.pid)
+        return sorted({pid for sid in sids for pid in session_pids(sid)})
 
     def output(self) -> str:
         self._out.flush()
@@ -139,14 +169,16 @@ class Driver:
         self.proc.wait(timeout=30)
 
     def leftovers(self, timeout: float) -> list[int]:
-        """Processes of this driver's session still alive after up to `timeout` seconds."""
-        wait_for(lambda: not session_pids(self.sid), timeout, interval=0.2)
-        return session_pids(self.sid)
+        """Processes of this driver's session and of its private Ray's sessions still alive
+        after up to `timeout` seconds."""
+        wait_for(lambda: not self._pids(), timeout, interval=0.2)
+        return self._pids()
 
     def reap(self, timeout: float = 30.0) -> list[int]:
-        """Kill the driver's process group (its local Ray's gcs/raylet/dashboard/agents live
-        there; workers in their own groups exit when their raylet dies) and return the
-        processes of the session still alive after `timeout` s (the test asserts: none)."""
+        """Kill the driver's process group (what a crash of the driver's shell job does; its
+        private Ray, in sessions of its own, must die with the driver) and return the processes
+        of the driver's and its Ray's sessions still alive after `timeout` s (the test asserts:
+        none)."""
         try:
             os.killpg(self.sid, signal.SIGKILL)
         except ProcessLookupError:
@@ -159,7 +191,7 @@ class Driver:
             os.killpg(self.sid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        for pid in session_pids(self.sid):  # workers in their own process groups
+        for pid in self._pids():  # workers in their own process groups, Ray in its sessions
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

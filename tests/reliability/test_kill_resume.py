@@ -95,6 +95,9 @@ def test_driver_killed_then_resumed_loses_and_duplicates_nothing(
     try:
         hit = wait_for(lambda: condition(sweep_dir) or not first.running(), 180, interval)
         assert first.running() and hit, f"never reached {point}:\n{first.output()[-3000:]}"
+        # the private Ray runs in sessions of its own: the check below must be able to see it
+        assert wait_for(lambda: any("raylet" in cmdline(p) for p in first.leftovers(0)), 30), (
+            "the driver's raylet is not among the processes checked after the kill")
         first.kill_driver()
         state = {
             "trials": _trials_done(sweep_dir),
