@@ -64,7 +64,7 @@ class Member(MemberEvaluation):
     ) -> None:
         self.index, self.fold, self.seed = index, fold, int(seed)
         self.train_cfg = config.train
-        self.norm_batch = int(self.train_cfg.norm_batch)
+        self.norm_batch = int(self.train_cfg.norm_batch or 1)
         self.device, self.precision = device, precision
         self.n_classes = data.n_classes
         self.inputs = Inputs(data, device, stats)

@@ -120,6 +120,9 @@ def _annotation(key: Key) -> Any:
 def section_type(name: str, keys: Mapping[str, Key]) -> type[Section]:
     """A frozen dataclass with one typed field per key of `keys` (frozen: assigning any name
     raises FrozenInstanceError)."""
+    clash = [key for key in keys if hasattr(Section, key)]
+    if clash:  # a field would hide the method of that name (keys, get, replace, ...)
+        raise ValueError(f"{name}.{clash[0]}: a key may not be named like a Section method")
     type_name = f"{name.capitalize()}Section"
     cls = dataclasses.make_dataclass(
         type_name, [(key, _annotation(declared)) for key, declared in keys.items()],
