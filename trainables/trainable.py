@@ -43,17 +43,18 @@ from trainables.names import (
     mean_key,
 )
 from trainables.train import LockstepTrainer, resolve_device
-from trainables.trial_config import TrialConfig
+from trainables.trial_config import TrialConfig, as_trial_config
 
 __all__ = ["CHECKPOINT_FILE", "failure_report", "train_trial"]
 log = logging.getLogger(__name__)
 
 
-def _plan(config: TrialConfig, data: PreparedData) -> TrialConfig:
+def _plan(config: TrialConfig | Mapping[str, Any], data: PreparedData) -> TrialConfig:
     """The micro-batch: the one in the config (the driver's plan, orchestrator/planner.py
     TrialPlanner, or the sweep file's train.micro_batch) is used as is; only a config that
     arrives without one, with a budget, is planned here (e.g. a batch of 1 that does not fit:
     plan_micro_batch raises DoesNotFitError and the trial is recorded as does_not_fit)."""
+    config = as_trial_config(config)  # the trial's own, passed through; a dict (tests) built
     budget = config.runtime.get("memory_budget")
     if not budget or config.train.micro_batch is not None:
         return config

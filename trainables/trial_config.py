@@ -9,11 +9,11 @@ Its `data` and `train` sections are frozen dataclasses generated from the key de
 unknown `train.batch`); the bounds (`ge=`, ...) stay the sweep file's check (sweepfile/
 sections.py) and prepare_data's, as tests switch rules off with values past them
 (collapse_margin -1). Assigning raises, an undeclared attribute raises, and the values are
-frozen (lists -> tuples, mappings -> FrozenDict; `as_dict()` thaws). A section also reads as a
-Mapping (`train["lr"]`, `dict(train)`), so the helpers that take a train section (optim.py,
-collapse.py) take a plain dict in tests too. `model` stays the family's constructor kwargs,
-`distill` and `runtime` (the driver's additions: metric, mode, memory plan, racing) stay
-mappings, all frozen.
+frozen (lists -> tuples, mappings -> FrozenDict; `as_dict()` thaws). A section, and the whole
+config, also read as a Mapping (`train["lr"]`, `config["train"]`), so the helpers that take a
+train section (optim.py, collapse.py) take a plain dict in tests too. `model` stays the
+family's constructor kwargs, `distill` and `runtime` (the driver's additions: metric, mode,
+memory plan, racing) stay mappings, all frozen.
 """
 
 from __future__ import annotations
@@ -138,8 +138,9 @@ TrainSection = section_type("train", TRAIN)
 
 
 @dataclass(frozen=True)
-class TrialConfig:
-    """One trial's config (see the module docstring); `from_dict` builds it."""
+class TrialConfig(Mapping[str, Any]):
+    """One trial's config (see the module docstring); `from_dict` builds it. It reads as the
+    nested mapping it was built from too (`config["train"]["lr"]`; distill only when set)."""
 
     data: Section  # a DataSection
     train: Section  # a TrainSection
@@ -183,6 +184,21 @@ class TrialConfig:
         if self.distill is not None:
             out["distill"] = thaw(self.distill)
         return out
+
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._present():
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._present())
+
+    def __len__(self) -> int:
+        return len(self._present())
+
+    def _present(self) -> tuple[str, ...]:
+        return tuple(k for k in TRIAL_KEYS if k != "distill" or self.distill is not None)
 
 
 def as_trial_config(config: TrialConfig | Mapping[str, Any]) -> TrialConfig:
