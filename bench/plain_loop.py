@@ -38,13 +38,11 @@ TICK = os.sysconf("SC_CLK_TCK")
 PLAIN = """
 import json, sys, time
 t0 = time.perf_counter()
-from trainables.config import train_section
 from trainables.data import prepare_data
 from trainables.train import LockstepTrainer
-config = json.loads(sys.argv[1])
-config["train"] = train_section(config)
-config.setdefault("runtime", {})
-data = prepare_data(config["data"])
+from trainables.trial_config import TrialConfig
+config = TrialConfig.from_dict(json.loads(sys.argv[1]))
+data = prepare_data(config.data.as_dict())
 trainer = LockstepTrainer(config, data)
 while not trainer.finished:
     trainer.run_epoch()

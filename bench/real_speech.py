@@ -57,8 +57,9 @@ import pandas as pd  # noqa: E402
 import soundfile as sf  # noqa: E402
 import yaml  # noqa: E402
 
-from trainables.config import DATA_DEFAULTS, train_section, with_defaults  # noqa: E402
+from trainables.config import DATA_DEFAULTS, with_defaults  # noqa: E402
 from trainables.egemaps_baseline import run_baseline  # noqa: E402
+from trainables.trial_config import TrainSection  # noqa: E402
 
 SPACE = REPO / "search_spaces" / "transformer.yaml"
 SAMPLE_RATE = 16_000
@@ -218,7 +219,7 @@ def sweep_data_train(overrides: list[str], manifest: Path, cache_dir: Path
     """The data/train sections the sweep runs with (transformer.yaml + the bench's --set)."""
     space = yaml.safe_load(SPACE.read_text())
     data = with_defaults(space.get("data", {}), DATA_DEFAULTS)
-    train = train_section(space)
+    train = TrainSection.of(space.get("train")).as_dict()
     data.update(corpus="manifest", root=str(manifest), use_folds=None, cache_dir=str(cache_dir))
     for item in overrides:
         key, value = item.split("=", 1)
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             spec = yaml.safe_load((sweep_dir / "spec.yaml").read_text())
             ran_data = with_defaults(spec.get("data", {}), DATA_DEFAULTS)
-            ran_train = train_section(spec)
+            ran_train = TrainSection.of(spec.get("train")).as_dict()
             if (ran_data, ran_train["seeds"]) != (data_cfg, train_cfg["seeds"]):
                 # the sweep's own resolved spec wins: same members by construction
                 print("the sweep ran with other data/seeds than predicted: baseline recomputed")

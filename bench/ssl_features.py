@@ -36,7 +36,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainables.config import TRAIN_DEFAULTS, with_defaults  # noqa: E402
 from trainables.data import prepare_data  # noqa: E402
 from trainables.data.ssl import ssl_settings  # noqa: E402
 from trainables.data.ssl.extract import plan_rows  # noqa: E402
@@ -140,8 +139,8 @@ def load_vs_trial(root: Path, args: argparse.Namespace) -> None:
           f"{gathers[0]:.2f} s (first), {gathers[1]:.2f} s (second); without .float() "
           f"{gathers[2]:.2f} s")
     gather = gathers[1]
-    train = with_defaults({"epochs": 2, "batch_size": 32, "amp": "off", "device": "cpu",
-                           "seeds": [0]}, TRAIN_DEFAULTS)
+    # the rest of the train section: its defaults, filled in by the trainer's TrialConfig
+    train = {"epochs": 2, "batch_size": 32, "amp": "off", "device": "cpu", "seeds": [0]}
     config = {"data": {}, "model": {"name": "ssl_head"}, "train": train,
               "runtime": {"metric": "val_uar", "mode": "max"}}
     shipped.folds = shipped.folds[:1]

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.dotted import get_dotted
-from trainables.config import member_count, train_section
+from trainables.config import member_count
 from trainables.errors import DoesNotFitError
+from trainables.trial_config import TrialConfig
 
 # trainables.memory (torch) is imported where it is used: the CLI imports this module to build
 # the `plan` parser, and a bad sweep file must be reported before torch is imported.
@@ -170,14 +171,14 @@ class TrialPlanner:
         so its trial is recorded does_not_fit without waiting for a GPU."""
         from trainables.memory import estimate_trial_memory, plan_for_shape
 
+        trial = TrialConfig.from_dict(config)  # once per sampled config
+        train = trial.train
         if self.targets:
-            train = train_section(config)
             est = estimate_trial_memory(  # on a GPU: in the precision the step runs in
-                dict(config), n_features=self.n_features, n_classes=self.n_classes,
+                trial, n_features=self.n_features, n_classes=self.n_classes,
                 input_shape=self.input_shape, n_members=member_count(self.n_folds, train),
                 on_gpu=True)
-            choice = choose_target(est, int(train["batch_size"]), train["micro_batch"],
-                                   self.targets)
+            choice = choose_target(est, int(train.batch_size), train.micro_batch, self.targets)
             if choice.target is None:
                 budgets = [t.budget_bytes for t in self.targets if t.budget_bytes]
                 return {"runtime": {"memory_budget": max(budgets), "gpu_type": None}}
@@ -186,14 +187,14 @@ class TrialPlanner:
                        "planned_accumulation": choice.accumulation,
                        "memory_budget": target.budget_bytes, "gpu_type": target.name,
                        "gpu_resource": target.resource, "gpu_memory_bytes": target.memory_bytes}
-            if train["micro_batch"] is not None:
+            if train.micro_batch is not None:
                 return {"runtime": runtime}
             return {"train": {"micro_batch": choice.micro_batch}, "runtime": runtime}
-        if self.budget_bytes is None or train_section(config)["micro_batch"] is not None:
+        if self.budget_bytes is None or train.micro_batch is not None:
             return {}
         try:
             plan = plan_for_shape(
-                config, input_shape=self.input_shape, n_features=self.n_features,
+                trial, input_shape=self.input_shape, n_features=self.n_features,
                 n_classes=self.n_classes, n_folds=self.n_folds, budget_bytes=self.budget_bytes,
             )
         except DoesNotFitError:
@@ -278,13 +279,14 @@ def plan_configs(
     gpus = _get(resources, "gpus_per_trial", 0)
     rows = []
     for config in configs:
-        train = train_section(config)
+        trial = TrialConfig.from_dict(config)  # once per config
         est = estimate_trial_memory(
-            config, n_features=n_features, n_classes=n_classes, input_shape=data_shape,
-            n_members=member_count(n_folds, train), on_gpu=targets[0].memory_bytes is not None,
+            trial, n_features=n_features, n_classes=n_classes, input_shape=data_shape,
+            n_members=member_count(n_folds, trial.train),
+            on_gpu=targets[0].memory_bytes is not None,
         )
-        logical = int(train["batch_size"])
-        choice = choose_target(est, logical, train["micro_batch"], targets)
+        logical = int(trial.train.batch_size)
+        choice = choose_target(est, logical, trial.train.micro_batch, targets)
         target = choice.target
         gpu = None
         if target is not None and target.memory_bytes:
@@ -412,7 +414,7 @@ def run(args: argparse.Namespace) -> int:
     base = spec.base_config()
     print(f"input per utterance: {tuple(data.features.shape[1:])} ({base['data']['features']}, "
           f"{base['data']['max_seconds']:g} s), model {base['model']['name']}; "
-          f"logical batch {train_section(base)['batch_size']}")
+          f"logical batch {base['train']['batch_size']}")
     print(f"memory plan of {len(rows)} sampled configs of {spec.name}:")
     print(format_plan(rows, size_unit(args.gpu_memory)))
     return EXIT_DOES_NOT_FIT if any(not r.fits for r in rows) else 0

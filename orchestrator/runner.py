@@ -155,8 +155,7 @@ def run_sweep(
         return SweepOutcome(store.sweep_dir, recorded, 0, 0, time.monotonic() - started)
 
     from trainables.collapse import collapse_warning  # too few epochs for the rule: say so
-    from trainables.config import train_section
-    if (line := collapse_warning(train_section(spec.base_config()))) is not None:
+    if (line := collapse_warning(spec.train)) is not None:  # the spec's, defaults filled in
         print(line)
     # Everything that can reject the input runs before the first write (exit 2, nothing written).
     if not joins_a_cluster(address):  # a private Ray gets this machine: refused in seconds

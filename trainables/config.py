@@ -3,9 +3,9 @@ declared once (`Key`: default, what it accepts, a one-line doc): the one place t
 
 Model keys are the keyword arguments of each model's constructor (trainables/models/).
 orchestrator/sweepfile/sections.py validates a sweep file against these declarations and fills
-in the defaults;
-`train_section` is the one place a trial config's train section is merged with its defaults, and
-`member_count` the one place the number of members (folds x seeds) is computed.
+in the defaults; trainables/trial_config.py derives the trial's typed, frozen sections from them
+(`TrialConfig`: built once per trial, defaults filled and checked there); `member_count` is the
+one place the number of members (folds x seeds) is computed.
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ class Key:
         pairs = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
         return [(op, bound) for op, bound in pairs if bound is not None]
 
-    def violation(self, name: str, value: Any) -> str | None:
+    def violation(self, name: str, value: Any, bounded: bool = True) -> str | None:
         """What is wrong with `value` for this key, None when nothing: null where not accepted,
-        a word or choice outside the declared ones, a number of the wrong kind, not finite, too
-        large or out of bounds (the sweep file's own checks add the type messages with lines;
+        a word or choice outside the declared ones, a value of an undeclared type (a tuple
+        passes for a list, any mapping for a dict), a number not finite, too large or (when
+        `bounded`) out of bounds (the sweep file's own checks add the type messages with lines;
         this is what a config that skips the sweep file is checked with)."""
         if value is None:
             return None if self.accepts_none() else f"{name} must not be null"
@@ -66,13 +67,18 @@ class Key:
             return None if value in self.choices else (
                 f"expected one of {', '.join(map(str, self.choices))}, but got {value!r}")
         types = self.types or (type(self.default),)
+        if any(isinstance(value, _SHAPES.get(t, t)) for t in types if t not in (int, float)):
+            return None  # a list, mapping, string or bool where one is declared
         if int in types or float in types:
             whole = float not in types
             if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
                 return f"expected {'an integer' if whole else 'a number'}, but got {value!r}"
-        return number_problem(name, value, self.bounds())
+            return number_problem(name, value, self.bounds() if bounded else ())
+        return f"expected {_accepts(self)}, but got {value!r}"
 
 
+# what a declared non-numeric type accepts: a frozen config holds tuples and FrozenDicts
+_SHAPES: dict[type, type | tuple[type, ...]] = {list: (list, tuple), dict: Mapping}
 _HOLDS = {">=": lambda v, b: v >= b, ">": lambda v, b: v > b, "<=": lambda v, b: v <= b,
           "<": lambda v, b: v < b}
 _MIRROR = {">=": "<=", ">": "<"}
@@ -300,11 +306,6 @@ def with_defaults(section: dict[str, Any], defaults: dict[str, Any]) -> dict[str
     merged = copy.deepcopy(defaults)
     merged.update(copy.deepcopy(section))
     return merged
-
-
-def train_section(config: Mapping[str, Any]) -> dict[str, Any]:
-    """`config["train"]` (absent: {}) over TRAIN_DEFAULTS: what a trial trains with."""
-    return with_defaults(dict(config.get("train") or {}), TRAIN_DEFAULTS)
 
 
 def member_count(n_folds: int, train: Mapping[str, Any]) -> int:

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from trainables.config import DATA_DEFAULTS, member_pairs, train_section, with_defaults
+from trainables.config import DATA_DEFAULTS, member_pairs, with_defaults
 from trainables.data import cache, reference
 from trainables.data.base import SAMPLE_RATE, Fold, PreparedData
 from trainables.data.corpora import get_corpus
@@ -46,6 +46,7 @@ from trainables.errors import ConfigError, DataError
 from trainables.metrics import CONFUSION, compute_metrics
 from trainables.names import SCALAR_METRICS, split_metric
 from trainables.stats import as_python
+from trainables.trial_config import TrainSection
 
 Progress = Callable[[str], None]
 
@@ -218,15 +219,15 @@ def run_baseline(data_cfg: dict[str, Any], train_cfg: dict[str, Any] | None = No
     from trainables.data import prepare_data
 
     cfg = with_defaults(data_cfg, DATA_DEFAULTS)
-    train = train_section({"train": train_cfg})
-    if not train["seeds"]:
+    train = TrainSection.of(train_cfg)  # the sweep's train section, defaults filled, checked
+    if not train.seeds:
         raise ConfigError("train.seeds", "the baseline needs at least one seed (members = "
                                          "folds x seeds)")
     if data is None:
         data = prepare_data(cfg, progress)
     f_key = functionals_key(cfg)
     folder = _cache_folder(cfg)
-    seeds = [int(s) for s in train["seeds"]]
+    seeds = [int(s) for s in train.seeds]
     result_path = folder / f"result_{_result_key(f_key, data, seeds)}.parquet" if folder else None
     if result_path is not None and result_path.exists():
         try:

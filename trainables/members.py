@@ -34,6 +34,7 @@ from trainables.data.base import Fold, PreparedData
 from trainables.data.folds import test_set_id
 from trainables.distill_loss import AGREEMENT_ACC, AGREEMENT_CONFUSION, Distiller, agreement
 from trainables.errors import TrainingError
+from trainables.frozen import thaw
 from trainables.member_eval import MemberEvaluation
 from trainables.memory.oom import retry_on_oom
 from trainables.metrics import CONFUSION, UAR_BY_CORPUS, uar_by_group
@@ -41,6 +42,7 @@ from trainables.models import build_model
 from trainables.models.sample_noise import sample_noise
 from trainables.names import LOSS, SCALAR_METRICS, TRAIN_LOSS, VAL_METRICS, split_metric
 from trainables.optim import Precision, build_optimizer, build_scheduler
+from trainables.trial_config import TrialConfig
 
 VAL_KEYS = VAL_METRICS  # what each epoch row and the best epoch hold
 
@@ -53,7 +55,7 @@ class Member(MemberEvaluation):
         index: int,
         fold: Fold,
         seed: int,
-        config: dict[str, Any],
+        config: TrialConfig,
         data: PreparedData,
         device: torch.device,
         precision: Precision,
@@ -61,8 +63,8 @@ class Member(MemberEvaluation):
         teacher: nn.Module | None = None,
     ) -> None:
         self.index, self.fold, self.seed = index, fold, int(seed)
-        self.train_cfg = config["train"]
-        self.norm_batch = int(self.train_cfg.get("norm_batch") or 1)
+        self.train_cfg = config.train
+        self.norm_batch = int(self.train_cfg.norm_batch or 1)
         self.device, self.precision = device, precision
         self.n_classes = data.n_classes
         self.inputs = Inputs(data, device, stats)
@@ -71,14 +73,14 @@ class Member(MemberEvaluation):
             # the member's seed alone decides its initialisation and its later dropout draws
             torch.manual_seed(self.seed)
             model = build_model(
-                config["model"], n_features=data.n_features, n_classes=data.n_classes
+                thaw(config.model), n_features=data.n_features, n_classes=data.n_classes
             )
             self.model = model.to(device)
-            # config["distill"] + a teacher: the projections are drawn from the member's seed too
+            # config.distill + a teacher: the projections are drawn from the member's seed too
             self.distiller: Distiller | None = None
             if teacher is not None:
                 probe = self.inputs(torch.as_tensor(fold.train[:2], dtype=torch.int64))[:2]
-                distiller = Distiller(config["distill"], teacher, self.model, probe)
+                distiller = Distiller(thaw(config.distill), teacher, self.model, probe)
                 self.distiller = distiller.to(device)
             self.rng_state = torch.get_rng_state()
             self.cuda_rng_state = torch.cuda.get_rng_state(device) if self._cuda else None
@@ -88,16 +90,16 @@ class Member(MemberEvaluation):
         self.test_idx = torch.as_tensor(fold.test, dtype=torch.int64)
         self.test_set_id = test_set_id(data.ids, fold.test)  # the pairing unit (query/paired.py)
         cw = class_weights(data.labels, self.train_idx, data.n_classes)
-        self.loss_weights = cw.to(device) if self.train_cfg["reweight"] else None
-        self._cpu_weights = cw if self.train_cfg["reweight"] else None  # no per-step device read
+        self.loss_weights = cw.to(device) if self.train_cfg.reweight else None
+        self._cpu_weights = cw if self.train_cfg.reweight else None  # no per-step device read
         labels = data.labels[self.train_idx]
-        self.sample_weights = cw[labels].double() if self.train_cfg["rebalance"] else None
+        self.sample_weights = cw[labels].double() if self.train_cfg.rebalance else None
         # what the optimizer trains and clips: the model, plus the distillation projections
         self.trained: nn.Module = (self.model if self.distiller is None
                                    else nn.ModuleList([self.model, self.distiller]))
         self.teacher_test_pred: np.ndarray | None = None  # the teacher is fixed: computed once
         self.optimizer = build_optimizer(self.trained, self.train_cfg)
-        steps = steps_per_epoch(self.train_idx.numel(), self.train_cfg["batch_size"])
+        steps = steps_per_epoch(self.train_idx.numel(), self.train_cfg.batch_size)
         self.scheduler = build_scheduler(self.optimizer, self.train_cfg, steps)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
         self.best_metric: float | None = None
@@ -159,9 +161,9 @@ class Member(MemberEvaluation):
 
     def step(self) -> None:
         """Clip, step the optimizer (through the GradScaler under fp16) and the lr schedule."""
-        if self.train_cfg["grad_clip"] > 0:
+        if self.train_cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.trained.parameters(), self.train_cfg["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(self.trained.parameters(), self.train_cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -205,7 +207,7 @@ class Member(MemberEvaluation):
             total = torch.zeros((), device=self.device)
             seen = 0
             batches = epoch_batches(
-                self.train_idx, self.train_cfg["batch_size"], self.generator, self.sample_weights
+                self.train_idx, self.train_cfg.batch_size, self.generator, self.sample_weights
             )
             for idx in batches:
                 total += self._logical_step(idx, mb, epoch) * idx.numel()

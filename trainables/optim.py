@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ from torch import nn
 from trainables.errors import ConfigError
 
 
-def build_optimizer(model: nn.Module, train: dict[str, Any]) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, train: Mapping[str, Any]) -> torch.optim.Optimizer:
     """AdamW or SGD (momentum) over the model's trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
     name = train["optimizer"]
@@ -50,7 +50,7 @@ def lr_factor(
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, train: dict[str, Any], steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, train: Mapping[str, Any], steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-optimizer-step LambdaLR (its state_dict holds only the step count)."""
     factor = lr_factor(steps_per_epoch, train["epochs"], train["warmup_epochs"], train["schedule"])

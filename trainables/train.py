@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from trainables.batching import MicroBatch, fold_stats
-from trainables.config import member_pairs, train_section
+from trainables.config import member_pairs
 from trainables.data.base import Fold, PreparedData
 from trainables.distill_loss import build_teacher, load_teacher_states, teacher_state_for
 from trainables.errors import ConfigError, TrainingError
+from trainables.frozen import thaw
 from trainables.members import VAL_KEYS, Member
 from trainables.models.sample_noise import ghost_split_warning
 from trainables.names import (
@@ -42,6 +43,7 @@ from trainables.names import (
 )
 from trainables.optim import choose_precision
 from trainables.stats import mean_std
+from trainables.trial_config import TrialConfig, as_trial_config
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +63,12 @@ class LockstepTrainer:
     """All members of one trial, trained one epoch at a time (see the module docstring)."""
 
     def __init__(
-        self, config: dict[str, Any], data: PreparedData, device: torch.device | None = None
+        self, config: TrialConfig | dict[str, Any], data: PreparedData,
+        device: torch.device | None = None
     ) -> None:
-        self.train = train_section(config)
-        self.config = {**config, "train": self.train}
-        runtime = config.get("runtime", {})
+        self.config = as_trial_config(config)  # a plain dict (tests, benches): built here, once
+        self.train = self.config.train
+        runtime = self.config.runtime
         self.metric = runtime.get("metric", VAL_UAR)
         self.mode = runtime.get("mode", "max")
         if self.metric not in SELECTABLE_METRICS:
@@ -73,21 +76,21 @@ class LockstepTrainer:
                                                 f"valid: {', '.join(SELECTABLE_METRICS)}")
         if self.mode not in ("max", "min"):
             raise ConfigError("runtime.mode", f"mode must be max or min, not {self.mode!r}")
-        if self.train["reweight"] and self.train["rebalance"]:  # e.g. both drawn by a search
+        if self.train.reweight and self.train.rebalance:  # e.g. both drawn by a search
             raise ConfigError("train.rebalance", "train.reweight and train.rebalance are both "
                                                  "on: the class imbalance would be corrected "
                                                  "twice; set one")
-        if not data.folds or not self.train["seeds"]:
+        if not data.folds or not self.train.seeds:
             raise ConfigError("train.seeds", "a trial needs at least one fold and one seed")
         self.data = data
-        self.device = device if device is not None else resolve_device(self.train["device"])
-        self.precision = choose_precision(self.train["amp"], self.device)
-        batch = int(self.train["batch_size"])
-        self.micro = MicroBatch(min(batch, int(self.train["micro_batch"] or batch)))
+        self.device = device if device is not None else resolve_device(self.train.device)
+        self.precision = choose_precision(self.train.amp, self.device)
+        batch = int(self.train.batch_size)
+        self.micro = MicroBatch(min(batch, int(self.train.micro_batch or batch)))
         self.estimated_peak_bytes = runtime.get("estimated_peak_bytes")
         stats = {f.name: fold_stats(data, f.train) for f in data.folds}
         pairs = member_pairs(data.folds, self.train)
-        teachers = self._teachers(pairs) if config.get("distill") else [None] * len(pairs)
+        teachers = self._teachers(pairs) if self.config.distill else [None] * len(pairs)
         self.members = [
             Member(i, fold, seed, self.config, data, self.device, self.precision, stats[fold.name],
                    teacher)
@@ -112,7 +115,7 @@ class LockstepTrainer:
     def _teachers(self, pairs: list[tuple[Fold, int]]) -> list[torch.nn.Module]:
         """One frozen teacher per member: the teacher checkpoint (read once) matched by fold and
         seed (see trainables/distill_loss.py)."""
-        cfg = self.config["distill"]
+        cfg = thaw(self.config.distill)
         states = load_teacher_states(cfg["teacher_checkpoint"])
         data = self.data
         return [build_teacher(cfg, teacher_state_for(states, fold.name, int(seed)),
@@ -123,22 +126,22 @@ class LockstepTrainer:
         """Log once when the micro-batch (the planner's, or after OOM halving) splits BatchNorm's
         ghost batches (trainables/models/sample_noise.py)."""
         line = ghost_split_warning(self.members[0].model, self.micro.size,
-                                   int(self.train["norm_batch"]))
+                                   int(self.train.norm_batch))
         if line is not None and not self._ghost_warned:
             self._ghost_warned = True
             log.warning(line)
 
     @property
     def finished(self) -> bool:
-        return self.epoch >= self.train["epochs"] or not any(map(self._trains, self.members))
+        return self.epoch >= self.train.epochs or not any(map(self._trains, self.members))
 
     def run_epoch(self) -> dict[str, Any]:
         """Train every active member one epoch; return the epoch's report (trainables.names)."""
         if self.finished:
             raise TrainingError(f"the trial is already finished (epoch {self.epoch})")
         self.epoch += 1
-        last = self.epoch >= self.train["epochs"]
-        patience = int(self.train["collapse_patience"])
+        last = self.epoch >= self.train.epochs
+        patience = int(self.train.collapse_patience)
         rows = [
             m.run_epoch(self.epoch, self.micro, self.metric, self.mode, patience, last)
             for m in self.members
@@ -149,7 +152,7 @@ class LockstepTrainer:
         log.info(
             "epoch %d/%d: %s %.4f ± %.4f, objective %.4f, train_loss %.4f, active %d/%d, "
             "collapsed %d, micro_batch %d, %.1f s",
-            self.epoch, self.train["epochs"], self.metric, report[mean_key(self.metric)],
+            self.epoch, self.train.epochs, self.metric, report[mean_key(self.metric)],
             report[std_key(self.metric)], report[OBJECTIVE], report[mean_key(TRAIN_LOSS)],
             report[MEMBERS_ACTIVE], len(self.members), report[MEMBERS_COLLAPSED],
             self.micro.size, sum(r["seconds"] for r in rows),
@@ -183,7 +186,7 @@ class LockstepTrainer:
         else:  # the process' peak resident set (ru_maxrss is KiB on Linux, bytes on macOS)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             measured = int(rss if sys.platform == "darwin" else rss * 1024)
-        batch = int(self.train["batch_size"])
+        batch = int(self.train.batch_size)
         return {
             "batch_size": batch,
             "micro_batch": self.micro.size,

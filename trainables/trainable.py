@@ -1,4 +1,5 @@
-"""The Ray Tune function trainable: config -> LockstepTrainer -> tune.report, once per epoch.
+"""The Ray Tune function trainable: config dict -> TrialConfig (built once, trial_config.py) ->
+LockstepTrainer -> tune.report, once per epoch.
 
 Used as `tune.with_parameters(train_trial, data=prepared)` so the PreparedData travels through the
 object store once. Every epoch reports the trainer's report (trainables.names) plus RUNTIME_JSON,
@@ -9,7 +10,6 @@ The only module of trainables/ that imports Ray.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -24,7 +24,6 @@ import ray
 import torch
 from ray import tune
 
-from trainables.config import DATA_DEFAULTS, train_section, with_defaults
 from trainables.data import prepare_data, prepared_key
 from trainables.data.base import PreparedData
 from trainables.errors import SersweepError
@@ -44,35 +43,35 @@ from trainables.names import (
     mean_key,
 )
 from trainables.train import LockstepTrainer, resolve_device
+from trainables.trial_config import TrialConfig, as_trial_config
 
 __all__ = ["CHECKPOINT_FILE", "failure_report", "train_trial"]
 log = logging.getLogger(__name__)
 
 
-def _plan(config: dict[str, Any], data: PreparedData) -> dict[str, Any]:
+def _plan(config: TrialConfig | Mapping[str, Any], data: PreparedData) -> TrialConfig:
     """The micro-batch: the one in the config (the driver's plan, orchestrator/planner.py
     TrialPlanner, or the sweep file's train.micro_batch) is used as is; only a config that
     arrives without one, with a budget, is planned here (e.g. a batch of 1 that does not fit:
     plan_micro_batch raises DoesNotFitError and the trial is recorded as does_not_fit)."""
-    budget = config.get("runtime", {}).get("memory_budget")
-    if not budget or config["train"].get("micro_batch") is not None:
+    config = as_trial_config(config)  # the trial's own, passed through; a dict (tests) built
+    budget = config.runtime.get("memory_budget")
+    if not budget or config.train.micro_batch is not None:
         return config
     plan = plan_micro_batch(config, data, int(budget))
-    config = copy.deepcopy(config)
-    config["train"]["micro_batch"] = int(plan.micro_batch)
-    config["runtime"]["estimated_peak_bytes"] = int(plan.estimated_peak)
-    config["runtime"]["planned_accumulation"] = int(plan.accumulation)
-    return config
+    return config.updated({"train": {"micro_batch": int(plan.micro_batch)},
+                           "runtime": {"estimated_peak_bytes": int(plan.estimated_peak),
+                                       "planned_accumulation": int(plan.accumulation)}})
 
 
 def _prepare(data: PreparedData | Mapping[str, PreparedData] | None,
-             config: dict[str, Any]) -> PreparedData:
+             config: TrialConfig) -> PreparedData:
     if isinstance(data, Mapping):  # the sweep searches data.* choices: one PreparedData each
-        return data[prepared_key(config["data"])]
+        return data[prepared_key(config.data.as_dict())]
     if data is not None:
         return data
     # without tune.with_parameters(data=...): featurize here (the data layer caches it on disk)
-    return prepare_data(with_defaults(config["data"], DATA_DEFAULTS))
+    return prepare_data(config.data.as_dict())
 
 
 def _where() -> dict[str, Any]:
@@ -123,7 +122,9 @@ def train_trial(config: dict[str, Any],
     """
     last: dict[str, Any] = {}
     try:
-        for trainer, report in _epochs(config, data, race):
+        # the one conversion of the trial's dict: defaults filled and checked, frozen
+        trial = TrialConfig.from_dict(config)
+        for trainer, report in _epochs(trial, data, race):
             with tempfile.TemporaryDirectory() as directory:
                 torch.save(trainer.state_dict(), Path(directory) / CHECKPOINT_FILE)
                 # report() persists the checkpoint to the run's storage before returning
@@ -146,17 +147,14 @@ def _stages(trainer: LockstepTrainer, racing: Mapping[str, Any] | None) -> list[
 
 
 def _epochs(
-    config: dict[str, Any], data: PreparedData | Mapping[str, PreparedData] | None,
+    config: TrialConfig, data: PreparedData | Mapping[str, PreparedData] | None,
     race: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
 ) -> Iterator[tuple[LockstepTrainer, dict[str, Any]]]:
     """Build (or restore) the trial's trainer and yield it with each epoch's report."""
-    config = copy.deepcopy(config)
-    config["train"] = train_section(config)
-    config.setdefault("runtime", {})
     data = _prepare(data, config)
     config = _plan(config, data)
     # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs, so "cuda" is the assigned one (cuda:0)
-    device = resolve_device(config["train"]["device"])
+    device = resolve_device(config.train.device)
     trainer = LockstepTrainer(config, data, device)
 
     checkpoint = tune.get_checkpoint()
@@ -175,7 +173,7 @@ def _epochs(
             ",".join(where["gpu_ids"]),
             device,
         )
-    racing = config["runtime"].get("racing")
+    racing = config.runtime.get("racing")
     stages = _stages(trainer, racing)
     if len(stages) > 1 and trainer.training is None:  # a fresh racing trial: its first stage
         trainer.start_stage(0, stages[0])
@@ -188,7 +186,7 @@ def _epochs(
                     report[RACE_EPOCH] = trainer.epoch
                 if trainer.finished and trainer.stage < len(stages) - 1:
                     report[DONE] = False  # more test sets to come
-                    if race is not None and not race(config, report):
+                    if race is not None and not race(config.as_dict(), report):
                         done = {m.fold.name for m in trainer.members if m.history}
                         report[RACED_OUT] = len(done)
                         yield trainer, report

@@ -34,8 +34,8 @@ from orchestrator.sweepfile.sweep_spec import (
     apply_params,
     decode_params,
     spec_diff,
-    thaw,
 )
+from trainables.frozen import thaw
 
 __all__ = [
     "SAME_ON_RESUME", "SEARCH_SPACES", "ParamSpec", "ResourceSpec", "SchedulerSpec", "SearchSpec",

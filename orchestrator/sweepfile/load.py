@@ -33,10 +33,10 @@ from orchestrator.sweepfile.sweep_spec import (
     SearchSpec,
     SweepSpec,
     apply_params,
-    freeze,
 )
 from orchestrator.sweepfile.yaml_loader import load_yaml_file, parse_override_value
 from trainables.errors import SersweepError
+from trainables.frozen import freeze
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 TOP_KEYS = ("name", "data", "model", "train", "search", "resources", "results", "distill")

@@ -18,38 +18,7 @@ from orchestrator.dotted import get_dotted
 from orchestrator.sweepfile import context as sc
 from orchestrator.sweepfile.distributions import ParamSpec
 from trainables.config import RESOURCES, SEARCH
-
-
-class FrozenDict(dict):
-    """A dict that refuses changes (values frozen too: lists -> tuples); picklable."""
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("a SweepSpec is frozen; use base_config() for a mutable copy")
-
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
-    __ior__ = _refuse
-
-    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
-        return (FrozenDict, (dict(self),))
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
-
-
-def freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return FrozenDict({k: freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(freeze(v) for v in value)
-    return value
-
-
-def thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [thaw(v) for v in value]
-    return copy.deepcopy(value)
+from trainables.frozen import thaw
 
 
 @dataclass(frozen=True)

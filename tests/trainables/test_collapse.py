@@ -98,7 +98,8 @@ def test_unchanged_predictions_are_stopped(tmp_path) -> None:
     # the reason reaches the members table
     buffer = TrialBuffer(started_at=1_700_000_000.0)
     buffer.add(last)
-    _, _, members = trial_rows(trial_id="t", config=trainer.config, buffer=buffer, param_keys=[],
+    _, _, members = trial_rows(trial_id="t", config=trainer.config.as_dict(),
+                               buffer=buffer, param_keys=[],
                                metric="val_uar", mode="max", status=None, error=None,
                                trial_gpus=0.0, ended_at=1_700_000_100.0)
     table = schema.to_table("members", [{**m, "trial_id": "t", schema.SWEEP: "s"}

@@ -13,15 +13,16 @@ micro-batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
 from torch import nn
 
-from trainables.config import train_section
+from trainables.frozen import thaw
 from trainables.memory.trace import Trace, trace_step
+from trainables.trial_config import TrialConfig, as_trial_config
 
 TRACE_BATCHES = (2, 4)  # batch norm cannot train on a batch of 1; the peak is linear in b
 
@@ -193,7 +194,7 @@ def with_frozen_model(est: MemoryEstimate, frozen: MemoryEstimate, copies: int) 
 
 
 def estimate_trial_memory(
-    config: dict[str, Any],
+    config: TrialConfig | Mapping[str, Any],
     *,
     n_features: int,
     n_classes: int,
@@ -205,17 +206,19 @@ def estimate_trial_memory(
     parameters and optimizer state, plus a distillation teacher per member when there is one.
     `on_gpu`: planned for a CUDA device, where `train.amp: auto` means autocast (optim.py
     choose_precision), so the step is estimated in reduced precision, as it runs; on the CPU
-    only `amp: on` autocasts."""
-    train = train_section(config)
+    only `amp: on` autocasts. `config`: the trial's TrialConfig (a plain dict is built into
+    one here)."""
+    trial = as_trial_config(config)
+    amp = trial.train.amp
     common = dict(
         n_features=n_features,
         n_classes=n_classes,
         input_shape=tuple(input_shape),
-        optimizer=train["optimizer"],
-        amp=train["amp"] == "on" or (on_gpu and train["amp"] == "auto"),
+        optimizer=trial.train.optimizer,
+        amp=amp == "on" or (on_gpu and amp == "auto"),
     )
-    est = estimate_step_memory(dict(config["model"]), n_members=n_members, **common)
-    teacher = (config.get("distill") or {}).get("teacher_model")
+    est = estimate_step_memory(thaw(trial.model), n_members=n_members, **common)
+    teacher = (trial.distill or {}).get("teacher_model")
     if teacher:
-        est = with_frozen_model(est, estimate_step_memory(dict(teacher), **common), n_members)
+        est = with_frozen_model(est, estimate_step_memory(thaw(teacher), **common), n_members)
     return est

@@ -9,9 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainables.config import member_count, train_section
+from trainables.config import member_count
 from trainables.errors import DoesNotFitError
+from trainables.frozen import thaw
 from trainables.memory.estimate import MemoryEstimate, estimate_trial_memory
+from trainables.trial_config import TrialConfig, as_trial_config
 
 if TYPE_CHECKING:  # annotations only: the data layer imports soundfile, which a bare GPU
     from trainables.data.base import PreparedData  # machine running bench/gpu_check/ lacks
@@ -54,15 +56,17 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**20 else f"{int(n):,} B"
 
 
-def plan_micro_batch(config: dict[str, Any], data: PreparedData, budget_bytes: int) -> MemoryPlan:
-    """The micro-batch and accumulation of a trial (config = {"model", "train", "data", ...})."""
+def plan_micro_batch(config: TrialConfig | Mapping[str, Any], data: PreparedData,
+                     budget_bytes: int) -> MemoryPlan:
+    """The micro-batch and accumulation of a trial (its TrialConfig, or a plain
+    {"model", "train", "data", ...} built into one)."""
     return plan_for_shape(config, input_shape=tuple(data.features.shape[1:]),
                           n_features=data.n_features, n_classes=data.n_classes,
                           n_folds=len(data.folds), budget_bytes=budget_bytes)
 
 
 def plan_for_shape(
-    config: Mapping[str, Any],
+    config: TrialConfig | Mapping[str, Any],
     *,
     input_shape: tuple[int, ...],
     n_features: int,
@@ -72,13 +76,13 @@ def plan_for_shape(
 ) -> MemoryPlan:
     """`plan_micro_batch` from the data's shape alone (the driver plans without the tensors).
     DoesNotFitError when even a micro-batch of 1 does not fit."""
-    train = train_section(config)
-    n_members = member_count(n_folds, train)
+    trial = as_trial_config(config)
+    n_members = member_count(n_folds, trial.train)
     est = estimate_trial_memory(
-        dict(config), n_features=n_features, n_classes=n_classes,
+        trial, n_features=n_features, n_classes=n_classes,
         input_shape=tuple(input_shape), n_members=n_members,
     )
-    logical = int(train["batch_size"])
+    logical = int(trial.train.batch_size)
     micro, accumulation = choose_micro_batch(est, int(budget_bytes), logical)
     if micro == 0:
         raise DoesNotFitError(
@@ -87,6 +91,6 @@ def plan_for_shape(
             f"{_gib(budget_bytes)} ({n_members} members: params {_gib(est.params_bytes)}, "
             f"optimizer {_gib(est.optimizer_bytes)} each, activations "
             f"{_gib(est.per_sample_bytes)}/sample; input {tuple(input_shape)}): model "
-            f"{config['model']} does not fit the memory budget"
+            f"{thaw(trial.model)} does not fit the memory budget"
         )
     return MemoryPlan(micro, accumulation, est.peak(micro), int(budget_bytes), est)

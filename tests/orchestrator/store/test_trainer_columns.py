@@ -21,7 +21,8 @@ def test_precision_and_skipped_clips_are_trial_columns() -> None:
     report[names.RUNTIME_JSON] = json.dumps(trainer.runtime_info())
     buffer = TrialBuffer(started_at=1_700_000_000.0)
     buffer.add(report)
-    row, _, _ = trial_rows(trial_id="t", config=trainer.config, buffer=buffer, param_keys=[],
+    row, _, _ = trial_rows(trial_id="t", config=trainer.config.as_dict(),
+                           buffer=buffer, param_keys=[],
                            metric="val_uar", mode="max", status=None, error=None,
                            trial_gpus=0.0, ended_at=1_700_000_100.0)
     table = schema.to_table("trials", [{**row, schema.SWEEP: "s"}])
