@@ -48,7 +48,8 @@ from orchestrator.store import schema
 from orchestrator.store.rows import reported_error, trial_error
 from trainables import names
 
-WAIT_NOTICE_S = 30.0  # trials pending with none running this long: say so
+WAIT_NOTICE_S = 30.0  # trials pending with none running this long, unplaced: say so
+WAIT_RECHECK_S = 5.0  # while they wait, Ray's placement groups are read at most this often
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -92,6 +93,7 @@ class ConsoleCallback(Callback):
         self._console: Console | None = None
         self._status: Any = None  # rich Status (terminal only)
         self._waiting_since: float | None = None  # trials pending, none running, since
+        self._waiting_checked = -math.inf  # when Ray's placement groups were last read
         self._waiting_said = False
 
     def seed(self, recorded: pd.DataFrame) -> None:
@@ -151,20 +153,31 @@ class ConsoleCallback(Callback):
 
     # --- Tune callback hooks -------------------------------------------------------------------
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        """One line when trials wait for resources with none running (#22.3): what one asks."""
+        """One line when trials wait for resources (#22.3, #24: the one path that says so; Tune's
+        own warning is silenced, orchestrator/quiet.py): trials pending with none running for
+        WAIT_NOTICE_S AND a placement group of theirs that Ray has not placed. Pending trials
+        whose resources Ray has reserved are starting their workers (slow under load), not
+        waiting: no line."""
         pending = [t for t in trials if getattr(t, "status", None) == "PENDING"]
         if self.running or not pending:
             self._waiting_since = None
             return
+        now = time.monotonic()
         if self._waiting_since is None:
-            self._waiting_since = time.monotonic()
-        if time.monotonic() - self._waiting_since >= WAIT_NOTICE_S and not self._waiting_said:
-            self._waiting_said = True
-            asks = getattr(getattr(pending[0], "placement_group_factory", None),
-                           "required_resources", {})
-            self._say(f"waiting for resources: {len(pending)} trial(s) pending, none running "
-                      f"for {WAIT_NOTICE_S:.0f} s; one asks {dict(asks)} (`ray status` shows "
-                      "what the cluster has free)")
+            self._waiting_since = now
+        if (self._waiting_said or now - self._waiting_since < WAIT_NOTICE_S
+                or now - self._waiting_checked < WAIT_RECHECK_S):
+            return
+        self._waiting_checked = now
+        asks = [_asks(t) for t in pending]
+        unplaced = [ask for ask in asks if ask in unplaced_asks()]
+        if not unplaced:
+            return
+        import ray
+
+        self._waiting_said = True
+        self._say(waiting_line(len(pending), now - self._waiting_since, unplaced[0],
+                               ray.cluster_resources()))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self.seen:  # restarted after a failure: its retry line said so
@@ -293,6 +306,48 @@ class ConsoleCallback(Callback):
         return (f"running {len(self.running)} | completed {completed} pruned {self.pruned}"
                 f"{collapsed} failed {self.failed} | best {self._best_text()} | "
                 f"{_duration(time.monotonic() - self.started)} | {self._eta_text()}")
+
+
+def _resources(asks: dict[str, float]) -> dict[str, float]:
+    """Resources as Ray's placement groups hold them: positive amounts, rounded (Ray keeps
+    fractions in fixed point)."""
+    return {key: round(float(value), 4) for key, value in asks.items() if float(value) > 0}
+
+
+def _asks(trial: Any) -> dict[str, float]:
+    """What one Tune trial asks for: its placement group's bundles summed."""
+    factory = getattr(trial, "placement_group_factory", None)
+    return _resources(dict(getattr(factory, "required_resources", {}) or {}))
+
+
+def unplaced_asks() -> list[dict[str, float]]:
+    """The resources of each placement group Ray has not placed yet (GCS state PENDING: no
+    node has them free), bundles summed. Tune asks one per trial as soon as it schedules it;
+    a placed one (CREATED) is a trial whose worker is starting."""
+    from ray.util import placement_group_table
+
+    out = []
+    for group in placement_group_table().values():
+        if group.get("state") != "PENDING":
+            continue
+        total: dict[str, float] = {}
+        for bundle in (group.get("bundles") or {}).values():
+            for key, value in bundle.items():
+                total[key] = total.get(key, 0.0) + float(value)
+        out.append(_resources(total))
+    return out
+
+
+def waiting_line(pending: int, seconds: float, asks: dict[str, float],
+                 cluster: dict[str, float]) -> str:
+    """The one line saying that trials wait for resources: what one asks, what the cluster
+    has in all (`ray status`: what is free now) and what to do."""
+    asked = ", ".join(f"{value:g} {key}" for key, value in asks.items())
+    return (f"waiting: {pending} trial(s) pending, none running for {_duration(seconds)}: Ray "
+            f"cannot place one (it asks {asked}; the cluster has {cluster.get('CPU', 0):g} "
+            f"CPUs, {cluster.get('GPU', 0):g} GPUs in all, `ray status` shows what is free). "
+            "Lower resources.cpus_per_trial / gpus_per_trial or add nodes; ignore this while "
+            "a cluster autoscales")
 
 
 class _LiveText:

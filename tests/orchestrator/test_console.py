@@ -202,14 +202,15 @@ def test_progress_lines_end_counters_at_the_total_and_print_each_fact_once() -> 
                     "data: baseline: eGeMAPS functionals 300/300 utterances"]
 
 
-def test_tune_warnings_quiet_unless_verbose_and_waiting_is_one_plain_line(
+def test_tune_warnings_are_quiet_unless_verbose_the_waiting_one_too(
         capsys: pytest.CaptureFixture) -> None:
-    import logging
+    """#24: trials waiting for resources are said once, by the console (the next test); Tune's
+    own insufficient-resources warning, which said it a second time, is silenced with the rest."""
     import warnings
 
     from ray.tune.execution import insufficient_resources_manager as irm
 
-    from orchestrator.quiet import WAITING_LOGGER, quiet_logs
+    from orchestrator.quiet import quiet_logs
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -222,11 +223,52 @@ def test_tune_warnings_quiet_unless_verbose_and_waiting_is_one_plain_line(
                + irm.MSG_TUNE_INSUFFICIENT.format(asked_cpus=4, asked_gpus=1, cluster_cpus=2,
                                                   cluster_gpus=0) + irm.MSG_TUNE_END)
     for _ in range(3):
-        logging.getLogger(WAITING_LOGGER).warning(message)
-    err = capsys.readouterr().err.splitlines()
-    assert err == ["waiting: no trial has started for 60 s; a trial asks for 4 CPUs and 1 GPUs, "
-                   "the cluster has 2 CPUs and 0 GPUs (lower resources.cpus_per_trial / "
-                   "gpus_per_trial, or add nodes; ignore this while a cluster autoscales)"]
+        irm.logger.warning(message)  # what Tune's InsufficientResourcesManager logs
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_a_trial_ray_cannot_place_gets_one_waiting_line_a_starting_one_none(
+        ray_local, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#22.3 / #24: the console says that trials wait for resources once, when none runs and Ray
+    has not placed a pending trial's placement group (real ones here: one asking a resource no
+    node has; one placed, as when a trial's worker is slow to start, which is not waiting)."""
+    from ray import tune
+    from ray.tune.execution.placement_groups import PlacementGroupFactory
+    from ray.tune.experiment import Trial
+    from ray.util import placement_group, remove_placement_group
+
+    from orchestrator import console
+
+    tune.register_trainable("sersweep_waiting", lambda config: None)
+    monkeypatch.setattr(console, "WAIT_NOTICE_S", 0.2)
+    monkeypatch.setattr(console, "WAIT_RECHECK_S", 0.0)
+
+    def lines(bundle: dict[str, float], placed: bool) -> list[str]:
+        group = placement_group([bundle])  # what Tune asks Ray for when it schedules a trial
+        try:
+            if placed:
+                ray_local.get(group.ready(), timeout=120)
+            trial = Trial("sersweep_waiting", config={},
+                          placement_group_factory=PlacementGroupFactory([bundle]))
+            trial.create_placement_group_factory()  # what Tune does when it adds the trial
+            out = io.StringIO()
+            view = ConsoleCallback(total=2, already=0, stream=out)
+            view.on_step_begin(0, [trial])
+            assert out.getvalue() == ""  # not at once
+            time.sleep(0.3)
+            for step in (1, 2, 3):
+                view.on_step_begin(step, [trial])
+            return out.getvalue().splitlines()
+        finally:
+            remove_placement_group(group)
+
+    assert lines({"CPU": 1.0}, placed=True) == []  # its worker is starting: no line
+    (line,) = lines({"CPU": 1.0, "sersweep_absent": 1.0}, placed=False)  # once
+    cluster = ray_local.cluster_resources()
+    assert line.startswith("waiting: 1 trial(s) pending, none running for 0s: Ray cannot place "
+                           "one (it asks 1 CPU, 1 sersweep_absent; the cluster has "
+                           f"{cluster['CPU']:g} CPUs, 0 GPUs in all"), line
 
 
 def test_pinned_lines_name_the_searched_keys_that_set_pins() -> None:
