@@ -69,21 +69,36 @@ def test_verbose_adds_the_traceback() -> None:
     assert "Traceback: here" in out.getvalue()
 
 
-def test_eta_rate_counts_from_the_first_epoch_so_start_up_is_excluded(
+def test_eta_counts_start_up_once_per_trial_never_as_epoch_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
     monkeypatch.setattr("orchestrator.console.time.monotonic", lambda: clock[0])
-    console = ConsoleCallback(total=3, already=0, epochs=4, stream=io.StringIO())
+    console = ConsoleCallback(total=3, already=0, epochs=4, stream=io.StringIO(), concurrency=1)
     a = _trial("aaaa0001", 1e-3)
     assert console.eta_seconds() is None  # no epoch yet: no rate
     console.on_trial_start(0, [], a)
-    clock[0] = 160.0  # 60 s of start-up (Ray worker, imports, data) before the first epoch
+    clock[0] = 160.0  # 60 s from its start to its first epoch: set-up (data, model) + 1 epoch
     console.on_trial_result(0, [], a, _epoch(1, 0.4, 0.0, 1))
     assert console.eta_seconds() is None  # one epoch: no rate yet
     clock[0] = 170.0
-    console.on_trial_result(0, [], a, _epoch(2, 0.4, 0.0, 1))  # 1 epoch / 10 s after the first
-    # left: 2 epochs of the running trial + 2 trials not started x 4 epochs = 10 -> 100 s
-    assert console.eta_seconds() == pytest.approx(100.0)
+    console.on_trial_result(0, [], a, _epoch(2, 0.4, 0.0, 1))  # an epoch takes 10 s
+    # a: 2 epochs left = 20 s; then 2 trials, one after the other (one slot), each 50 s of
+    # set-up + 4 epochs x 10 s (no scheduler: all epochs expected)
+    assert console.eta_seconds() == pytest.approx(20.0 + 2 * (50.0 + 40.0))
+    clock[0] = 175.0  # half an epoch later, 5 s less
+    assert console.eta_seconds() == pytest.approx(195.0)
+
+
+def _run_trials(console: ConsoleCallback, clock: list[float], stops: tuple[int, ...]) -> None:
+    """Trials one after the other, 10 s an epoch, each stopped at its epoch in `stops`."""
+    for k, stop in enumerate(stops):
+        trial = _trial(f"trial{k:03d}", 1e-3)
+        console.on_trial_start(0, [], trial)
+        for epoch in range(1, stop + 1):
+            clock[0] += 10.0
+            console.on_trial_result(0, [], trial, _epoch(epoch, 0.4, 0.0, 1,
+                                                         done=epoch == stop))
+        console.on_trial_complete(0, [], trial)
 
 
 def test_eta_learns_the_epochs_per_trial_from_pruned_trials(
@@ -91,23 +106,49 @@ def test_eta_learns_the_epochs_per_trial_from_pruned_trials(
     clock = [0.0]
     monkeypatch.setattr("orchestrator.console.time.monotonic", lambda: clock[0])
     console = ConsoleCallback(total=6, already=0, epochs=4, stream=io.StringIO())
-    for k, pruned_at in enumerate((1, 1, 4)):  # ASHA: two stopped at epoch 1, one ran all 4
-        trial = _trial(f"trial{k:03d}", 1e-3)
-        console.on_trial_start(0, [], trial)
-        for epoch in range(1, pruned_at + 1):
-            clock[0] += 10.0
-            console.on_trial_result(0, [], trial, _epoch(epoch, 0.4, 0.0, 1,
-                                                         done=epoch == pruned_at))
-        console.on_trial_complete(0, [], trial)
+    _run_trials(console, clock, (1, 1, 4))  # ASHA: two stopped at epoch 1, one ran all 4
     running = _trial("runs0004", 1e-3)
     console.on_trial_start(0, [], running)
     for epoch in (1, 2):
         clock[0] += 10.0
         console.on_trial_result(0, [], running, _epoch(epoch, 0.4, 0.0, 1))
     # the running trial is past epoch 2: the finished trials that ran past 2 ran 4 -> 2 left;
-    # each of the 2 not started runs the mean of (1, 1, 4) = 2 epochs -> 4; rate 1 epoch / 10 s
-    assert console.epochs_left() == pytest.approx(6.0)
-    assert console.eta_seconds() == pytest.approx(60.0)
+    # each of the 2 not started: (2 x 4 expected + 1 + 1 + 4 run) / 5 = 2.8 epochs
+    assert console.epochs_left() == pytest.approx(2 + 2 * 2.8)
+    assert console.eta_seconds() == pytest.approx(10.0 * (2 + 2 * 2.8))  # one slot, 10 s each
+
+
+def test_eta_expects_what_asha_lets_a_trial_run_before_trials_end() -> None:
+    """#24: the first ETA assumed every trial runs all its epochs (ASHA pruned 5 of 8 at the
+    first rung): the scheduler's expectation is the prior, the finished trials refine it."""
+    from orchestrator.console import asha_expected_epochs
+
+    assert asha_expected_epochs(4, 2, 4) == pytest.approx(2.5)  # the demo: all to 2, 1/4 to 4
+    assert asha_expected_epochs(30, 1, 4) == pytest.approx(1 + 3 / 4 + 12 / 16 + 14 / 64)
+    assert asha_expected_epochs(6, 6, 3) == pytest.approx(6.0)  # no rung below max_t
+    console = ConsoleCallback(total=8, already=0, epochs=4, stream=io.StringIO(),
+                              expected_epochs=2.5, first_rung=2)
+    assert console.epochs_left() == pytest.approx(8 * 2.5)
+    console.trial_epochs += [4, 4]  # the first two fill the empty rung: promoted
+    assert console.epochs_left() == pytest.approx(8 * (2 * 2.5 + 4 + 4) / 4)
+
+
+def test_eta_of_the_last_trial_is_its_own_time_not_shared_with_an_idle_slot(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two trials at once, 10 s an epoch each: when one ends and nothing is left to start, the
+    other's 2 epochs take 20 s (an aggregate rate of 2 trials would say 10 s)."""
+    clock = [0.0]
+    monkeypatch.setattr("orchestrator.console.time.monotonic", lambda: clock[0])
+    console = ConsoleCallback(total=2, already=0, epochs=4, stream=io.StringIO(), concurrency=2)
+    a, b = _trial("aaaa0001", 1e-3), _trial("bbbb0002", 1e-3)
+    console.on_trial_start(0, [], a)
+    console.on_trial_start(0, [], b)
+    for epoch in (1, 2):
+        clock[0] += 10.0
+        console.on_trial_result(0, [], a, _epoch(epoch, 0.4, 0.0, 1, done=epoch == 2))
+        console.on_trial_result(0, [], b, _epoch(epoch, 0.4, 0.0, 1))
+    console.on_trial_complete(0, [], a)  # pruned at 2
+    assert console.eta_seconds() == pytest.approx(20.0)
 
 
 def test_seed_from_the_store_gives_best_and_epochs_before_any_new_trial_ends() -> None:
