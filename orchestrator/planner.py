@@ -7,12 +7,13 @@
   every sampled config) estimates the config's peak (trainables.memory.estimate_trial_memory),
   picks the largest micro-batch whose estimated peak fits the budget, plus gradient accumulation
   up to train.batch_size (`choose_target`, as `plan` does), and writes it into the trial's config
-  (train.micro_batch, runtime.planned_accumulation). runtime.estimated_peak_bytes is written for
-  EVERY config, with or without a budget (the logical batch is then planned as is): the store
-  keeps it in each trial row, the number `sweep.py plan` prints for that config. The trial uses
-  the plan; trainables/trainable.py plans only a config that arrives without a micro-batch under
-  a budget (a config whose batch of 1 does not fit: the trial then fails with DoesNotFitError,
-  recorded as does_not_fit). The budget also travels as runtime.memory_budget for that case.
+  (train.micro_batch, runtime.planned_accumulation, runtime.estimated_peak_bytes). The trial
+  uses the plan; trainables/trainable.py plans only a config that arrives without a micro-batch
+  under a budget (a config whose batch of 1 does not fit: the trial then fails with
+  DoesNotFitError, recorded as does_not_fit; the budget also travels as runtime.memory_budget
+  for that case), and estimates, at the batch it runs, a config that has no budget and no GPU
+  (nothing to decide, so the driver's event loop is not held up): every trial row carries the
+  estimate, the number `sweep.py plan` prints for that config.
 - `gpus_per_trial: auto` (`resources_for_config`, the callable of tune.with_resources): ask Ray
   for the GPU fraction that the planned peak needs, rounded up to 1/8: small trials pack several
   to a GPU, SincNet per_frame gets a whole one. Estimates are cached per (model config, shape).
@@ -165,19 +166,22 @@ class TrialPlanner:
     targets: tuple[Target, ...] = ()  # the cluster's GPU types (gpu_targets); () = no GPU
 
     def __call__(self, config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        """{"train": {"micro_batch"}, "runtime": {...}} to merge into the config. Every config
-        gets runtime.estimated_peak_bytes, the number `sweep.py plan` prints for it (the store
-        keeps it in every trial row): the peak at the micro-batch that runs (the logical batch
-        without a budget, the sweep file's train.micro_batch when it fixes one), at 1 when a
-        batch of 1 does not fit. train.micro_batch is set only under a budget and when the
-        sweep file does not fix it; a CPU config that does not fit gets none, so its trial
-        re-plans and is recorded does_not_fit (trainable._plan).
+        """{"train": {"micro_batch"}, "runtime": {...}} to merge into the config; {} without a
+        budget and without GPUs (nothing to decide: the trial stores the estimate that `plan`
+        prints, trainable._plan, so the driver's event loop is not held up by it). Otherwise
+        runtime.estimated_peak_bytes, the number `sweep.py plan` prints (the store keeps it in
+        every trial row): the peak at the micro-batch that runs (the sweep file's
+        train.micro_batch when it fixes one), at 1 when a batch of 1 does not fit.
+        train.micro_batch is set only when the sweep file does not fix it; a CPU config that
+        does not fit gets none, so its trial re-plans and is recorded does_not_fit.
         With GPU targets: the chosen type too (runtime.gpu_type / gpu_resource /
         gpu_memory_bytes / memory_budget); a config that fits none gets the largest budget,
         so its trial is recorded does_not_fit without waiting for a GPU."""
         from trainables.memory import estimate_trial_memory
 
         train = train_section(config)
+        if not self.targets and self.budget_bytes is None:
+            return {}  # nothing to decide: the trial estimates itself (trainable._plan)
         targets = self.targets or (Target("cpu", None, None, self.budget_bytes),)
         est = estimate_trial_memory(  # on a GPU: in the precision the step runs in
             dict(config), n_features=self.n_features, n_classes=self.n_classes,
@@ -198,8 +202,6 @@ class TrialPlanner:
             target = choice.target
             runtime.update(memory_budget=target.budget_bytes, gpu_type=target.name,
                            gpu_resource=target.resource, gpu_memory_bytes=target.memory_bytes)
-        elif self.budget_bytes is None:  # no budget: the logical batch (or the fixed one) runs
-            return {"runtime": runtime}
         if fixed is not None:
             return {"runtime": runtime}
         return {"train": {"micro_batch": choice.micro_batch}, "runtime": runtime}

@@ -1,7 +1,8 @@
 """#24: every trial row carries the planner's estimate (with or without a memory budget), the
 number `sweep.py plan` prints for the same config, and says what its measured peak measures
-(measured_peak_kind): the driver's TrialPlanner -> a real LockstepTrainer on the CPU -> the
-store's row (store/rows.py) -> its Arrow table."""
+(measured_peak_kind): the driver's TrialPlanner -> the trial's own plan step (trainable._plan,
+which estimates a config the driver had nothing to decide for) -> a real LockstepTrainer on the
+CPU -> the store's row (store/rows.py) -> its Arrow table."""
 
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ def test_a_cpu_trial_without_budget_stores_the_estimate_plan_prints_and_its_peak
     spec, data = tiny
     config = _planned(spec, data, budget=None)
     assert config["train"]["micro_batch"] is None  # no budget: the logical batch runs as is
+    config = _plan(config, data)  # what the trial does first (train_trial): it estimates
     trainer = LockstepTrainer(config, data, torch.device("cpu"))
     report = trainer.run_epoch()
     report[names.RUNTIME_JSON] = json.dumps(trainer.runtime_info())
