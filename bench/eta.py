@@ -24,7 +24,8 @@ beside it, every line with its time (`out.txt.stamped.tsv`). --replay runs nothi
 the recorded starts, epochs and ends, at their recorded times, to THIS checkout's console
 (orchestrator.console.sweep_console, the one runner.run_sweep builds) and prints its ETA beside
 the one the run printed, so two estimators are compared on the same run (on a shared machine
-two runs never see the same load).
+two runs never see the same load). An older checkout's console is replayed with PYTHONPATH
+pointing at it (`git archive COMMIT orchestrator trainables | tar -x -C /tmp/old`).
 """
 
 from __future__ import annotations
@@ -150,9 +151,14 @@ def replay(lines: list[Line], space: str, extra: list[str]) -> list[Line]:
     clock = [0.0]
     console.time = SimpleNamespace(monotonic=lambda: clock[0])  # the recorded clock
     out = io.StringIO()
-    view = console.sweep_console(spec, recorded=0, stream=out,
-                                 concurrency=spec.search.max_concurrent or max(
-                                     1, int(cpus // spec.resources.cpus_per_trial)))
+    if hasattr(console, "sweep_console"):
+        view = console.sweep_console(spec, recorded=0, stream=out,
+                                     concurrency=spec.search.max_concurrent or max(
+                                         1, int(cpus // spec.resources.cpus_per_trial)))
+    else:  # a checkout from before sweep_console: its console as runner.run_sweep built it
+        view = console.ConsoleCallback(total=spec.search.trials, already=0,
+                                       mode=spec.search.mode, metric=spec.search.metric,
+                                       epochs=int(spec.train["epochs"]), stream=out)
     ends = {m["id"]: m["status"] for x in lines if (m := _ENDED.match(x.text))}
     last_epoch: dict[str, int] = {}
     for x in lines:

@@ -16,13 +16,13 @@ once) and adds their times: an epoch of one trial takes the median seconds betwe
 one trial (the last RECENT_GAPS), a trial not started the hand-off after the trial it replaces
 (from its end to the next start: the driver plans, Ray starts a worker) and its set-up (from its
 start to its first epoch, less an epoch), then its expected epochs. So Ray's start and a trial's
-set-up are never taken for training speed, and the last trials, when slots stand idle, are not
-sped up by them. Before a trial has two epochs, the epochs left at the run's epoch rate since its
-first epoch. The epochs left learn from pruning: a trial not started yet is expected to run the
-scheduler's expectation (ASHA: `asha_expected_epochs`, weighed as PRIOR_TRIALS trials, since the
-first trials fill empty rungs and are promoted more than the later ones) averaged with the epochs
-of the trials finished so far (recorded ones of a resumed sweep included); a running trial before
-the first rung the same, past it the mean epochs of the finished trials that ran past its epoch.
+set-up are never taken for training speed, and the last trials, when slots stand idle, are not sped
+up by them. Before a trial has two epochs: `ETA ~?`. The epochs left learn from pruning: a trial
+not started yet is expected to run the scheduler's expectation (ASHA: `asha_expected_epochs`,
+weighed as PRIOR_TRIALS trials, since the first trials fill empty rungs and are promoted more than
+the later ones) averaged with the epochs of the trials finished so far (recorded ones of a resumed
+sweep included); a running trial before the first rung the same, past it the mean epochs of the
+finished trials that ran past its epoch.
 bench/eta.py measures it against the real remaining time (docs/design.md, Performance).
 "best" counts the trials recorded before a resume too (`seed`), so the status line, the epoch
 lines and the closing line agree with the leaderboard.
@@ -104,8 +104,6 @@ class ConsoleCallback(Callback):
         self.verbose = verbose
         self.stream = stream  # None: sys.stdout when first printing
         self.started = time.monotonic()
-        self.first_epoch_at: float | None = None  # the epoch rate counts from here
-        self.epochs_after_first = 0  # epochs reported after the first one
         self.epochs_done = 0
         self.trial_epochs: list[int] = []  # epochs run by each finished (or recorded) trial
         self.running: dict[str, tuple[int, int]] = {}  # trial id -> (epochs reported, of n)
@@ -232,10 +230,6 @@ class ConsoleCallback(Callback):
         self.running[trial.trial_id] = (epoch, of)
         self.epochs_done += 1
         now = time.monotonic()
-        if self.first_epoch_at is None:
-            self.first_epoch_at = now
-        else:
-            self.epochs_after_first += 1
         if trial.trial_id in self.reported_at:
             self.epoch_gaps.append(now - self.reported_at[trial.trial_id])
         elif trial.trial_id in self.started_at:
@@ -343,15 +337,12 @@ class ConsoleCallback(Callback):
     def eta_seconds(self) -> float | None:
         """Seconds left (see the module docstring): the trials left, placed on the run's
         concurrent slots, each epoch taking the seconds measured between two epochs of one
-        trial and each trial not started the start-up measured before a first epoch. Before
-        any trial has reported two epochs: the epochs left at the run's epoch rate since its
-        first epoch (start-up excluded); None before the second epoch."""
+        trial and each trial not started the start-up measured before a first epoch. None
+        before a trial has reported two epochs (the first epochs of trials started together
+        arrive together: no rate can be read from them)."""
         now = time.monotonic()
         if not self.epoch_gaps:
-            if not self.epochs_after_first or self.first_epoch_at is None:
-                return None
-            rate = self.epochs_after_first / max(now - self.first_epoch_at, 1e-9)
-            return self.epochs_left() / rate
+            return None
         epoch = statistics.median(self.epoch_gaps[-RECENT_GAPS:])
         # after a trial starts: its set-up, the part of its first epoch's wait beyond an epoch;
         # before it starts: the hand-off from the trial that ended (planning, Ray's start)
