@@ -98,7 +98,8 @@ def summary_line(frame: pd.DataFrame, metric: str) -> str:
         mean, std = mean_std(frame[column])
         parts.append(f"{column} {mean:.3f}" + ("" if std != std else f"±{std:.3f}"))
     cached = " (cached)" if frame.attrs.get("cache") == "hit" else ""
-    return f"{', '.join(parts)} over {len(frame)} members{cached}"
+    return (f"{', '.join(parts)} over {len(frame)} member{'s' if len(frame) != 1 else ''}"
+            f"{cached}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -526,10 +526,12 @@ class ProgressLines:
         self.prefix = prefix
         self.say = say
         self.open: re.Match[str] | None = None  # the last counter line, short of its total
+        self.last: str | None = None  # the last message: the same one again is no new fact
 
     def __call__(self, message: str) -> None:
-        if _BASELINE_REPEAT.match(message):
-            return
+        if _BASELINE_REPEAT.match(message) or message == self.last:
+            return  # (the synthetic corpus reported its last chunk twice: 400/400, 400/400)
+        self.last = message
         counter = _COUNTER.match(message)
         if self.open is not None and not (counter and counter["head"] == self.open["head"]):
             self.close()
