@@ -98,7 +98,8 @@ def summary_line(frame: pd.DataFrame, metric: str) -> str:
         mean, std = mean_std(frame[column])
         parts.append(f"{column} {mean:.3f}" + ("" if std != std else f"±{std:.3f}"))
     cached = " (cached)" if frame.attrs.get("cache") == "hit" else ""
-    return f"{', '.join(parts)} over {len(frame)} members{cached}"
+    return (f"{', '.join(parts)} over {len(frame)} member{'s' if len(frame) != 1 else ''}"
+            f"{cached}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +127,8 @@ class BaselineRun:
     """The sweep's baseline computed beside its first trials (start_sweep_baseline): a thread
     running write_sweep_baseline whose openSMILE workers are niced (egemaps_baseline.
     in_background), so on a cold cache the trials start without waiting for it. Silent while it
-    runs (the console owns the terminal); `wait()` prints its line."""
+    runs (the console owns the terminal): one line says it started, `wait()` prints its
+    result."""
 
     def __init__(self, spec: SweepSpec, sweep_dir: str, data: PreparedData | None) -> None:
         import threading
@@ -138,6 +140,8 @@ class BaselineRun:
         self._thread = threading.Thread(target=self._run, args=(spec, sweep_dir, data),
                                         name="sersweep-baseline", daemon=True)
         self._thread.start()
+        print("baseline: the eGeMAPS reference runs beside the trials; its result comes before "
+              "the leaderboard")
 
     def _run(self, spec: SweepSpec, sweep_dir: str, data: PreparedData | None) -> None:
         from trainables.egemaps_baseline import in_background

@@ -11,12 +11,19 @@ Epoch lines come from `on_trial_result` (mean ± sample std over the members tha
 them; `pruned` when the scheduler stopped the trial at that epoch, `collapsed k/m`). A trial's
 status is store/schema.py's trial_status, so the console shows what the store records.
 
-The ETA ("~": an estimate) is the epochs left divided by this run's epoch rate. The rate counts
-from the first reported epoch on (epochs after it / time since it), so Ray's start, the worker's
-imports and the first trial's set-up are not taken for training speed. The epochs left learn
-from pruning: a trial not started yet is expected to run the mean epochs of the trials finished
-so far (recorded ones of a resumed sweep included; `train.epochs` before any has finished), a
-running trial at epoch d the mean epochs of the finished trials that ran past d, minus d.
+The ETA ("~": an estimate) places the trials left on the run's slots (`concurrency`: trials at
+once) and adds their times: an epoch of one trial takes the median seconds between two epochs of
+one trial (the last RECENT_GAPS), a trial not started the hand-off after the trial it replaces
+(from its end to the next start: the driver plans, Ray starts a worker) and its set-up (from its
+start to its first epoch, less an epoch), then its expected epochs. So Ray's start and a trial's
+set-up are never taken for training speed, and the last trials, when slots stand idle, are not sped
+up by them. Before a trial has two epochs: `ETA ~?`. The epochs left learn from pruning: a trial
+not started yet is expected to run the scheduler's expectation (ASHA: `asha_expected_epochs`,
+weighed as PRIOR_TRIALS trials, since the first trials fill empty rungs and are promoted more than
+the later ones) averaged with the epochs of the trials finished so far (recorded ones of a resumed
+sweep included); a running trial before the first rung the same, past it the mean epochs of the
+finished trials that ran past its epoch.
+bench/eta.py measures it against the real remaining time (docs/design.md, Performance).
 "best" counts the trials recorded before a resume too (`seed`), so the status line, the epoch
 lines and the closing line agree with the leaderboard.
 
@@ -33,8 +40,10 @@ counter ending at N/N, each fact once), `ray_lines` (Ray starting / ready) and `
 from __future__ import annotations
 
 import contextlib
+import heapq
 import math
 import re
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,7 +57,10 @@ from orchestrator.store import schema
 from orchestrator.store.rows import reported_error, trial_error
 from trainables import names
 
-WAIT_NOTICE_S = 30.0  # trials pending with none running this long: say so
+PRIOR_TRIALS = 2  # the scheduler's expected epochs per trial weighs as much as 2 trials
+RECENT_GAPS = 8  # the ETA's epoch and start-up times: medians of the last 8 measured
+WAIT_NOTICE_S = 30.0  # trials pending with none running this long, unplaced: say so
+WAIT_RECHECK_S = 5.0  # while they wait, Ray's placement groups are read at most this often
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,17 +79,31 @@ class ConsoleCallback(Callback):
         epochs: int = 1,
         verbose: bool = False,
         stream: TextIO | None = None,
+        concurrency: int | None = None,
+        expected_epochs: float | None = None,
+        first_rung: int | None = None,
     ) -> None:
         self.total = total
         self.already = already
         self.sign = 1.0 if mode == "max" else -1.0
         self.metric = metric
         self.epochs = int(epochs)  # per trial, for the trials not started yet
+        # the ETA's model of the run (module docstring): trials at once (None: the most seen),
+        # the epochs a trial is expected to run before any has finished (the scheduler's:
+        # asha_expected_epochs), and the first epoch at which the scheduler may stop a trial
+        self.concurrency = concurrency
+        self.expected_epochs = float(expected_epochs if expected_epochs is not None else epochs)
+        self.first_rung = first_rung
+        self.started_at: dict[str, float] = {}  # trial id -> when it started
+        self.reported_at: dict[str, float] = {}  # trial id -> when it last reported an epoch
+        self.epoch_gaps: list[float] = []  # seconds between two epochs of one trial
+        self.first_waits: list[float] = []  # seconds from a trial's start to its first epoch
+        self.handoffs: list[float] = []  # seconds from a trial's end to the next one's start
+        self._freed: list[float] = []  # when a trial ended and no trial has started since
+        self.most_running = 0
         self.verbose = verbose
         self.stream = stream  # None: sys.stdout when first printing
         self.started = time.monotonic()
-        self.first_epoch_at: float | None = None  # the epoch rate counts from here
-        self.epochs_after_first = 0  # epochs reported after the first one
         self.epochs_done = 0
         self.trial_epochs: list[int] = []  # epochs run by each finished (or recorded) trial
         self.running: dict[str, tuple[int, int]] = {}  # trial id -> (epochs reported, of n)
@@ -92,6 +118,7 @@ class ConsoleCallback(Callback):
         self._console: Console | None = None
         self._status: Any = None  # rich Status (terminal only)
         self._waiting_since: float | None = None  # trials pending, none running, since
+        self._waiting_checked = -math.inf  # when Ray's placement groups were last read
         self._waiting_said = False
 
     def seed(self, recorded: pd.DataFrame) -> None:
@@ -151,20 +178,31 @@ class ConsoleCallback(Callback):
 
     # --- Tune callback hooks -------------------------------------------------------------------
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        """One line when trials wait for resources with none running (#22.3): what one asks."""
+        """One line when trials wait for resources (#22.3, #24: the one path that says so; Tune's
+        own warning is silenced, orchestrator/quiet.py): trials pending with none running for
+        WAIT_NOTICE_S AND a placement group of theirs that Ray has not placed. Pending trials
+        whose resources Ray has reserved are starting their workers (slow under load), not
+        waiting: no line."""
         pending = [t for t in trials if getattr(t, "status", None) == "PENDING"]
         if self.running or not pending:
             self._waiting_since = None
             return
+        now = time.monotonic()
         if self._waiting_since is None:
-            self._waiting_since = time.monotonic()
-        if time.monotonic() - self._waiting_since >= WAIT_NOTICE_S and not self._waiting_said:
-            self._waiting_said = True
-            asks = getattr(getattr(pending[0], "placement_group_factory", None),
-                           "required_resources", {})
-            self._say(f"waiting for resources: {len(pending)} trial(s) pending, none running "
-                      f"for {WAIT_NOTICE_S:.0f} s; one asks {dict(asks)} (`ray status` shows "
-                      "what the cluster has free)")
+            self._waiting_since = now
+        if (self._waiting_said or now - self._waiting_since < WAIT_NOTICE_S
+                or now - self._waiting_checked < WAIT_RECHECK_S):
+            return
+        self._waiting_checked = now
+        asks = [_asks(t) for t in pending]
+        unplaced = [ask for ask in asks if ask in unplaced_asks()]
+        if not unplaced:
+            return
+        import ray
+
+        self._waiting_said = True
+        self._say(waiting_line(len(pending), now - self._waiting_since, unplaced[0],
+                               ray.cluster_resources()))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id in self.seen:  # restarted after a failure: its retry line said so
@@ -173,6 +211,10 @@ class ConsoleCallback(Callback):
         self.seen.add(trial.trial_id)
         self.trials_started += 1
         self.running[trial.trial_id] = (0, _epochs_of(trial.config, self.epochs))
+        self.started_at[trial.trial_id] = time.monotonic()
+        if self._freed:  # the slot a trial ended in, taken again (the driver plans, Ray starts)
+            self.handoffs.append(self.started_at[trial.trial_id] - self._freed.pop(0))
+        self.most_running = max(self.most_running, len(self.running))
         number = self.already + self.trials_started
         self._say(f"start  #{number}/{self.total} {trial.trial_id}  "
                   f"{_short(_params(trial.config))}")
@@ -187,10 +229,12 @@ class ConsoleCallback(Callback):
         _, of = self.running.get(trial.trial_id, (0, self.epochs))
         self.running[trial.trial_id] = (epoch, of)
         self.epochs_done += 1
-        if self.first_epoch_at is None:
-            self.first_epoch_at = time.monotonic()
-        else:
-            self.epochs_after_first += 1
+        now = time.monotonic()
+        if trial.trial_id in self.reported_at:
+            self.epoch_gaps.append(now - self.reported_at[trial.trial_id])
+        elif trial.trial_id in self.started_at:
+            self.first_waits.append(now - self.started_at[trial.trial_id])
+        self.reported_at[trial.trial_id] = now
         n = len(schema.report_json(result, names.MEMBER_ROWS_JSON, []))
         value = _number(result.get(names.mean_key(self.metric)))
         spread = _number(result.get(names.std_key(self.metric)))
@@ -228,6 +272,8 @@ class ConsoleCallback(Callback):
     def _finish(self, trial: Any, status: str, reason: str | None,
                 traceback_text: str | None) -> None:
         self.running.pop(trial.trial_id, None)
+        if self.already + self.trials_started < self.total:
+            self._freed.append(time.monotonic())
         self.finished += 1
         self.pruned += status == schema.PRUNED
         self.collapsed += status == schema.COLLAPSED
@@ -262,26 +308,60 @@ class ConsoleCallback(Callback):
             return "-"
         return f"{self.best[0]:.3f}" if short else f"{self.best[0]:.3f} ({self.best[1]})"
 
+    def _per_trial(self) -> float:
+        """Epochs a trial not started yet is expected to run: the scheduler's expectation
+        (`expected_epochs`, counted as PRIOR_TRIALS trials) averaged with the epochs of the
+        trials finished so far. The first trials of an ASHA run fill its empty rungs and are
+        promoted more often than the later ones, so they alone would overstate it."""
+        finished = self.trial_epochs
+        return ((PRIOR_TRIALS * self.expected_epochs + sum(finished))
+                / (PRIOR_TRIALS + len(finished)))
+
+    def _expected_total(self, done: int, of: int) -> float:
+        """Epochs a running trial at epoch `done` (of `of`) is expected to reach: before the
+        scheduler's first rung, like a trial not started; past it, the mean of the finished
+        trials that ran past `done` (all of `of` when none did)."""
+        if done == 0 or (self.first_rung is not None and done < self.first_rung):
+            return max(float(done), min(self._per_trial(), float(of)))
+        longer = [e for e in self.trial_epochs if e > done]
+        return min(sum(longer) / len(longer), float(of)) if longer else float(of)
+
     def epochs_left(self) -> float:
         """Expected epochs still to run: the running trials' and those not started (see the
         module docstring: learnt from the finished trials' epochs)."""
-        finished = list(self.trial_epochs)
-        per_trial = sum(finished) / len(finished) if finished else float(self.epochs)
         not_started = max(0, self.total - self.already - self.trials_started)
-        left = 0.0
-        for done, of in list(self.running.values()):  # list(): the refresh thread reads too
-            longer = [e for e in finished if e > done]
-            expected = sum(longer) / len(longer) if longer else float(of)
-            left += max(0.0, min(expected, float(of)) - done)
-        return left + not_started * per_trial
+        left = sum(max(0.0, self._expected_total(done, of) - done)
+                   for done, of in list(self.running.values()))  # list(): the refresh thread
+        return left + not_started * self._per_trial()
 
     def eta_seconds(self) -> float | None:
-        """Seconds left at this run's epoch rate; None before the second epoch (the rate counts
-        from the first reported epoch on, so start-up is not taken for training)."""
-        if not self.epochs_after_first or self.first_epoch_at is None:
+        """Seconds left (see the module docstring): the trials left, placed on the run's
+        concurrent slots, each epoch taking the seconds measured between two epochs of one
+        trial and each trial not started the start-up measured before a first epoch. None
+        before a trial has reported two epochs (the first epochs of trials started together
+        arrive together: no rate can be read from them)."""
+        now = time.monotonic()
+        if not self.epoch_gaps:
             return None
-        rate = self.epochs_after_first / max(time.monotonic() - self.first_epoch_at, 1e-9)
-        return self.epochs_left() / rate
+        epoch = statistics.median(self.epoch_gaps[-RECENT_GAPS:])
+        # after a trial starts: its set-up, the part of its first epoch's wait beyond an epoch;
+        # before it starts: the hand-off from the trial that ended (planning, Ray's start)
+        setup = max(0.0, statistics.median(self.first_waits[-RECENT_GAPS:]) - epoch) \
+            if self.first_waits else 0.0
+        handoff = statistics.median(self.handoffs[-RECENT_GAPS:]) if self.handoffs else 0.0
+        slots = []
+        for trial_id, (done, of) in list(self.running.items()):
+            work = (self._expected_total(done, of) - done) * epoch + (0.0 if done else setup)
+            since = self.reported_at.get(trial_id) or self.started_at.get(trial_id) or now
+            slots.append(max(0.0, work - (now - since)))
+        width = max(self.concurrency or self.most_running, len(slots), 1)
+        slots += [0.0] * (width - len(slots))
+        heapq.heapify(slots)
+        not_started = max(0, self.total - self.already - self.trials_started)
+        for _ in range(not_started):  # each next trial takes the first slot that frees
+            heapq.heappush(slots, heapq.heappop(slots) + handoff + setup
+                           + self._per_trial() * epoch)
+        return max(slots)
 
     def _eta_text(self) -> str:
         eta = self.eta_seconds()
@@ -295,6 +375,48 @@ class ConsoleCallback(Callback):
                 f"{_duration(time.monotonic() - self.started)} | {self._eta_text()}")
 
 
+def _resources(asks: dict[str, float]) -> dict[str, float]:
+    """Resources as Ray's placement groups hold them: positive amounts, rounded (Ray keeps
+    fractions in fixed point)."""
+    return {key: round(float(value), 4) for key, value in asks.items() if float(value) > 0}
+
+
+def _asks(trial: Any) -> dict[str, float]:
+    """What one Tune trial asks for: its placement group's bundles summed."""
+    factory = getattr(trial, "placement_group_factory", None)
+    return _resources(dict(getattr(factory, "required_resources", {}) or {}))
+
+
+def unplaced_asks() -> list[dict[str, float]]:
+    """The resources of each placement group Ray has not placed yet (GCS state PENDING: no
+    node has them free), bundles summed. Tune asks one per trial as soon as it schedules it;
+    a placed one (CREATED) is a trial whose worker is starting."""
+    from ray.util import placement_group_table
+
+    out = []
+    for group in placement_group_table().values():
+        if group.get("state") != "PENDING":
+            continue
+        total: dict[str, float] = {}
+        for bundle in (group.get("bundles") or {}).values():
+            for key, value in bundle.items():
+                total[key] = total.get(key, 0.0) + float(value)
+        out.append(_resources(total))
+    return out
+
+
+def waiting_line(pending: int, seconds: float, asks: dict[str, float],
+                 cluster: dict[str, float]) -> str:
+    """The one line saying that trials wait for resources: what one asks, what the cluster
+    has in all (`ray status`: what is free now) and what to do."""
+    asked = ", ".join(f"{value:g} {key}" for key, value in asks.items())
+    return (f"waiting: {pending} trial(s) pending, none running for {_duration(seconds)}: Ray "
+            f"cannot place one (it asks {asked}; the cluster has {cluster.get('CPU', 0):g} "
+            f"CPUs, {cluster.get('GPU', 0):g} GPUs in all, `ray status` shows what is free). "
+            "Lower resources.cpus_per_trial / gpus_per_trial or add nodes; ignore this while "
+            "a cluster autoscales")
+
+
 class _LiveText:
     """The status line as rich renders it: recomputed at every refresh of the live status
     (rich's own thread), so the clock and the ETA move while no event arrives."""
@@ -304,6 +426,37 @@ class _LiveText:
 
     def __rich__(self) -> str:
         return self.console._status_text()
+
+
+def sweep_console(spec: Any, *, recorded: int, concurrency: int | None, verbose: bool = False,
+                  stream: TextIO | None = None) -> ConsoleCallback:
+    """The console of a sweep's search (runner.run_sweep; bench/eta.py replays it): numbering
+    after the `recorded` trials, and the ETA's model of the run: `concurrency` trials at once
+    and, under ASHA (not racing: ASHA then counts the first stage only), the epochs a trial is
+    expected to run (asha_expected_epochs) and the rung before which none is stopped."""
+    scheduler = spec.search.scheduler
+    asha = scheduler.type == "asha" and not spec.search.racing
+    return ConsoleCallback(
+        total=spec.search.trials, already=recorded, mode=spec.search.mode,
+        metric=spec.search.metric, epochs=int(spec.train["epochs"]), verbose=verbose,
+        stream=stream, concurrency=concurrency,
+        expected_epochs=asha_expected_epochs(scheduler.max_t, scheduler.grace_period,
+                                             scheduler.reduction_factor) if asha else None,
+        first_rung=scheduler.grace_period if asha else None)
+
+
+def asha_expected_epochs(max_t: int, grace_period: int, reduction_factor: float) -> float:
+    """Epochs an ASHA trial is expected to run once the rungs are full: all trials reach the
+    first rung (grace_period), a 1/reduction_factor share of those reaching a rung go on to
+    the next (rungs at grace_period x reduction_factor^k below max_t), the last ones to max_t."""
+    rungs = [float(grace_period)]
+    while rungs[-1] * reduction_factor < max_t:
+        rungs.append(rungs[-1] * reduction_factor)
+    expected, share = rungs[0], 1.0
+    for start, end in zip(rungs, [*rungs[1:], float(max_t)], strict=True):
+        share /= reduction_factor
+        expected += (end - start) * share
+    return min(expected, float(max_t))
 
 
 def _present(value: Any) -> bool:
@@ -373,10 +526,12 @@ class ProgressLines:
         self.prefix = prefix
         self.say = say
         self.open: re.Match[str] | None = None  # the last counter line, short of its total
+        self.last: str | None = None  # the last message: the same one again is no new fact
 
     def __call__(self, message: str) -> None:
-        if _BASELINE_REPEAT.match(message):
-            return
+        if _BASELINE_REPEAT.match(message) or message == self.last:
+            return  # (the synthetic corpus reported its last chunk twice: 400/400, 400/400)
+        self.last = message
         counter = _COUNTER.match(message)
         if self.open is not None and not (counter and counter["head"] == self.open["head"]):
             self.close()

@@ -4,12 +4,16 @@
   sets it (CPU too), else the GPU's memory x `resources.gpu_memory_fraction` x the trial's GPU
   share (a whole GPU's worth under `gpus_per_trial: auto`, see below).
 - The micro-batch is decided ONCE, on the driver: `TrialPlanner` (called by search.TrialSpace for
-  every sampled config) runs trainables.memory.plan_for_shape (the largest micro-batch whose
-  estimated peak fits, plus gradient accumulation up to train.batch_size) and writes it into the
-  trial's config (train.micro_batch, runtime.estimated_peak_bytes / planned_accumulation). The
-  trial uses it; trainables/trainable.py plans only a config that arrives without one (a config
-  whose batch of 1 does not fit: the trial then fails with DoesNotFitError, recorded as
-  does_not_fit). The budget also travels as runtime.memory_budget for that case.
+  every sampled config) estimates the config's peak (trainables.memory.estimate_trial_memory),
+  picks the largest micro-batch whose estimated peak fits the budget, plus gradient accumulation
+  up to train.batch_size (`choose_target`, as `plan` does), and writes it into the trial's config
+  (train.micro_batch, runtime.planned_accumulation, runtime.estimated_peak_bytes). The trial
+  uses the plan; trainables/trainable.py plans only a config that arrives without a micro-batch
+  under a budget (a config whose batch of 1 does not fit: the trial then fails with
+  DoesNotFitError, recorded as does_not_fit; the budget also travels as runtime.memory_budget
+  for that case), and estimates, at the batch it runs, a config that has no budget and no GPU
+  (nothing to decide, so the driver's event loop is not held up): every trial row carries the
+  estimate, the number `sweep.py plan` prints for that config.
 - `gpus_per_trial: auto` (`resources_for_config`, the callable of tune.with_resources): ask Ray
   for the GPU fraction that the planned peak needs, rounded up to 1/8: small trials pack several
   to a GPU, SincNet per_frame gets a whole one. Estimates are cached per (model config, shape).
@@ -33,7 +37,6 @@ from typing import Any
 
 from orchestrator.dotted import get_dotted
 from trainables.config import member_count
-from trainables.errors import DoesNotFitError
 from trainables.trial_config import TrialConfig
 
 # trainables.memory (torch) is imported where it is used: the CLI imports this module to build
@@ -164,44 +167,46 @@ class TrialPlanner:
     targets: tuple[Target, ...] = ()  # the cluster's GPU types (gpu_targets); () = no GPU
 
     def __call__(self, config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        """{"train": {"micro_batch"}, "runtime": {...}} to merge into the config; {} when there
-        is no budget, the sweep file fixed train.micro_batch, or a batch of 1 does not fit.
+        """{"train": {"micro_batch"}, "runtime": {...}} to merge into the config; {} without a
+        budget and without GPUs (nothing to decide: the trial stores the estimate that `plan`
+        prints, trainable._plan, so the driver's event loop is not held up by it). Otherwise
+        runtime.estimated_peak_bytes, the number `sweep.py plan` prints (the store keeps it in
+        every trial row): the peak at the micro-batch that runs (the sweep file's
+        train.micro_batch when it fixes one), at 1 when a batch of 1 does not fit.
+        train.micro_batch is set only when the sweep file does not fix it; a CPU config that
+        does not fit gets none, so its trial re-plans and is recorded does_not_fit.
         With GPU targets: the chosen type too (runtime.gpu_type / gpu_resource /
         gpu_memory_bytes / memory_budget); a config that fits none gets the largest budget,
         so its trial is recorded does_not_fit without waiting for a GPU."""
-        from trainables.memory import estimate_trial_memory, plan_for_shape
+        from trainables.memory import estimate_trial_memory
 
         trial = TrialConfig.from_dict(config)  # once per sampled config
         train = trial.train
+        if not self.targets and self.budget_bytes is None:
+            return {}  # nothing to decide: the trial estimates itself (trainable._plan)
+        targets = self.targets or (Target("cpu", None, None, self.budget_bytes),)
+        est = estimate_trial_memory(  # on a GPU: in the precision the step runs in
+            trial, n_features=self.n_features, n_classes=self.n_classes,
+            input_shape=self.input_shape, n_members=member_count(self.n_folds, train),
+            on_gpu=bool(self.targets))
+        fixed = train.micro_batch
+        choice = choose_target(est, int(train.batch_size), fixed, targets)
+        if choice.target is None:  # fits nowhere: the peak at 1, as `plan` shows it
+            peak = int(est.peak(fixed)) if fixed is not None else choice.estimated_peak
+            if not self.targets:
+                return {"runtime": {"estimated_peak_bytes": peak}}
+            budgets = [t.budget_bytes for t in self.targets if t.budget_bytes]
+            return {"runtime": {"memory_budget": max(budgets), "gpu_type": None,
+                                "estimated_peak_bytes": peak}}
+        runtime: dict[str, Any] = {"estimated_peak_bytes": choice.estimated_peak,
+                                   "planned_accumulation": choice.accumulation}
         if self.targets:
-            est = estimate_trial_memory(  # on a GPU: in the precision the step runs in
-                trial, n_features=self.n_features, n_classes=self.n_classes,
-                input_shape=self.input_shape, n_members=member_count(self.n_folds, train),
-                on_gpu=True)
-            choice = choose_target(est, int(train.batch_size), train.micro_batch, self.targets)
-            if choice.target is None:
-                budgets = [t.budget_bytes for t in self.targets if t.budget_bytes]
-                return {"runtime": {"memory_budget": max(budgets), "gpu_type": None}}
             target = choice.target
-            runtime = {"estimated_peak_bytes": choice.estimated_peak,
-                       "planned_accumulation": choice.accumulation,
-                       "memory_budget": target.budget_bytes, "gpu_type": target.name,
-                       "gpu_resource": target.resource, "gpu_memory_bytes": target.memory_bytes}
-            if train.micro_batch is not None:
-                return {"runtime": runtime}
-            return {"train": {"micro_batch": choice.micro_batch}, "runtime": runtime}
-        if self.budget_bytes is None or train.micro_batch is not None:
-            return {}
-        try:
-            plan = plan_for_shape(
-                trial, input_shape=self.input_shape, n_features=self.n_features,
-                n_classes=self.n_classes, n_folds=self.n_folds, budget_bytes=self.budget_bytes,
-            )
-        except DoesNotFitError:
-            return {}
-        return {"train": {"micro_batch": plan.micro_batch},
-                "runtime": {"estimated_peak_bytes": plan.estimated_peak,
-                            "planned_accumulation": plan.accumulation}}
+            runtime.update(memory_budget=target.budget_bytes, gpu_type=target.name,
+                           gpu_resource=target.resource, gpu_memory_bytes=target.memory_bytes)
+        if fixed is not None:
+            return {"runtime": runtime}
+        return {"train": {"micro_batch": choice.micro_batch}, "runtime": runtime}
 
 
 def resources_for_config(

@@ -14,16 +14,14 @@ logger, below RAY_LOGGER_LEVEL.
 Python warnings Ray raises with `warnings.warn` pass by the `ray` logger: QUIET_WARNINGS filters
 them (OptunaSearch's "Define-by-run function ... took N seconds": the memory planner runs inside
 the define-by-run function on purpose, orchestrator/search.py).
-One Tune warning matters to the user: no trial can start because the cluster lacks what a trial
-asks for. It is rewritten into one plain line (`waiting: ...`, `WaitingLine`), once per message.
+Tune's warning that no trial can start for lack of resources goes too: the console says it
+once, when Ray has not placed a waiting trial (orchestrator/console.py: waiting_line).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import sys
 import warnings
 
 QUIET_ENV = {
@@ -34,35 +32,6 @@ QUIET_ENV = {
 
 
 QUIET_WARNINGS = (r"Define-by-run function passed in the `space` argument took",)
-WAITING_LOGGER = "ray.tune.execution.insufficient_resources_manager"
-_ASKED = re.compile(r"You asked for (?P<cpus>[\d.]+) CPUs and (?P<gpus>[\d.]+) GPUs per trial, "
-                    r"but the cluster only has (?P<ccpus>[\d.]+) CPUs and (?P<cgpus>[\d.]+) GPUs")
-_WAITED = re.compile(r"within the last (?P<seconds>\d+) seconds")
-
-
-def waiting_line(message: str) -> str:
-    """Tune's insufficient-resources warning as one plain line."""
-    asked, waited = _ASKED.search(message), _WAITED.search(message)
-    line = "waiting: no trial has started" + (f" for {waited['seconds']} s" if waited else "")
-    if asked:
-        line += (f"; a trial asks for {asked['cpus']} CPUs and {asked['gpus']} GPUs, the cluster "
-                 f"has {asked['ccpus']} CPUs and {asked['cgpus']} GPUs")
-    return line + (" (lower resources.cpus_per_trial / gpus_per_trial, or add nodes; ignore "
-                   "this while a cluster autoscales)")
-
-
-class WaitingLine(logging.Handler):
-    """Prints `waiting_line` of each distinct warning once (to stderr: it is a warning)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.seen: set[str] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        line = waiting_line(record.getMessage())
-        if line not in self.seen:
-            self.seen.add(line)
-            print(line, file=sys.stderr, flush=True)
 
 
 def quiet_logs(verbose: bool) -> None:
@@ -76,8 +45,3 @@ def quiet_logs(verbose: bool) -> None:
     # Ray imported already (a test, an embedding program): ray.init resets the `ray` logger's
     # level from the default it bound at import, so set it again after ray.init too.
     logging.getLogger("ray").setLevel(logging.ERROR)
-    waiting = logging.getLogger(WAITING_LOGGER)  # below `ray` (ERROR): its warning, rewritten
-    waiting.setLevel(logging.WARNING)
-    waiting.propagate = False
-    if not any(isinstance(h, WaitingLine) for h in waiting.handlers):
-        waiting.addHandler(WaitingLine())

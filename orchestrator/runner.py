@@ -126,7 +126,7 @@ def run_sweep(
     from ray.tune.stopper import CombinedStopper
 
     from orchestrator import confirm, racing
-    from orchestrator.console import ConsoleCallback, ProgressLines, ray_lines
+    from orchestrator.console import ConsoleCallback, ProgressLines, ray_lines, sweep_console
     from orchestrator.interrupt import SignalStop, gcs_watch, stop_on_signals
     from orchestrator.planner import PlannerByData, TrialPlanner, gpu_targets, trial_budget_bytes
     from orchestrator.search import SweepSearch, TrialSpace, study_with_history
@@ -222,9 +222,7 @@ def run_sweep(
 
     # One console and one store callback for the whole sweep: numbering, ETA and the first
     # write error carry over from one Tuner to the next.
-    console = ConsoleCallback(total=spec.search.trials, already=recorded, mode=spec.search.mode,
-                              metric=spec.search.metric, epochs=int(spec.train["epochs"]),
-                              verbose=verbose)
+    console = sweep_console(spec, recorded=recorded, concurrency=max_concurrent, verbose=verbose)
     # a resume: "best" and the ETA count what is recorded (search rows that belong)
     console.seed(schema.search_rows(store.recorded_trials()))
     stop = SignalStop()

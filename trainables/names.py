@@ -44,6 +44,13 @@ RUNTIME_JSON = "runtime_json"  # JSON dict: micro_batch, accumulation, peaks, oo
 # PreparedData.info key and runtime key (the trials column): clips listed by the corpus but
 # skipped as missing or unreadable (MELD), kept in the feature cache; 0 when none
 DATA_SKIPPED_CLIPS = "data_skipped_clips"
+# runtime key and trials column: what measured_peak_bytes measures. On CUDA the allocator's
+# peak of tensor bytes (torch.cuda.max_memory_allocated), comparable with the planner's
+# estimate; on the CPU the worker process' peak resident set (ru_maxrss: code, Ray, the data and
+# the allocator's caches too), NOT comparable with the estimate (tensor bytes).
+MEASURED_PEAK_KIND = "measured_peak_kind"
+PEAK_CUDA_ALLOCATED = "cuda_max_allocated"
+PEAK_CPU_RSS = "cpu_rss"
 CHECKPOINT_FILE = "trainer.pt"  # in each Tune checkpoint dir: torch.save(trainer.state_dict())
 # Not "done": Ray sets its own `done` when the scheduler stops a trial.
 DONE = "trial_finished"  # the trial trained all its epochs (or every member stopped)

@@ -29,12 +29,15 @@ from trainables.names import (
     DATA_SKIPPED_CLIPS,
     DONE,
     EPOCH,
+    MEASURED_PEAK_KIND,
     MEMBER_RESULTS_JSON,
     MEMBER_ROWS_JSON,
     MEMBERS_ACTIVE,
     MEMBERS_COLLAPSED,
     OBJECTIVE,
     OBJECTIVE_STD,
+    PEAK_CPU_RSS,
+    PEAK_CUDA_ALLOCATED,
     SELECTABLE_METRICS,
     TRAIN_LOSS,
     VAL_UAR,
@@ -183,9 +186,11 @@ class LockstepTrainer:
         """How the trial ran: micro-batch, accumulation, OOM retries, device, peak memory."""
         if self.device.type == "cuda":
             measured = int(torch.cuda.max_memory_allocated(self.device))
+            kind = PEAK_CUDA_ALLOCATED
         else:  # the process' peak resident set (ru_maxrss is KiB on Linux, bytes on macOS)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             measured = int(rss if sys.platform == "darwin" else rss * 1024)
+            kind = PEAK_CPU_RSS
         batch = int(self.train.batch_size)
         return {
             "batch_size": batch,
@@ -198,6 +203,7 @@ class LockstepTrainer:
             DATA_SKIPPED_CLIPS: int(self.data.info.get(DATA_SKIPPED_CLIPS, 0)),
             "members": len(self.members),
             "measured_peak_bytes": measured,
+            MEASURED_PEAK_KIND: kind,  # what `measured` is (names.py): never compare cpu_rss
             "estimated_peak_bytes": self.estimated_peak_bytes,
         }
 

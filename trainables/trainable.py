@@ -27,7 +27,7 @@ from ray import tune
 from trainables.data import prepare_data, prepared_key
 from trainables.data.base import PreparedData
 from trainables.errors import SersweepError
-from trainables.memory import plan_micro_batch
+from trainables.memory import estimate_as_run, plan_micro_batch
 from trainables.names import (
     CHECKPOINT_FILE,
     DONE,
@@ -53,11 +53,17 @@ def _plan(config: TrialConfig | Mapping[str, Any], data: PreparedData) -> TrialC
     """The micro-batch: the one in the config (the driver's plan, orchestrator/planner.py
     TrialPlanner, or the sweep file's train.micro_batch) is used as is; only a config that
     arrives without one, with a budget, is planned here (e.g. a batch of 1 that does not fit:
-    plan_micro_batch raises DoesNotFitError and the trial is recorded as does_not_fit)."""
+    plan_micro_batch raises DoesNotFitError and the trial is recorded as does_not_fit). A
+    config without any estimate (no budget, no GPU) gets one here, for its row."""
     config = as_trial_config(config)  # the trial's own, passed through; a dict (tests) built
     budget = config.runtime.get("memory_budget")
     if not budget or config.train.micro_batch is not None:
-        return config
+        if config.runtime.get("estimated_peak_bytes") is not None:
+            return config
+        # no plan on the driver (a CPU trial without a budget: the driver's event loop is not
+        # held up for a number nothing decides on): the estimate that `plan` prints, stored
+        return config.updated(
+            {"runtime": {"estimated_peak_bytes": estimate_as_run(config, data)}})
     plan = plan_micro_batch(config, data, int(budget))
     return config.updated({"train": {"micro_batch": int(plan.micro_batch)},
                            "runtime": {"estimated_peak_bytes": int(plan.estimated_peak),

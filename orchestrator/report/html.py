@@ -171,10 +171,14 @@ def _memory_html(row: dict) -> str:
     def number(value) -> str:
         return "-" if value is None or pd.isna(value) else f"{value:g}"
 
+    kind = row.get(names.MEASURED_PEAK_KIND)
+    what = {names.PEAK_CUDA_ALLOCATED: " (CUDA allocated)",
+            names.PEAK_CPU_RSS: " (the worker's RSS, not comparable with the plan)"}.get(
+                kind if isinstance(kind, str) else None, "")
     return (f"<p>memory: micro-batch {number(row.get('micro_batch'))} x accumulation "
             f"{number(row.get('accumulation'))}; planned peak "
             f"{size(row.get('estimated_peak_bytes'))}, measured peak "
-            f"{size(row.get('measured_peak_bytes'))}; GPU share "
+            f"{size(row.get('measured_peak_bytes'))}{what}; GPU share "
             f"{number(row.get('gpu_fraction'))} on {html.escape(str(row.get('device') or '-'))}"
             f"; {number(row.get('oom_retries'))} out-of-memory retries</p>")
 

@@ -87,6 +87,11 @@ def _int(value: Any) -> int | None:
     return None if value is None or _isnan(value) else int(value)
 
 
+def _first(*values: Any) -> Any:
+    """The first value that is not None (None when all are)."""
+    return next((v for v in values if v is not None), None)
+
+
 def trial_rows(
     *,
     trial_id: str,
@@ -109,6 +114,7 @@ def trial_rows(
     last = buffer.last
     members = schema.report_json(last, names.MEMBER_RESULTS_JSON, [])
     runtime = schema.report_json(last, names.RUNTIME_JSON, {})
+    planned = config.get("runtime") or {}  # the driver's plan (orchestrator/planner.py)
     collapsed, _ = schema.collapsed_members(last)
     if status is None:
         status = schema.trial_status(last, error)
@@ -147,8 +153,11 @@ def trial_rows(
         "micro_batch": _int(runtime.get("micro_batch")),
         "accumulation": _int(runtime.get("accumulation")),
         "gpu_fraction": runtime.get("gpu_fraction", trial_gpus or None),
-        "estimated_peak_bytes": _int(runtime.get("estimated_peak_bytes")),
+        # the driver's plan is in the config: a trial that failed before reporting keeps it
+        "estimated_peak_bytes": _int(_first(runtime.get("estimated_peak_bytes"),
+                                            planned.get("estimated_peak_bytes"))),
         "measured_peak_bytes": _int(runtime.get("measured_peak_bytes")),
+        names.MEASURED_PEAK_KIND: runtime.get(names.MEASURED_PEAK_KIND),
         "oom_retries": _int(runtime.get("oom_retries")),
         "wall_seconds": wall,
         "gpu_hours": wall / 3600.0 * float(gpus or 0.0),

@@ -150,8 +150,15 @@ TRIAL_FIELDS: list[tuple[str, pa.DataType, str]] = [
     ("micro_batch", _I, "micro-batch chosen by the planner (after OOM halvings)"),
     ("accumulation", _I, "gradient-accumulation steps"),
     ("gpu_fraction", _F, "GPU share of the trial (null when absent)"),
-    ("estimated_peak_bytes", _I, "planner's peak-memory estimate (nullable)"),
-    ("measured_peak_bytes", _I, "measured peak memory"),
+    ("estimated_peak_bytes", _I, "the planner's peak-memory estimate at the planned micro-batch "
+                                 "(before any OOM halving; at 1 for does_not_fit), tensor bytes "
+                                 "of the whole trial: every trial row, as `sweep.py plan` prints "
+                                 "it (null in stores from before it was stored without a budget)"),
+    ("measured_peak_bytes", _I, "measured peak memory; what it measures: measured_peak_kind"),
+    (names.MEASURED_PEAK_KIND, _S, "cuda_max_allocated: torch.cuda.max_memory_allocated, tensor "
+                                   "bytes, comparable with estimated_peak_bytes | cpu_rss: the "
+                                   "worker process' peak resident set, NOT comparable (code, Ray, "
+                                   "data and allocator caches too) | null: not measured"),
     ("oom_retries", _I, "out-of-memory retries (micro-batch halvings)"),
     ("wall_seconds", _F, "wall time of the trial"),
     ("gpu_hours", _F, "wall_seconds / 3600 x GPUs of the trial"),

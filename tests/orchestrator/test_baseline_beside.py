@@ -18,12 +18,17 @@ from trainables.data import prepare_data
 TINY = str(Path(__file__).with_name("tiny_sweep.yaml"))
 
 
-def test_started_in_the_background_written_on_wait(tmp_path: Path) -> None:
+def test_started_in_the_background_written_on_wait(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     spec = load_spec(TINY, overrides=[f"data.cache_dir={tmp_path / 'cache'}",
                                       "search.baseline=true"])
     data = prepare_data(spec.base_config()["data"])
     beside = tmp_path / "beside"
+    capsys.readouterr()
     run = start_sweep_baseline(spec, str(beside), data)
+    # a newcomer is told at once that it runs (its result comes only before the leaderboard)
+    assert capsys.readouterr().out == ("baseline: the eGeMAPS reference runs beside the trials; "
+                                       "its result comes before the leaderboard\n")
     # returned at once: openSMILE on 80 utterances takes seconds, nothing is written yet
     assert not (beside / "baseline.parquet").exists()
     run.wait()

@@ -500,31 +500,3 @@ def test_a_gcs_that_dies_under_the_driver_ends_the_sweep_within_seconds(tmp_path
     assert "GCS exited under the driver (killed by SIGKILL)" in stderr
     assert "the same command continues the sweep" in stderr
     assert stopped < 15, stopped  # not Ray's minute of reconnecting
-
-
-def test_the_console_says_when_trials_wait_for_resources(monkeypatch: pytest.MonkeyPatch) -> None:
-    """#22.3: trials pending with none running get one plain line naming what one asks."""
-    import io
-
-    from ray import tune
-    from ray.tune.execution.placement_groups import PlacementGroupFactory
-    from ray.tune.experiment import Trial
-
-    from orchestrator import console
-
-    tune.register_trainable("sersweep_waiting", lambda config: None)
-    trial = Trial("sersweep_waiting", config={},
-                  placement_group_factory=PlacementGroupFactory([{"CPU": 1, "GPU": 1}]))
-    trial.create_placement_group_factory()  # what Tune does when it adds the trial
-    out = io.StringIO()
-    view = console.ConsoleCallback(total=2, already=0, mode="max", metric="val_uar", epochs=1,
-                                   verbose=False, stream=out)
-    monkeypatch.setattr(console, "WAIT_NOTICE_S", 0.2)
-    view.on_step_begin(0, [trial])
-    assert out.getvalue() == ""  # not at once
-    time.sleep(0.3)
-    for step in (1, 2, 3):
-        view.on_step_begin(step, [trial])
-    (line,) = out.getvalue().splitlines()  # once
-    assert line.startswith("waiting for resources: 1 trial(s) pending, none running")
-    assert "'GPU': 1.0" in line and "'CPU': 1.0" in line, line

@@ -69,21 +69,36 @@ def test_verbose_adds_the_traceback() -> None:
     assert "Traceback: here" in out.getvalue()
 
 
-def test_eta_rate_counts_from_the_first_epoch_so_start_up_is_excluded(
+def test_eta_counts_start_up_once_per_trial_never_as_epoch_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
     monkeypatch.setattr("orchestrator.console.time.monotonic", lambda: clock[0])
-    console = ConsoleCallback(total=3, already=0, epochs=4, stream=io.StringIO())
+    console = ConsoleCallback(total=3, already=0, epochs=4, stream=io.StringIO(), concurrency=1)
     a = _trial("aaaa0001", 1e-3)
     assert console.eta_seconds() is None  # no epoch yet: no rate
     console.on_trial_start(0, [], a)
-    clock[0] = 160.0  # 60 s of start-up (Ray worker, imports, data) before the first epoch
+    clock[0] = 160.0  # 60 s from its start to its first epoch: set-up (data, model) + 1 epoch
     console.on_trial_result(0, [], a, _epoch(1, 0.4, 0.0, 1))
     assert console.eta_seconds() is None  # one epoch: no rate yet
     clock[0] = 170.0
-    console.on_trial_result(0, [], a, _epoch(2, 0.4, 0.0, 1))  # 1 epoch / 10 s after the first
-    # left: 2 epochs of the running trial + 2 trials not started x 4 epochs = 10 -> 100 s
-    assert console.eta_seconds() == pytest.approx(100.0)
+    console.on_trial_result(0, [], a, _epoch(2, 0.4, 0.0, 1))  # an epoch takes 10 s
+    # a: 2 epochs left = 20 s; then 2 trials, one after the other (one slot), each 50 s of
+    # set-up + 4 epochs x 10 s (no scheduler: all epochs expected)
+    assert console.eta_seconds() == pytest.approx(20.0 + 2 * (50.0 + 40.0))
+    clock[0] = 175.0  # half an epoch later, 5 s less
+    assert console.eta_seconds() == pytest.approx(195.0)
+
+
+def _run_trials(console: ConsoleCallback, clock: list[float], stops: tuple[int, ...]) -> None:
+    """Trials one after the other, 10 s an epoch, each stopped at its epoch in `stops`."""
+    for k, stop in enumerate(stops):
+        trial = _trial(f"trial{k:03d}", 1e-3)
+        console.on_trial_start(0, [], trial)
+        for epoch in range(1, stop + 1):
+            clock[0] += 10.0
+            console.on_trial_result(0, [], trial, _epoch(epoch, 0.4, 0.0, 1,
+                                                         done=epoch == stop))
+        console.on_trial_complete(0, [], trial)
 
 
 def test_eta_learns_the_epochs_per_trial_from_pruned_trials(
@@ -91,23 +106,49 @@ def test_eta_learns_the_epochs_per_trial_from_pruned_trials(
     clock = [0.0]
     monkeypatch.setattr("orchestrator.console.time.monotonic", lambda: clock[0])
     console = ConsoleCallback(total=6, already=0, epochs=4, stream=io.StringIO())
-    for k, pruned_at in enumerate((1, 1, 4)):  # ASHA: two stopped at epoch 1, one ran all 4
-        trial = _trial(f"trial{k:03d}", 1e-3)
-        console.on_trial_start(0, [], trial)
-        for epoch in range(1, pruned_at + 1):
-            clock[0] += 10.0
-            console.on_trial_result(0, [], trial, _epoch(epoch, 0.4, 0.0, 1,
-                                                         done=epoch == pruned_at))
-        console.on_trial_complete(0, [], trial)
+    _run_trials(console, clock, (1, 1, 4))  # ASHA: two stopped at epoch 1, one ran all 4
     running = _trial("runs0004", 1e-3)
     console.on_trial_start(0, [], running)
     for epoch in (1, 2):
         clock[0] += 10.0
         console.on_trial_result(0, [], running, _epoch(epoch, 0.4, 0.0, 1))
     # the running trial is past epoch 2: the finished trials that ran past 2 ran 4 -> 2 left;
-    # each of the 2 not started runs the mean of (1, 1, 4) = 2 epochs -> 4; rate 1 epoch / 10 s
-    assert console.epochs_left() == pytest.approx(6.0)
-    assert console.eta_seconds() == pytest.approx(60.0)
+    # each of the 2 not started: (2 x 4 expected + 1 + 1 + 4 run) / 5 = 2.8 epochs
+    assert console.epochs_left() == pytest.approx(2 + 2 * 2.8)
+    assert console.eta_seconds() == pytest.approx(10.0 * (2 + 2 * 2.8))  # one slot, 10 s each
+
+
+def test_eta_expects_what_asha_lets_a_trial_run_before_trials_end() -> None:
+    """#24: the first ETA assumed every trial runs all its epochs (ASHA pruned 5 of 8 at the
+    first rung): the scheduler's expectation is the prior, the finished trials refine it."""
+    from orchestrator.console import asha_expected_epochs
+
+    assert asha_expected_epochs(4, 2, 4) == pytest.approx(2.5)  # the demo: all to 2, 1/4 to 4
+    assert asha_expected_epochs(30, 1, 4) == pytest.approx(1 + 3 / 4 + 12 / 16 + 14 / 64)
+    assert asha_expected_epochs(6, 6, 3) == pytest.approx(6.0)  # no rung below max_t
+    console = ConsoleCallback(total=8, already=0, epochs=4, stream=io.StringIO(),
+                              expected_epochs=2.5, first_rung=2)
+    assert console.epochs_left() == pytest.approx(8 * 2.5)
+    console.trial_epochs += [4, 4]  # the first two fill the empty rung: promoted
+    assert console.epochs_left() == pytest.approx(8 * (2 * 2.5 + 4 + 4) / 4)
+
+
+def test_eta_of_the_last_trial_is_its_own_time_not_shared_with_an_idle_slot(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two trials at once, 10 s an epoch each: when one ends and nothing is left to start, the
+    other's 2 epochs take 20 s (an aggregate rate of 2 trials would say 10 s)."""
+    clock = [0.0]
+    monkeypatch.setattr("orchestrator.console.time.monotonic", lambda: clock[0])
+    console = ConsoleCallback(total=2, already=0, epochs=4, stream=io.StringIO(), concurrency=2)
+    a, b = _trial("aaaa0001", 1e-3), _trial("bbbb0002", 1e-3)
+    console.on_trial_start(0, [], a)
+    console.on_trial_start(0, [], b)
+    for epoch in (1, 2):
+        clock[0] += 10.0
+        console.on_trial_result(0, [], a, _epoch(epoch, 0.4, 0.0, 1, done=epoch == 2))
+        console.on_trial_result(0, [], b, _epoch(epoch, 0.4, 0.0, 1))
+    console.on_trial_complete(0, [], a)  # pruned at 2
+    assert console.eta_seconds() == pytest.approx(20.0)
 
 
 def test_seed_from_the_store_gives_best_and_epochs_before_any_new_trial_ends() -> None:
@@ -187,6 +228,8 @@ def test_progress_lines_end_counters_at_the_total_and_print_each_fact_once() -> 
     said: list[str] = []
     progress = ProgressLines("data: ", say=said.append)
     for message in ("synthetic: generating 800 utterances",
+                    "synthetic: generated 800/800 utterances",
+                    "synthetic: generated 800/800 utterances",  # #24: seen twice on the demo
                     "features logmel: 256/800 utterances", "features logmel: 512/800 utterances",
                     "cached /tmp/x.pt",
                     "baseline: eGeMAPS functionals 200/300 utterances",
@@ -194,6 +237,7 @@ def test_progress_lines_end_counters_at_the_total_and_print_each_fact_once() -> 
         progress(message)
     progress.close()
     assert said == ["data: synthetic: generating 800 utterances",
+                    "data: synthetic: generated 800/800 utterances",
                     "data: features logmel: 256/800 utterances",
                     "data: features logmel: 512/800 utterances",
                     "data: features logmel: 800/800 utterances",
@@ -202,14 +246,15 @@ def test_progress_lines_end_counters_at_the_total_and_print_each_fact_once() -> 
                     "data: baseline: eGeMAPS functionals 300/300 utterances"]
 
 
-def test_tune_warnings_quiet_unless_verbose_and_waiting_is_one_plain_line(
+def test_tune_warnings_are_quiet_unless_verbose_the_waiting_one_too(
         capsys: pytest.CaptureFixture) -> None:
-    import logging
+    """#24: trials waiting for resources are said once, by the console (the next test); Tune's
+    own insufficient-resources warning, which said it a second time, is silenced with the rest."""
     import warnings
 
     from ray.tune.execution import insufficient_resources_manager as irm
 
-    from orchestrator.quiet import WAITING_LOGGER, quiet_logs
+    from orchestrator.quiet import quiet_logs
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -222,11 +267,52 @@ def test_tune_warnings_quiet_unless_verbose_and_waiting_is_one_plain_line(
                + irm.MSG_TUNE_INSUFFICIENT.format(asked_cpus=4, asked_gpus=1, cluster_cpus=2,
                                                   cluster_gpus=0) + irm.MSG_TUNE_END)
     for _ in range(3):
-        logging.getLogger(WAITING_LOGGER).warning(message)
-    err = capsys.readouterr().err.splitlines()
-    assert err == ["waiting: no trial has started for 60 s; a trial asks for 4 CPUs and 1 GPUs, "
-                   "the cluster has 2 CPUs and 0 GPUs (lower resources.cpus_per_trial / "
-                   "gpus_per_trial, or add nodes; ignore this while a cluster autoscales)"]
+        irm.logger.warning(message)  # what Tune's InsufficientResourcesManager logs
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_a_trial_ray_cannot_place_gets_one_waiting_line_a_starting_one_none(
+        ray_local, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#22.3 / #24: the console says that trials wait for resources once, when none runs and Ray
+    has not placed a pending trial's placement group (real ones here: one asking a resource no
+    node has; one placed, as when a trial's worker is slow to start, which is not waiting)."""
+    from ray import tune
+    from ray.tune.execution.placement_groups import PlacementGroupFactory
+    from ray.tune.experiment import Trial
+    from ray.util import placement_group, remove_placement_group
+
+    from orchestrator import console
+
+    tune.register_trainable("sersweep_waiting", lambda config: None)
+    monkeypatch.setattr(console, "WAIT_NOTICE_S", 0.2)
+    monkeypatch.setattr(console, "WAIT_RECHECK_S", 0.0)
+
+    def lines(bundle: dict[str, float], placed: bool) -> list[str]:
+        group = placement_group([bundle])  # what Tune asks Ray for when it schedules a trial
+        try:
+            if placed:
+                ray_local.get(group.ready(), timeout=120)
+            trial = Trial("sersweep_waiting", config={},
+                          placement_group_factory=PlacementGroupFactory([bundle]))
+            trial.create_placement_group_factory()  # what Tune does when it adds the trial
+            out = io.StringIO()
+            view = ConsoleCallback(total=2, already=0, stream=out)
+            view.on_step_begin(0, [trial])
+            assert out.getvalue() == ""  # not at once
+            time.sleep(0.3)
+            for step in (1, 2, 3):
+                view.on_step_begin(step, [trial])
+            return out.getvalue().splitlines()
+        finally:
+            remove_placement_group(group)
+
+    assert lines({"CPU": 1.0}, placed=True) == []  # its worker is starting: no line
+    (line,) = lines({"CPU": 1.0, "sersweep_absent": 1.0}, placed=False)  # once
+    cluster = ray_local.cluster_resources()
+    assert line.startswith("waiting: 1 trial(s) pending, none running for 0s: Ray cannot place "
+                           "one (it asks 1 CPU, 1 sersweep_absent; the cluster has "
+                           f"{cluster['CPU']:g} CPUs, 0 GPUs in all"), line
 
 
 def test_pinned_lines_name_the_searched_keys_that_set_pins() -> None:

@@ -195,7 +195,8 @@ def test_a_config_that_fits_no_gpu_asks_for_none_and_carries_the_largest_budget(
                                 input_shape=(64000,), n_members=10, on_gpu=True)
     assert est.peak(1) > 1.5 * GIB * 0.9
     config, res = _plan_on(small, SINCNET_4S, (64000,), 1)
-    assert config["runtime"] == {"memory_budget": int(1.5 * GIB * 0.9), "gpu_type": None}
+    assert config["runtime"] == {"memory_budget": int(1.5 * GIB * 0.9), "gpu_type": None,
+                                 "estimated_peak_bytes": est.peak(1)}  # as `plan` shows it
     assert res == {"cpu": 1.0, "gpu": 0.0}  # never waits for a GPU: recorded does_not_fit
     rows = plan_configs([{"model": SINCNET_4S, "train": {"batch_size": 32, "seeds": [0, 1]}}],
                         data_shape=(64000,), n_features=1, n_classes=4, n_folds=5,

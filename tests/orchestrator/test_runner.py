@@ -19,6 +19,7 @@ from orchestrator.runner import check_same_sweep
 from orchestrator.search import TrialSpace
 from orchestrator.store import ResultStore, schema, write_spec
 from orchestrator.sweepfile import load_spec
+from trainables import names
 from trainables.data import prepare_data
 from trainables.memory import plan_micro_batch
 from trainables.train import LockstepTrainer
@@ -61,6 +62,10 @@ def test_sweep_records_every_trial_and_prints_a_leaderboard(
     members = pd.read_parquet(sweep_dir / "members")
     assert len(members) == 3 and members["test_uar"].between(0, 1).all()
     assert (sweep_dir / "spec.yaml").is_file()
+    # no memory budget on the CPU: every row still carries the planner's estimate (#24), and
+    # says that its measured peak is the worker's RSS, not comparable with it
+    assert trials["estimated_peak_bytes"].gt(0).all()
+    assert (trials[names.MEASURED_PEAK_KIND] == names.PEAK_CPU_RSS).all()
     board = query.leaderboard(query.load(str(sweep_dir)), top=3)
     best_first = trials.sort_values("objective", ascending=False).trial_id
     assert list(board["trial_id"]) == list(best_first)

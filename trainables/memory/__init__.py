@@ -28,6 +28,7 @@ from trainables.memory.oom import is_oom, retry_on_oom
 from trainables.memory.plan import (
     MemoryPlan,
     choose_micro_batch,
+    estimate_as_run,
     plan_for_shape,
     plan_micro_batch,
 )
@@ -46,7 +47,8 @@ from trainables.memory.trace import (
 
 __all__ = [
     "RNN_OPS", "TRACE_BATCHES", "TRACE_DEVICE", "LiveBytes", "MemoryEstimate", "MemoryPlan",
-    "Trace", "build_meta", "calibrate", "choose_micro_batch", "estimate_module_memory",
+    "Trace", "build_meta", "calibrate", "choose_micro_batch", "estimate_as_run",
+    "estimate_module_memory",
     "estimate_step_memory", "estimate_trial_memory", "fit_traces", "is_oom", "make_inputs",
     "make_optimizer", "measure_in_process", "measure_step_peak", "measure_step_peaks",
     "plan_for_shape", "plan_micro_batch", "retry_on_oom", "rnn_memory", "run_steps", "step_loss",

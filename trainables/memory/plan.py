@@ -94,3 +94,16 @@ def plan_for_shape(
             f"{thaw(trial.model)} does not fit the memory budget"
         )
     return MemoryPlan(micro, accumulation, est.peak(micro), int(budget_bytes), est)
+
+
+def estimate_as_run(config: TrialConfig | Mapping[str, Any], data: PreparedData) -> int:
+    """The estimated peak bytes of a trial at the micro-batch it runs without a plan (the sweep
+    file's train.micro_batch, else the logical batch): what `sweep.py plan` prints for a config
+    without a budget (orchestrator/planner.py: choose_target)."""
+    config = as_trial_config(config)
+    train = config.train
+    est = estimate_trial_memory(
+        config, n_features=data.n_features, n_classes=data.n_classes,
+        input_shape=tuple(data.features.shape[1:]),
+        n_members=member_count(len(data.folds), train))
+    return int(est.peak(int(train.micro_batch or train.batch_size)))
