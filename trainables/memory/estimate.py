@@ -115,11 +115,13 @@ def estimate_module_memory(
     optimizer: str = "adamw",
     amp: bool = False,
     batches: tuple[int, int] = TRACE_BATCHES,
+    target: str = "cpu",
 ) -> MemoryEstimate:
     """`estimate_step_memory` for any module built by `factory` (forward(x, lengths))."""
     t1, t2 = (
         trace_step(
-            factory, tuple(input_shape), b, n_classes=n_classes, optimizer=optimizer, amp=amp
+            factory, tuple(input_shape), b, n_classes=n_classes, optimizer=optimizer, amp=amp,
+            target=target,
         )
         for b in batches
     )
@@ -138,20 +140,22 @@ def estimate_step_memory(
     n_members: int = 1,
     optimizer: str = "adamw",
     amp: bool = False,
+    target: str = "cpu",
 ) -> MemoryEstimate:
-    """Peak memory of one training step of `model_cfg` at the longest input, on fake tensors.
+    """Peak memory of one training step of `model_cfg` at the longest input, on fake tensors,
+    for the device `target` ("cpu": oneDNN's kernels as measured; "cuda": with the cuDNN terms
+    of memory/cuda_terms.py).
 
     input_shape is one sample: (S,) raw audio or (T, F) frames. Cached per arguments.
     """
     from trainables.models import build_model
 
-    key = repr(
-        (sorted(model_cfg.items()), n_features, n_classes, tuple(input_shape), optimizer, amp)
-    )
+    key = repr((sorted(model_cfg.items()), n_features, n_classes, tuple(input_shape), optimizer,
+                amp, target))
     if key not in _CACHE:
         factory = partial(build_model, dict(model_cfg), n_features=n_features, n_classes=n_classes)
         _CACHE[key] = estimate_module_memory(
-            factory, input_shape, n_classes=n_classes, optimizer=optimizer, amp=amp
+            factory, input_shape, n_classes=n_classes, optimizer=optimizer, amp=amp, target=target
         )
     return _CACHE[key].with_members(n_members)
 
@@ -204,8 +208,8 @@ def estimate_trial_memory(
     """The peak-memory estimate of one trial's training step: its model with every member's
     parameters and optimizer state, plus a distillation teacher per member when there is one.
     `on_gpu`: planned for a CUDA device, where `train.amp: auto` means autocast (optim.py
-    choose_precision), so the step is estimated in reduced precision, as it runs; on the CPU
-    only `amp: on` autocasts."""
+    choose_precision), so the step is estimated in reduced precision, as it runs, and with the
+    cuDNN terms (target "cuda"); on the CPU only `amp: on` autocasts."""
     train = train_section(config)
     common = dict(
         n_features=n_features,
@@ -213,6 +217,7 @@ def estimate_trial_memory(
         input_shape=tuple(input_shape),
         optimizer=train["optimizer"],
         amp=train["amp"] == "on" or (on_gpu and train["amp"] == "auto"),
+        target="cuda" if on_gpu else "cpu",
     )
     est = estimate_step_memory(dict(config["model"]), n_members=n_members, **common)
     teacher = (config.get("distill") or {}).get("teacher_model")
