@@ -20,6 +20,8 @@ How it works (no real memory is allocated for the traced model):
   "cuda": cuDNN's RNN reserve space (kept for the backward) and workspace (during a call), and a
   bounded convolution-workspace allowance, from the formulas of trainables/memory/cuda_terms.py;
   one real step corrects what they miss (memory/estimate.py: calibrate).
+  "bare": none of these (the fake kernels as they are; bench/gpu_check measures the terms
+  against it).
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ from trainables.memory.kernels import (
 )
 
 TRACE_DEVICE = torch.device("cpu")  # fake CUDA needs a driver; traces use fake CPU tensors
-TARGETS = ("cpu", "cuda")  # the device an estimate is for (the trace itself is always CPU)
+# the device an estimate is for (the trace itself is always CPU); "bare": no device term at all
+# (what bench/gpu_check compares the terms against)
+TARGETS = ("cpu", "cuda", "bare")
 _SCALAR = torch.ops.aten._local_scalar_dense.default
 
 
@@ -103,7 +107,7 @@ class LiveBytes(TorchDispatchMode):
             for t, n in zip(tensors, sizes):
                 self.count(t, n)
             self.mark(live0 + in_call)  # the kernel's scratchpad, freed before it returns
-        elif func in PROBED_OPS:
+        elif func in PROBED_OPS and self.target == "cuda":
             self._cuda_terms(func, args, kwargs, tensors)
         for t in tensors:
             self.count(t)
