@@ -8,7 +8,10 @@
 1. The planner's estimate vs CUDA max_memory_allocated / max_memory_reserved of one training step
    (trainables.memory.run_steps: 2 micro-batches + AdamW, twice), every family, two batch sizes,
    fp32 and bf16 autocast; goal |error| <= 5 % on allocated. Then calibrated with one real step at
-   the smaller batch (trainables.memory.calibrate) and checked at the larger one. Each measurement
+   the smaller batch (trainables.memory.calibrate) and checked at the larger one. The estimate is
+   the CUDA target's (cuDNN RNN reserve/workspace, conv-workspace allowance: memory/cuda_terms.py);
+   terms_ratio = (measured - bare estimate) / (estimate - bare estimate), the measured correction
+   of those terms for the LSTM and conv families. Each measurement
    runs in a fresh process (unless --in-process): cuBLAS/cuDNN workspaces are paid once per
    process, as in a trial.
 2. SincNet at the research's reference: 4 s at 16 kHz, 200 ms windows, 10 ms shift, batch 32:

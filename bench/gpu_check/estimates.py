@@ -113,13 +113,17 @@ def part1_estimates(run: Run) -> PartResult:
         fresh = [] if run.in_process else jobs if run.cuda else jobs[:1]
         futures = [pool.submit(_measured_or_error, measure_in_fresh_process, job)
                    for job in fresh]
-        estimates = {}  # traced on fake CPU tensors here while the measurements run
+        # traced on fake CPU tensors here while the measurements run: for this device (CUDA:
+        # the cuDNN terms; CPU: the real oneDNN kernels' scratch) and bare (no device term)
+        estimates, bare = {}, {}
+        target = "cuda" if run.cuda else "cpu"
         for job in jobs:
             key = (job["variant"], job["amp"])
             if key not in estimates:
-                estimates[key] = estimate_step_memory(
-                    job["model_cfg"], n_features=job["n_features"], n_classes=N_CLASSES,
-                    input_shape=tuple(job["input_shape"]), amp=job["amp"])
+                common = dict(n_features=job["n_features"], n_classes=N_CLASSES,
+                              input_shape=tuple(job["input_shape"]), amp=job["amp"])
+                estimates[key] = estimate_step_memory(job["model_cfg"], target=target, **common)
+                bare[key] = estimate_step_memory(job["model_cfg"], target="bare", **common)
         measured = [f.result() for f in futures]
     measured += [_measured_or_error(measure_job, job) for job in jobs[len(measured):]]
     rows = []
@@ -135,10 +139,19 @@ def part1_estimates(run: Run) -> PartResult:
             cal_err = _pct(cal, m["allocated"]) if math.isfinite(cal) else float("nan")
             best = min(abs(err), abs(cal_err)) if i else abs(err)
             goal = "ERROR" if "error" in m else "met" if best <= GOAL_ERROR_PCT else "MISSED"
+            terms = est.peak(b) - bare[(variant, amp)].peak(b)
+            measured_terms = (m["allocated"] - bare[(variant, amp)].peak(b)
+                              if m["allocated"] else None)
             rows.append({
                 "variant": variant, "precision": "bf16" if amp else "fp32",
                 "input": str(tuple(job["input_shape"])), "batch": b,
                 "estimate_MiB": _mib(est.peak(b)), "allocated_MiB": _mib(m["allocated"]),
+                # the device terms at the peak (estimate - bare estimate) vs what the
+                # measurement holds above the bare estimate: their ratio is the measured
+                # correction of the terms (1 = the formulas are right)
+                "terms_MiB": _mib(terms), "measured_terms_MiB": _mib(measured_terms),
+                "terms_ratio": round(measured_terms / terms, 2)
+                if measured_terms is not None and terms else float("nan"),
                 "reserved_MiB": _mib(m["reserved"]), "error_%": err,
                 "reserved_error_%": _pct(est.peak(b), m["reserved"]),
                 "calibrated_MiB": _mib(cal) if math.isfinite(cal) else float("nan"),
@@ -167,10 +180,17 @@ def part1_estimates(run: Run) -> PartResult:
         f"predicting b={batches[1]} (one real step shifts every line of the estimate)")
     if run.cuda:
         result.notes.append(
-            "auto_plan_MiB: a trial with train.amp: auto trains bf16 on this GPU but is planned "
-            "with the fp32 estimate (estimate_trial_memory: amp = train.amp == 'on')")
+            "auto_plan_MiB: the fp32 estimate; a trial with train.amp: auto trains bf16 on this "
+            "GPU and is planned with the bf16 row's estimate (estimate_trial_memory, on_gpu)")
+        result.notes.append(
+            "terms: the cuDNN terms of trainables/memory/cuda_terms.py (RNN reserve space and "
+            "workspace: cnn_lstm, resnet_lstm, vggish_lstm, sincnet; convolution-workspace "
+            "allowance: every conv family); terms_ratio = measured_terms / terms is the measured "
+            "correction of those formulas (docs/gpu.md, 'CUDA terms of the estimate')")
     else:
-        result.notes.append("dry-run: CPU allocator peaks (torch profiler), no 'reserved'")
+        result.notes.append("dry-run: CPU allocator peaks (torch profiler), no 'reserved'; "
+                            "terms: the real oneDNN kernels' scratch (trainables/memory/"
+                            "kernels.py)")
     met = (result.table["goal"] == "met").sum()
     result.notes.append(f"goal met on {met}/{len(result.table)} rows")
     return result

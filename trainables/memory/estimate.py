@@ -116,11 +116,13 @@ def estimate_module_memory(
     optimizer: str = "adamw",
     amp: bool = False,
     batches: tuple[int, int] = TRACE_BATCHES,
+    target: str = "cpu",
 ) -> MemoryEstimate:
     """`estimate_step_memory` for any module built by `factory` (forward(x, lengths))."""
     t1, t2 = (
         trace_step(
-            factory, tuple(input_shape), b, n_classes=n_classes, optimizer=optimizer, amp=amp
+            factory, tuple(input_shape), b, n_classes=n_classes, optimizer=optimizer, amp=amp,
+            target=target,
         )
         for b in batches
     )
@@ -139,20 +141,22 @@ def estimate_step_memory(
     n_members: int = 1,
     optimizer: str = "adamw",
     amp: bool = False,
+    target: str = "cpu",
 ) -> MemoryEstimate:
-    """Peak memory of one training step of `model_cfg` at the longest input, on fake tensors.
+    """Peak memory of one training step of `model_cfg` at the longest input, on fake tensors,
+    for the device `target` ("cpu": oneDNN's kernels as measured; "cuda": with the cuDNN terms
+    of memory/cuda_terms.py).
 
     input_shape is one sample: (S,) raw audio or (T, F) frames. Cached per arguments.
     """
     from trainables.models import build_model
 
-    key = repr(
-        (sorted(model_cfg.items()), n_features, n_classes, tuple(input_shape), optimizer, amp)
-    )
+    key = repr((sorted(model_cfg.items()), n_features, n_classes, tuple(input_shape), optimizer,
+                amp, target))
     if key not in _CACHE:
         factory = partial(build_model, dict(model_cfg), n_features=n_features, n_classes=n_classes)
         _CACHE[key] = estimate_module_memory(
-            factory, input_shape, n_classes=n_classes, optimizer=optimizer, amp=amp
+            factory, input_shape, n_classes=n_classes, optimizer=optimizer, amp=amp, target=target
         )
     return _CACHE[key].with_members(n_members)
 
@@ -205,9 +209,9 @@ def estimate_trial_memory(
     """The peak-memory estimate of one trial's training step: its model with every member's
     parameters and optimizer state, plus a distillation teacher per member when there is one.
     `on_gpu`: planned for a CUDA device, where `train.amp: auto` means autocast (optim.py
-    choose_precision), so the step is estimated in reduced precision, as it runs; on the CPU
-    only `amp: on` autocasts. `config`: the trial's TrialConfig (a plain dict is built into
-    one here)."""
+    choose_precision), so the step is estimated in reduced precision, as it runs, and with the
+    cuDNN terms (target "cuda"); on the CPU only `amp: on` autocasts. `config`: the trial's
+    TrialConfig (a plain dict is built into one here)."""
     trial = as_trial_config(config)
     amp = trial.train.amp
     common = dict(
@@ -216,6 +220,7 @@ def estimate_trial_memory(
         input_shape=tuple(input_shape),
         optimizer=trial.train.optimizer,
         amp=amp == "on" or (on_gpu and amp == "auto"),
+        target="cuda" if on_gpu else "cpu",
     )
     est = estimate_step_memory(thaw(trial.model), n_members=n_members, **common)
     teacher = (trial.distill or {}).get("teacher_model")

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainables.memory.kernels import profiled_peak
 from trainables.memory.trace import make_inputs, make_optimizer, run_steps
 
 MMAP_THRESHOLD = 128 * 1024
@@ -142,17 +143,6 @@ def measure_step_peak(
         "input_shape": list(input_shape), "optimizer": optimizer, "amp": amp,
     }
     return measure_step_peaks(spec, [batch_size], device)[0]
-
-
-def profiled_peak(prof: Any) -> int:
-    """The most bytes live at once among the allocations a CPU `torch.profiler.profile(...,
-    profile_memory=True)` recorded (its "[memory]" events, replayed in time order)."""
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    live = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        live += e.nbytes()
-        peak = max(peak, live)
-    return int(peak)
 
 
 if __name__ == "__main__":

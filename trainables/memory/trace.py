@@ -13,10 +13,15 @@ How it works (no real memory is allocated for the traced model):
   entropy, backward; the gradients of the first are live during the second), grad-norm clipping,
   optimizer step, zero_grad(set_to_none=True); run twice so that the second step runs with the
   optimizer state already allocated (steady state).
-- Correction: the fake CPU LSTM kernels report neither oneDNN's workspace (0 bytes) nor its
-  in-call scratchpad; trainables/memory/rnn.py takes both from the real kernel, once per shapes.
-  On CUDA the cuDNN reserve space differs again: calibrate with one real step
-  (memory/estimate.py: calibrate).
+- Corrections, by the device the estimate is for (`target`):
+  "cpu": the fake CPU LSTM kernels report neither oneDNN's workspace (0 bytes) nor its in-call
+  scratchpad, and the fake convolutions none of oneDNN's in-call reorders and scratchpad;
+  trainables/memory/kernels.py takes them from the real kernel, once per shapes.
+  "cuda": cuDNN's RNN reserve space (kept for the backward) and workspace (during a call), and a
+  bounded convolution-workspace allowance, from the formulas of trainables/memory/cuda_terms.py;
+  one real step corrects what they miss (memory/estimate.py: calibrate).
+  "bare": none of these (the fake kernels as they are; bench/gpu_check measures the terms
+  against it).
 """
 
 from __future__ import annotations
@@ -34,17 +39,34 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from trainables.memory.rnn import RNN_OPS, rnn_memory
+from trainables.memory.cuda_terms import (
+    conv_workspace_bytes,
+    rnn_reserve_bytes,
+    rnn_workspace_bytes,
+)
+from trainables.memory.kernels import (
+    CONV_FORWARD,
+    PROBED_OPS,
+    RNN_BACKWARD,
+    RNN_FORWARD,
+    kernel_memory,
+)
 
 TRACE_DEVICE = torch.device("cpu")  # fake CUDA needs a driver; traces use fake CPU tensors
+# the device an estimate is for (the trace itself is always CPU); "bare": no device term at all
+# (what bench/gpu_check compares the terms against)
+TARGETS = ("cpu", "cuda", "bare")
 _SCALAR = torch.ops.aten._local_scalar_dense.default
 
 
 class LiveBytes(TorchDispatchMode):
     """Counts the bytes of live storages created by the ops it sees; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, target: str = "cpu") -> None:
         super().__init__()
+        if target not in TARGETS:
+            raise ValueError(f"target {target!r}: expected one of {TARGETS}")
+        self.target = target
         self.live = 0
         self.peak = 0
         self.timeline: list[int] = []
@@ -80,14 +102,41 @@ class LiveBytes(TorchDispatchMode):
         live0 = self.live
         out = func(*args, **kwargs)
         tensors = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        if func in RNN_OPS and tensors[0].device.type == "cpu":
-            sizes, in_call = rnn_memory(func, args, kwargs)
+        if func in PROBED_OPS and self.target == "cpu":
+            sizes, in_call = kernel_memory(func, args, kwargs)
             for t, n in zip(tensors, sizes):
                 self.count(t, n)
             self.mark(live0 + in_call)  # the kernel's scratchpad, freed before it returns
+        elif func in PROBED_OPS and self.target == "cuda":
+            self._cuda_terms(func, args, kwargs, tensors)
         for t in tensors:
             self.count(t)
         return out
+
+    def _cuda_terms(self, func, args: tuple, kwargs: dict, tensors: list) -> None:  # noqa: ANN001
+        """cuDNN's RNN reserve space (the forward's workspace output, kept for the backward) and
+        in-call workspace; a convolution's workspace allowance (cuda_terms.py)."""
+        names = [a.name for a in func._schema.arguments]
+        bound = {**dict(zip(names, args)), **kwargs}
+        if func in (RNN_FORWARD, RNN_BACKWARD):
+            x = bound["input"]
+            batch, steps = (x.shape[0], x.shape[1]) if bound["batch_first"] else x.shape[1::-1]
+            shape = (bound["mode"], steps, batch, bound["hidden_size"], x.element_size())
+            if func is RNN_FORWARD:
+                self.count(tensors[3], rnn_reserve_bytes(*shape))  # the fake workspace: 0 B
+            for t in tensors:
+                self.count(t)
+            self.mark(self.live + rnn_workspace_bytes(*shape))
+            return
+        x, w = bound["input"], bound["weight"]
+        out_shape = (tuple(tensors[0].shape) if func is CONV_FORWARD
+                     else tuple(bound["grad_output"].shape))
+        shapes = (tuple(x.shape), tuple(w.shape), out_shape)
+        if bound["transposed"]:  # the output plays the input's part
+            shapes = (out_shape, tuple(w.shape), tuple(x.shape))
+        for t in tensors:
+            self.count(t)
+        self.mark(self.live + conv_workspace_bytes(*shapes, x.element_size()))
 
 
 def _fake_like(t: torch.Tensor) -> torch.Tensor:
@@ -193,9 +242,9 @@ def run_steps(
 
 
 @contextmanager
-def _tracing() -> Iterator[tuple[FakeTensorMode, LiveBytes]]:
+def _tracing(target: str) -> Iterator[tuple[FakeTensorMode, LiveBytes]]:
     fake = FakeTensorMode(allow_non_fake_inputs=True)
-    live = LiveBytes()
+    live = LiveBytes(target)
     with fake, live:
         yield fake, live
 
@@ -216,11 +265,13 @@ def trace_step(
     n_classes: int,
     optimizer: str = "adamw",
     amp: bool = False,
+    target: str = "cpu",
 ) -> Trace:
-    """Trace two steady training steps at `batch` on fake tensors; see the module docstring."""
+    """Trace two steady training steps at `batch` on fake tensors, with the corrections of the
+    device `target` ("cpu" or "cuda"); see the module docstring."""
     model = build_meta(factory)
     model.train()
-    with _tracing() as (_fake, live):
+    with _tracing(target) as (_fake, live):
         _swap_to_fake(model)
         params_bytes = _storage_bytes([*model.parameters(), *model.buffers()])
         inputs = make_inputs(input_shape, batch, n_classes, TRACE_DEVICE, real=False)
