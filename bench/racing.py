@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from orchestrator.confirm import CONFIRM_TRIAL, confirmations  # noqa: E402
+from orchestrator.query.confirmed import CONFIRM_TRIAL, confirmations  # noqa: E402
 from orchestrator.racing import compare_members  # noqa: E402
 from orchestrator.runner import run_sweep  # noqa: E402
 from orchestrator.store import ResultStore, schema  # noqa: E402

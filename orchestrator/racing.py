@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from orchestrator.store import ResultStore, schema
@@ -92,6 +93,19 @@ def _per_fold(members: pd.DataFrame, column: str) -> pd.Series:
     return members[column].astype(float).groupby(members["fold"].astype(str)).mean().dropna()
 
 
+def test_set_differences(a: pd.DataFrame, b: pd.DataFrame, column: str) -> np.ndarray:
+    """`a - b` on `column`, one value per test set both member tables have (each side the mean
+    over that test set's seeds; paired on test_set_id where both record it, else the fold)."""
+    from orchestrator.query import paired
+
+    if a.empty or b.empty:
+        return np.zeros(0)
+    key = paired.pairing_key(a, b)
+    both = pd.concat({"a": paired.per_test_set(a, column, key),
+                      "b": paired.per_test_set(b, column, key)}, axis=1, join="inner").dropna()
+    return (both["a"] - both["b"]).to_numpy(dtype=np.float64)
+
+
 def worse_p(result: Any, mode: str) -> float:
     """One-sided p that the first side is worse than the second, from the paired result's
     t-interval (query/paired.py: mean, its CONFIDENCE interval, n test sets); 1.0 when n < 2."""
@@ -110,10 +124,69 @@ def worse_p(result: Any, mode: str) -> float:
     return float(stats.t.sf(worse / se, n - 1))
 
 
+def pooled_spread(members: pd.DataFrame, incumbent_members: pd.DataFrame, metric: str,
+                  exclude: str | None = None) -> tuple[float, int]:
+    """The spread of the per-test-set differences to the incumbent, pooled over the trials of
+    `members` (member rows with trial_id; `exclude`: the incumbent's own id): the sum of the
+    squared deviations of each trial's differences from that trial's mean difference, and its
+    degrees of freedom (test sets paired minus one, summed). The residual of the two-way layout
+    configurations x test sets, the one every configuration shares (F-race's blocks; Dunnett's
+    comparisons with a control use it): with it a trial's first test sets are judged with the
+    sweep's evidence on how much a test set moves a difference, not with 1 degree of freedom."""
+    squares, dof = 0.0, 0
+    if members.empty or incumbent_members.empty or schema.TRIAL_ID not in members.columns:
+        return squares, dof
+    for trial_id, rows in members.groupby(members[schema.TRIAL_ID].astype(str), sort=True):
+        if trial_id == exclude:
+            continue
+        diff = test_set_differences(rows, incumbent_members, metric)
+        if diff.size >= 2:
+            squares += float(((diff - diff.mean()) ** 2).sum())
+            dof += int(diff.size) - 1
+    return squares, dof
+
+
+def race_p(diff: np.ndarray, mode: str, pooled: tuple[float, int] = (0.0, 0)) -> float:
+    """One-sided p that a trial is worse than the incumbent, from its per-test-set differences
+    `diff` (trial - incumbent): the paired t-test whose variance pools the trial's own spread
+    with `pooled` (pooled_spread: squares, degrees of freedom). Without a pool it is the paired
+    t-test of the trial alone (worse_p); 1.0 when no degree of freedom is left."""
+    from scipy import stats
+
+    n = int(diff.size)
+    if n == 0:
+        return 1.0
+    mean = float(diff.mean())
+    squares = float(pooled[0]) + float(((diff - mean) ** 2).sum())
+    dof = int(pooled[1]) + n - 1
+    if dof < 1 or math.isnan(mean):
+        return 1.0
+    worse = -mean if mode == "max" else mean  # > 0: the trial is worse
+    se = math.sqrt(squares / dof / n)
+    if not se > 0:  # identical differences on every test set, and no spread in the pool
+        return 0.0 if worse > 0 else 1.0
+    return float(stats.t.sf(worse / se, dof))
+
+
+def looks(settings: Mapping[str, Any], incumbent_members: pd.DataFrame) -> int:
+    """How many times a trial is judged: after its first `first` test sets, then after each one
+    more but the last (the incumbent trained every test set of the sweep)."""
+    key = TEST_SET_KEY if TEST_SET_KEY in incumbent_members.columns else "fold"
+    total = incumbent_members[key].nunique() if key in incumbent_members.columns else 0
+    return max(1, int(total) - max(1, int(settings.get("first", 2))))
+
+
 def incumbent(store: ResultStore, metric: str, mode: str) -> tuple[str, list[dict]] | None:
     """The incumbent racing compares with: the best completed search trial recorded so far (by
     objective; a completed trial trained every test set) and its member rows (fold, seed,
     `metric`, and test_set_id where recorded); None before the first."""
+    found = _incumbent(store, metric, mode)
+    return None if found is None else found[:2]
+
+
+def _incumbent(store: ResultStore, metric: str,
+               mode: str) -> tuple[str, list[dict], pd.DataFrame] | None:
+    """incumbent(), plus the member rows of every search trial (for pooled_spread)."""
     trials = schema.search_rows(store.read_trials())
     done = trials[(trials[schema.STATUS] == schema.COMPLETED) & trials[schema.OBJECTIVE].notna()]
     if done.empty:
@@ -124,7 +197,9 @@ def incumbent(store: ResultStore, metric: str, mode: str) -> tuple[str, list[dic
     members = store.read_table("members")
     mine = members[members[schema.TRIAL_ID] == trial_id]
     keep = [c for c in ("fold", "seed", metric, TEST_SET_KEY) if c in mine.columns]
-    return trial_id, json.loads(mine[keep].to_json(orient="records"))
+    search = members[members[schema.TRIAL_ID].isin(trials[schema.TRIAL_ID])]
+    keep_all = [schema.TRIAL_ID, *keep]
+    return trial_id, json.loads(mine[keep].to_json(orient="records")), search[keep_all]
 
 
 TEST_SET_KEY = "test_set_id"  # members column of issue 21 (query/paired.py), where present
@@ -132,10 +207,12 @@ TEST_SET_KEY = "test_set_id"  # members column of issue 21 (query/paired.py), wh
 
 def keep_racing(config: Mapping[str, Any], report: Mapping[str, Any]) -> bool:
     """The judge a racing trial calls after each stage but its last (trainables/trainable.py,
-    handed over by tune.with_parameters): False when the paired comparison with the incumbent
+    handed over by tune.with_parameters): False when its paired comparison with the incumbent
     (`runtime.racing.incumbent_members`, fixed when the trial was sampled) on the test sets both
-    trained shows the trial worse, one-sided at `runtime.racing.alpha`; True otherwise (also
-    without an incumbent)."""
+    trained shows it worse (race_p, the variance pooled with `runtime.racing.pooled`, the
+    sweep's other trials when it was sampled) at `alpha` split over the looks (Bonferroni: a
+    configuration equal to the incumbent is raced out with probability at most `alpha` over all
+    its looks); True otherwise (also without an incumbent)."""
     runtime = config.get("runtime") or {}
     racing = runtime.get("racing") or {}
     if not racing.get("incumbent_members"):
@@ -143,8 +220,10 @@ def keep_racing(config: Mapping[str, Any], report: Mapping[str, Any]) -> bool:
     metric, mode = runtime.get("metric", names.VAL_UAR), runtime.get("mode", "max")
     mine = pd.DataFrame(schema.report_json(report, names.MEMBER_RESULTS_JSON, []))
     theirs = pd.DataFrame(json.loads(racing["incumbent_members"]))
-    result = compare_members(mine, theirs, metric, mode)
-    return not worse_p(result, mode) < float(racing["alpha"])
+    pooled = racing.get("pooled") or (0.0, 0)
+    diff = test_set_differences(mine, theirs, metric)
+    level = float(racing["alpha"]) / looks(racing, theirs)
+    return not race_p(diff, mode, (float(pooled[0]), int(pooled[1]))) < level
 
 
 class RacingPlan:
@@ -160,9 +239,12 @@ class RacingPlan:
 
     def __call__(self, config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         sections = dict(self.plan(config)) if self.plan is not None else {}
-        found = incumbent(ResultStore(self.results_root, self.sweep), self.metric, self.mode)
+        found = _incumbent(ResultStore(self.results_root, self.sweep), self.metric, self.mode)
+        pooled = None if found is None else pooled_spread(
+            found[2], pd.DataFrame(found[1]), self.metric, exclude=found[0])
         racing = {**self.settings, "incumbent": found[0] if found else None,
-                  "incumbent_members": json.dumps(found[1]) if found else None}
+                  "incumbent_members": json.dumps(found[1]) if found else None,
+                  "pooled": list(pooled) if pooled else None}
         sections["runtime"] = {**sections.get("runtime", {}), "racing": racing}
         return sections
 
