@@ -13,6 +13,13 @@ Printed side by side, per sweep seed and summed:
 
     python bench/racing.py [--space search_spaces/transformer.yaml] [--trials 24]
                            [--sweep-seeds 0 1 2] [--set KEY=VALUE ...]
+    python bench/racing.py --simulate      # the racing rule alone, on simulated test sets
+
+--simulate feeds constructed per-test-set values through the racing decision itself
+(orchestrator/racing.py: pool, shown_worse) and prints, for a configuration equal to the
+incumbent and for worse ones, how often it is raced out and how many test sets it trains, under
+the rule (pooled spread, alpha split over the looks) and under the former rule (its own spread,
+alpha at every look); seconds, no training.
 
 A reduced run for a 2-core machine: --space tests/orchestrator/tiny_sweep.yaml --trials 12
 --sweep-seeds 0 --set train.epochs=2 (see the closing note of the report for what was run).
@@ -27,9 +34,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from orchestrator import racing  # noqa: E402
 from orchestrator.query.confirmed import CONFIRM_TRIAL, confirmations  # noqa: E402
 from orchestrator.racing import compare_members  # noqa: E402
 from orchestrator.runner import run_sweep  # noqa: E402
@@ -55,6 +64,53 @@ def run_arm(space: str, overrides: list[str], root: str, name: str) -> dict:
             "winner_members": winner}
 
 
+def simulate(rng: np.random.Generator, sweeps: int, shift: float, *, pooled: bool = True,
+             alpha: float = 0.05, first: int = 2, test_sets: int = 5, history: int = 6,
+             noise: float = 0.02, spread: float = 0.08) -> dict[str, float]:
+    """`sweeps` simulated sweeps of one configuration `shift` away from the incumbent's true
+    value (0: equal; < 0: worse, mode max) judged by the racing decision at each look: test-set
+    effects N(0, spread) that pairing removes, training noise N(0, noise) per configuration and
+    test set, `history` other trials (worse by 0 to 0.15, every other one raced out after
+    `first` test sets) whose differences to the incumbent make the pool. pooled=False is the
+    former rule: the trial's own spread, `alpha` at every look. Returns the rates `raced_out`
+    (at any look) and `at_first` (at the first) and `test_sets` (the mean trained)."""
+    stopped, at_first, trained = 0, 0, 0
+    for _ in range(sweeps):
+        effect = rng.normal(0.0, spread, test_sets)
+        incumbent = effect + rng.normal(0.0, noise, test_sets)
+        others = []
+        for k in range(history):
+            size = test_sets if k % 2 else first
+            value = effect - rng.uniform(0.0, 0.15) + rng.normal(0.0, noise, test_sets)
+            others.append((value - incumbent)[:size])
+        pool = racing.pool(others) if pooled else (0.0, 0)
+        n_looks = racing.looks(first, test_sets) if pooled else 1
+        diff = effect + shift + rng.normal(0.0, noise, test_sets) - incumbent
+        done = test_sets
+        for n in range(first, test_sets):
+            if racing.shown_worse(diff[:n], "max", alpha, n_looks, pool):
+                done = n
+                break
+        stopped += done < test_sets
+        at_first += done == first
+        trained += done
+    return {"raced_out": stopped / sweeps, "at_first": at_first / sweeps,
+            "test_sets": trained / sweeps}
+
+
+def print_simulation(sweeps: int = 4000, noise: float = 0.02) -> None:
+    rng = np.random.default_rng(25)
+    rows = []
+    for shift in (0.0, -1.0, -2.0, -4.0):
+        for rule, pooled in (("pooled, alpha/looks", True), ("former: own spread", False)):
+            got = simulate(rng, sweeps, shift * noise, pooled=pooled, noise=noise)
+            rows.append({"worse by (noise units)": abs(shift), "rule": rule, **got})
+    print(f"racing decision on {sweeps} simulated sweeps per row (5 test sets, first 2, alpha "
+          f"0.05, training noise {noise} per test set, test-set effects sd 0.08, 6 other trials "
+          "in the pool):")
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="search_spaces/transformer.yaml")
@@ -64,7 +120,12 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--results", default=None, help="keep the sweeps here (default: temp)")
+    parser.add_argument("--simulate", action="store_true",
+                        help="only the racing rule on simulated test sets (no training)")
     args = parser.parse_args()
+    if args.simulate:
+        print_simulation()
+        return
     root = args.results or tempfile.mkdtemp(prefix="bench-racing-")
     import ray
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -126,20 +126,25 @@ def worse_p(result: Any, mode: str) -> float:
 
 def pooled_spread(members: pd.DataFrame, incumbent_members: pd.DataFrame, metric: str,
                   exclude: str | None = None) -> tuple[float, int]:
-    """The spread of the per-test-set differences to the incumbent, pooled over the trials of
-    `members` (member rows with trial_id; `exclude`: the incumbent's own id): the sum of the
-    squared deviations of each trial's differences from that trial's mean difference, and its
-    degrees of freedom (test sets paired minus one, summed). The residual of the two-way layout
-    configurations x test sets, the one every configuration shares (F-race's blocks; Dunnett's
-    comparisons with a control use it): with it a trial's first test sets are judged with the
-    sweep's evidence on how much a test set moves a difference, not with 1 degree of freedom."""
-    squares, dof = 0.0, 0
+    """`pool` of the per-test-set differences to the incumbent of every trial in `members`
+    (member rows with trial_id; `exclude`: the incumbent's own id)."""
     if members.empty or incumbent_members.empty or schema.TRIAL_ID not in members.columns:
-        return squares, dof
-    for trial_id, rows in members.groupby(members[schema.TRIAL_ID].astype(str), sort=True):
-        if trial_id == exclude:
-            continue
-        diff = test_set_differences(rows, incumbent_members, metric)
+        return 0.0, 0
+    return pool(test_set_differences(rows, incumbent_members, metric)
+                for trial_id, rows in members.groupby(members[schema.TRIAL_ID].astype(str))
+                if trial_id != exclude)
+
+
+def pool(differences: Iterable[np.ndarray]) -> tuple[float, int]:
+    """The spread of per-test-set differences to the incumbent pooled over trials: the sum of
+    the squared deviations of each trial's differences from that trial's mean difference, and
+    its degrees of freedom (test sets minus one, summed; a trial with one test set adds none).
+    It is the residual of the two-way layout configurations x test sets that every
+    configuration shares (F-race's blocks; Dunnett's comparisons with a control pool it the
+    same way): a trial's first test sets are judged with the sweep's evidence of how much a
+    test set moves a difference, not with their own 1 or 2 degrees of freedom."""
+    squares, dof = 0.0, 0
+    for diff in differences:
         if diff.size >= 2:
             squares += float(((diff - diff.mean()) ** 2).sum())
             dof += int(diff.size) - 1
@@ -149,8 +154,8 @@ def pooled_spread(members: pd.DataFrame, incumbent_members: pd.DataFrame, metric
 def race_p(diff: np.ndarray, mode: str, pooled: tuple[float, int] = (0.0, 0)) -> float:
     """One-sided p that a trial is worse than the incumbent, from its per-test-set differences
     `diff` (trial - incumbent): the paired t-test whose variance pools the trial's own spread
-    with `pooled` (pooled_spread: squares, degrees of freedom). Without a pool it is the paired
-    t-test of the trial alone (worse_p); 1.0 when no degree of freedom is left."""
+    with `pooled` (pool: squares, degrees of freedom). Without a pool it is the paired t-test
+    of the trial alone (worse_p); 1.0 when no degree of freedom is left."""
     from scipy import stats
 
     n = int(diff.size)
@@ -168,12 +173,18 @@ def race_p(diff: np.ndarray, mode: str, pooled: tuple[float, int] = (0.0, 0)) ->
     return float(stats.t.sf(worse / se, dof))
 
 
-def looks(settings: Mapping[str, Any], incumbent_members: pd.DataFrame) -> int:
-    """How many times a trial is judged: after its first `first` test sets, then after each one
-    more but the last (the incumbent trained every test set of the sweep)."""
-    key = TEST_SET_KEY if TEST_SET_KEY in incumbent_members.columns else "fold"
-    total = incumbent_members[key].nunique() if key in incumbent_members.columns else 0
-    return max(1, int(total) - max(1, int(settings.get("first", 2))))
+def looks(first: int, test_sets: int) -> int:
+    """How many times a trial of `test_sets` test sets is judged: after its first `first`, then
+    after each one more but the last (trainables/trainable.py: _stages)."""
+    return max(1, int(test_sets) - max(1, int(first)))
+
+
+def shown_worse(diff: np.ndarray, mode: str, alpha: float, n_looks: int,
+                pooled: tuple[float, int] = (0.0, 0)) -> bool:
+    """THE racing decision at one look: race_p below `alpha` split over the trial's `n_looks`
+    (Bonferroni), so a configuration equal to the incumbent is raced out with probability at
+    most `alpha` over all its looks (bench/racing.py --simulate measures it)."""
+    return race_p(diff, mode, pooled) < float(alpha) / max(1, int(n_looks))
 
 
 def incumbent(store: ResultStore, metric: str, mode: str) -> tuple[str, list[dict]] | None:
@@ -209,10 +220,9 @@ def keep_racing(config: Mapping[str, Any], report: Mapping[str, Any]) -> bool:
     """The judge a racing trial calls after each stage but its last (trainables/trainable.py,
     handed over by tune.with_parameters): False when its paired comparison with the incumbent
     (`runtime.racing.incumbent_members`, fixed when the trial was sampled) on the test sets both
-    trained shows it worse (race_p, the variance pooled with `runtime.racing.pooled`, the
-    sweep's other trials when it was sampled) at `alpha` split over the looks (Bonferroni: a
-    configuration equal to the incumbent is raced out with probability at most `alpha` over all
-    its looks); True otherwise (also without an incumbent)."""
+    trained shows it worse (shown_worse: the variance pooled with `runtime.racing.pooled`, the
+    sweep's other trials when it was sampled; `alpha` split over the looks); True otherwise
+    (also without an incumbent)."""
     runtime = config.get("runtime") or {}
     racing = runtime.get("racing") or {}
     if not racing.get("incumbent_members"):
@@ -221,9 +231,10 @@ def keep_racing(config: Mapping[str, Any], report: Mapping[str, Any]) -> bool:
     mine = pd.DataFrame(schema.report_json(report, names.MEMBER_RESULTS_JSON, []))
     theirs = pd.DataFrame(json.loads(racing["incumbent_members"]))
     pooled = racing.get("pooled") or (0.0, 0)
-    diff = test_set_differences(mine, theirs, metric)
-    level = float(racing["alpha"]) / looks(racing, theirs)
-    return not race_p(diff, mode, (float(pooled[0]), int(pooled[1]))) < level
+    key = TEST_SET_KEY if TEST_SET_KEY in theirs.columns else "fold"
+    n_looks = looks(racing.get("first", 2), theirs[key].nunique())
+    return not shown_worse(test_set_differences(mine, theirs, metric), mode, racing["alpha"],
+                           n_looks, (float(pooled[0]), int(pooled[1])))
 
 
 class RacingPlan:
