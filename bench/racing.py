@@ -13,6 +13,21 @@ Printed side by side, per sweep seed and summed:
 
     python bench/racing.py [--space search_spaces/transformer.yaml] [--trials 24]
                            [--sweep-seeds 0 1 2] [--set KEY=VALUE ...]
+    python bench/racing.py --simulate      # the racing rule alone, on simulated test sets
+    python bench/racing.py --replay results/NAME   # a recorded sweep without racing, replayed
+
+--simulate feeds constructed per-test-set values through the racing decision itself
+(orchestrator/racing.py: pool, shown_worse) and prints, for a configuration equal to the
+incumbent and for worse ones, how often it is raced out and how many test sets it trains, under
+the rule (pooled spread, alpha split over the looks) and under the former rule (its own spread,
+alpha at every look); seconds, no training.
+
+--replay takes a recorded sweep that raced nothing (every completed trial trained every test
+set) and replays its search trials in the order they started through both rules: the incumbent
+is the best completed trial before it (the sweep's concurrency and ASHA's decisions ignored), a
+completed trial is judged after its first 2 test sets (in member order), then each one more;
+it prints the member-epochs each rule would have spent and which trials it would have raced
+out, with their full objective beside the incumbent's.
 
 A reduced run for a 2-core machine: --space tests/orchestrator/tiny_sweep.yaml --trials 12
 --sweep-seeds 0 --set train.epochs=2 (see the closing note of the report for what was run).
@@ -21,16 +36,19 @@ A reduced run for a 2-core machine: --space tests/orchestrator/tiny_sweep.yaml -
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from orchestrator.confirm import CONFIRM_TRIAL, confirmations  # noqa: E402
+from orchestrator import racing  # noqa: E402
+from orchestrator.query.confirmed import CONFIRM_TRIAL, confirmations  # noqa: E402
 from orchestrator.racing import compare_members  # noqa: E402
 from orchestrator.runner import run_sweep  # noqa: E402
 from orchestrator.store import ResultStore, schema  # noqa: E402
@@ -55,6 +73,92 @@ def run_arm(space: str, overrides: list[str], root: str, name: str) -> dict:
             "winner_members": winner}
 
 
+def simulate(rng: np.random.Generator, sweeps: int, shift: float, *, pooled: bool = True,
+             alpha: float = 0.05, first: int = 2, test_sets: int = 5, history: int = 6,
+             noise: float = 0.02, spread: float = 0.08) -> dict[str, float]:
+    """`sweeps` simulated sweeps of one configuration `shift` away from the incumbent's true
+    value (0: equal; < 0: worse, mode max) judged by the racing decision at each look: test-set
+    effects N(0, spread) that pairing removes, training noise N(0, noise) per configuration and
+    test set, `history` other trials (worse by 0 to 0.15, every other one raced out after
+    `first` test sets) whose differences to the incumbent make the pool. pooled=False is the
+    former rule: the trial's own spread, `alpha` at every look. Returns the rates `raced_out`
+    (at any look) and `at_first` (at the first) and `test_sets` (the mean trained)."""
+    stopped, at_first, trained = 0, 0, 0
+    for _ in range(sweeps):
+        effect = rng.normal(0.0, spread, test_sets)
+        incumbent = effect + rng.normal(0.0, noise, test_sets)
+        others = []
+        for k in range(history):
+            size = test_sets if k % 2 else first
+            value = effect - rng.uniform(0.0, 0.15) + rng.normal(0.0, noise, test_sets)
+            others.append((value - incumbent)[:size])
+        pool = racing.pool(others) if pooled else (0.0, 0)
+        n_looks = racing.looks(first, test_sets) if pooled else 1
+        diff = effect + shift + rng.normal(0.0, noise, test_sets) - incumbent
+        done = test_sets
+        for n in range(first, test_sets):
+            if racing.shown_worse(diff[:n], "max", alpha, n_looks, pool):
+                done = n
+                break
+        stopped += done < test_sets
+        at_first += done == first
+        trained += done
+    return {"raced_out": stopped / sweeps, "at_first": at_first / sweeps,
+            "test_sets": trained / sweeps}
+
+
+def print_simulation(sweeps: int = 4000, noise: float = 0.02) -> None:
+    rng = np.random.default_rng(25)
+    rows = []
+    for shift in (0.0, -1.0, -2.0, -4.0):
+        for rule, pooled in (("pooled, alpha/looks", True), ("former: own spread", False)):
+            got = simulate(rng, sweeps, shift * noise, pooled=pooled, noise=noise)
+            rows.append({"worse by (noise units)": abs(shift), "rule": rule, **got})
+    print(f"racing decision on {sweeps} simulated sweeps per row (5 test sets, first 2, alpha "
+          f"0.05, training noise {noise} per test set, test-set effects sd 0.08, 6 other trials "
+          "in the pool):")
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def replay(sweep_dir: str, metric: str = "val_uar", mode: str = "max", first: int = 2,
+           alpha: float = 0.05) -> None:
+    trials = schema.search_rows(pd.read_parquet(Path(sweep_dir) / "trials"))
+    members = pd.read_parquet(Path(sweep_dir) / "members")
+    trials = trials.sort_values("started_at", kind="stable")
+    sign = 1.0 if mode == "max" else -1.0
+    for rule, pooled in (("pooled, alpha/looks", True), ("former: own spread", False)):
+        done: list[tuple[str, float, pd.DataFrame]] = []
+        spent, full, raced = 0, 0, []
+        for row in trials.itertuples():
+            mine = members[members[schema.TRIAL_ID] == row.trial_id].sort_values("member")
+            folds = list(dict.fromkeys(mine["fold"]))
+            epochs = int(row.member_epochs) // max(1, len(mine))
+            full += int(row.member_epochs)
+            stop = len(folds)
+            if done and row.status == schema.COMPLETED:
+                best_id, best, theirs = max(done, key=lambda d: sign * d[1])
+                pool = racing.pool(racing.test_set_differences(rows, theirs, metric)
+                                   for trial_id, _, rows in done if trial_id != best_id)
+                n_looks = racing.looks(first, len(folds))
+                for n in range(first, len(folds)):
+                    diff = racing.test_set_differences(mine[mine["fold"].isin(folds[:n])],
+                                                       theirs, metric)
+                    if racing.shown_worse(diff, mode, alpha, n_looks if pooled else 1,
+                                          pool if pooled else (0.0, 0)):
+                        stop = n
+                        raced.append(f"{row.trial_id} after {n} ({row.objective:.3f} vs "
+                                     f"{best:.3f})")
+                        break
+            trained = mine[mine["fold"].isin(folds[:stop])]
+            spent += len(trained) * epochs
+            if row.status == schema.COMPLETED and stop == len(folds):
+                done.append((str(row.trial_id), float(row.objective), mine))
+            else:  # its rows still join the pool; it never becomes the incumbent
+                done.append((str(row.trial_id), -sign * math.inf, trained))
+        print(f"{rule}: member-epochs {spent} of {full} ({spent / max(1, full):.2f}x); raced "
+              f"out: {', '.join(raced) or 'none'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="search_spaces/transformer.yaml")
@@ -64,7 +168,17 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--results", default=None, help="keep the sweeps here (default: temp)")
+    parser.add_argument("--simulate", action="store_true",
+                        help="only the racing rule on simulated test sets (no training)")
+    parser.add_argument("--replay", default=None, metavar="SWEEP_DIR",
+                        help="replay a recorded sweep without racing through both rules")
     args = parser.parse_args()
+    if args.simulate:
+        print_simulation()
+        return
+    if args.replay:
+        replay(args.replay)
+        return
     root = args.results or tempfile.mkdtemp(prefix="bench-racing-")
     import ray
 

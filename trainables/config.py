@@ -195,7 +195,8 @@ CONFIRM: dict[str, Key] = {
 }
 RACING: dict[str, Key] = {
     "first": Key(2, "test sets every trial trains before it can be raced out (0 = off)", ge=0),
-    "alpha": Key(0.05, "one-sided level of 'worse than the incumbent'", gt=0, lt=1.0),
+    "alpha": Key(0.05, "chance that a trial as good as the incumbent is raced out (over all "
+                 "its looks)", gt=0, lt=1.0),
 }
 
 SEARCH: dict[str, Key] = {
