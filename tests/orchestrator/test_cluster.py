@@ -98,7 +98,9 @@ class RayCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[subprocess.Popen] = []
 
-    def _start(self, *args: str, cpus: int = 2, gpus: int = 2) -> None:
+    def _start(self, *args: str, cpus: int = 2, gpus: int = 2,
+               wrap: tuple[str, ...] = ()) -> None:
+        """One `ray start --block` node; `wrap`: a command line it runs under (its args follow)."""
         ports = iter(_free_ports(47))
         workers = ",".join(str(next(ports)) for _ in range(40))
         name = f"node{len(self.nodes)}"
@@ -107,7 +109,7 @@ class RayCluster:
         # working_dir into the same folder, pulling it from under the job's driver.
         (Path(self.temp_root) / name).mkdir()
         command = [
-            RAY, "start", "--block", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
+            *wrap, RAY, "start", "--block", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
             f"--temp-dir={self.temp_root}/{name}",
             "--node-ip-address=127.0.0.1", "--object-store-memory=200000000",
             f"--node-manager-port={next(ports)}", f"--object-manager-port={next(ports)}",
@@ -125,31 +127,34 @@ class RayCluster:
         )
 
     def start(self) -> None:
+        self.start_head(cpus=2, gpus=2)
+        self.add_worker(cpus=2, gpus=2)
+
+    def start_head(self, cpus: int, gpus: int) -> None:
+        """The head node alone, with the dashboard's job server on 127.0.0.1."""
         self._start(
             "--head", f"--port={self.port}",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={self.dashboard_port}",
+            f"--dashboard-port={self.dashboard_port}", cpus=cpus, gpus=gpus,
         )  # fmt: skip
         self._wait_for_nodes(1)
-        self._start(f"--address={self.address}")
-        self._wait_for_nodes(2)
+
+    def add_worker(self, cpus: int, gpus: int, resources: dict[str, float] | None = None,
+                   wrap: tuple[str, ...] = ()) -> None:
+        """One more worker node (custom `resources` as `ray start --resources`), once joined."""
+        extra = [f"--resources={json.dumps(resources)}"] if resources else []
+        self._start(f"--address={self.address}", *extra, cpus=cpus, gpus=gpus, wrap=wrap)
+        self._wait_for_nodes(len(self.nodes))
 
     def start_typed(self, workers: list[tuple[str, int]]) -> None:
         """A head with 1 CPU and no GPU, and one worker per (GPU type, declared MiB per GPU):
         2 CPUs and 1 GPU each (#22: the layout of docker/cluster.yaml, scaled down)."""
         from orchestrator.cluster import ACCELERATOR_PREFIX, GPU_MEMORY_RESOURCE
 
-        self._start(
-            "--head", f"--port={self.port}",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={self.dashboard_port}", cpus=1, gpus=0,
-        )  # fmt: skip
-        self._wait_for_nodes(1)
-        for count, (gpu_type, mib) in enumerate(workers, start=2):
+        self.start_head(cpus=1, gpus=0)
+        for gpu_type, mib in workers:
             declared = {f"{ACCELERATOR_PREFIX}{gpu_type}": 1, GPU_MEMORY_RESOURCE: mib}
-            self._start(f"--address={self.address}", f"--resources={json.dumps(declared)}",
-                        cpus=2, gpus=1)
-            self._wait_for_nodes(count)
+            self.add_worker(cpus=2, gpus=1, resources=declared)
 
     def status(self) -> str:
         try:
