@@ -632,6 +632,10 @@ def check_request(info: ClusterInfo, cpus_per_trial: float,
     autoscaler can hold is accepted: the line to print (the cluster scales for it), else None."""
     gpus = 0.0 if gpus_per_trial == "auto" or not gpus_per_trial else float(gpus_per_trial)
     if cpus_per_trial <= info.node_cpus and gpus <= info.node_gpus:
+        coming = [t.name for t in info.gpu_types if not t.nodes]
+        if gpus_per_trial and coming and info.autoscaler is not None:
+            return (f"cluster: trials planned for {', '.join(coming)} wait until the autoscaler "
+                    f"({info.autoscaler.config}) has started a node with that GPU")
         return None
     # "auto" asks for at most one GPU, planned for a type that is there (or none at all)
     holders = [t for t in info.addable if t.holds(cpus_per_trial, gpus)]

@@ -5,6 +5,7 @@ are planned. The real-cluster runs are in test_cluster_edges.py; these read real
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -88,6 +89,11 @@ def test_a_gpu_request_the_autoscaler_can_meet_is_accepted_with_a_line_saying_so
     assert info.line().startswith("cluster: 1 node, 0 CPUs, no GPU; the autoscaler (")
     assert info.line().endswith("can add up to 8 x gpu.a10g (4 CPUs, 1 x A10G 24 GiB)")
     assert info.max_cpus == 32  # what max_concurrent counts: the nodes it may add too
+    # a running CPU node holds the trial, but the GPU type it is planned for is still to come
+    with_cpus = dataclasses.replace(info, cpus=8.0, node_cpus=8.0)
+    assert check_request(with_cpus, 1, 0) is None
+    line = check_request(with_cpus, 1, "auto")
+    assert line is not None and line.startswith("cluster: trials planned for A10G wait until")
 
 
 def test_a_request_no_node_type_can_meet_is_still_one_line_naming_the_autoscaler(
