@@ -130,11 +130,12 @@ class RayCluster:
         self.start_head(cpus=2, gpus=2)
         self.add_worker(cpus=2, gpus=2)
 
-    def start_head(self, cpus: int, gpus: int) -> None:
-        """The head node alone, with the dashboard's job server on 127.0.0.1."""
+    def start_head(self, cpus: int, gpus: int, dashboard: bool = True) -> None:
+        """The head node alone, with the dashboard's job server on 127.0.0.1 (`dashboard`; its
+        dozen processes starting beside the node's agent slow the node's start)."""
         self._start(
             "--head", f"--port={self.port}",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+            f"--include-dashboard={str(dashboard).lower()}", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}", cpus=cpus, gpus=gpus,
         )  # fmt: skip
         self._wait_for_nodes(1)

@@ -69,7 +69,7 @@ def test_a_gpu_sweep_on_a_head_without_workers_runs_on_the_node_type_the_autosca
         ray_cluster: RayCluster, tmp_path: Path) -> None:
     """The bootstrap file in $HOME, as on the head of `ray up`. Before: refused (exit 2: 1 CPU
     asked, the largest node has 0)."""
-    ray_cluster.start_head(cpus=0, gpus=0)
+    ray_cluster.start_head(cpus=0, gpus=0, dashboard=False)
     home = tmp_path / "home"
     home.mkdir()
     (home / "ray_bootstrap_config.yaml").write_text(json.dumps(BOOTSTRAP))
@@ -118,7 +118,7 @@ def test_the_shipped_cluster_file_named_explicitly_plans_its_gpu_type_and_bounds
     """A driver that joins from elsewhere names the cluster file (docker/cluster.yaml): `plan`
     plans for its A10G type; a request no type of it holds is one line, exit 2, nothing
     written. Before: the file was not read (plan: CPU only; the refusal named no node type)."""
-    ray_cluster.start_head(cpus=0, gpus=0)
+    ray_cluster.start_head(cpus=0, gpus=0, dashboard=False)
     env = {**ENV, AUTOSCALER_CONFIG_ENV: str(REPO / "docker" / "cluster.yaml")}
     cache = tmp_path / "c"
     plan = subprocess.run(
@@ -176,7 +176,7 @@ def test_a_cache_path_a_worker_node_cannot_read_is_refused_with_one_line(
         pytest.skip(f"cannot give a test node a filesystem of its own: {why_not}")
     hidden = tmp_path / "hidden"  # the worker node sees an empty tmpfs here
     hidden.mkdir()
-    ray_cluster.start_head(cpus=1, gpus=0)
+    ray_cluster.start_head(cpus=1, gpus=0, dashboard=False)
     ray_cluster.add_worker(cpus=1, gpus=0, wrap=(
         "unshare", "--mount", "sh", "-c",
         f"mount -t tmpfs sersweep-test '{hidden}' && exec \"$0\" \"$@\""))
