@@ -104,10 +104,10 @@ class RayCluster:
         ports = iter(_free_ports(47))
         workers = ",".join(str(next(ports)) for _ in range(40))
         name = f"node{len(self.nodes)}"
-        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115
+        log = open(self.log_dir / f"{name}.log", "a")  # noqa: SIM115
         # A temp dir per node, as on separate machines: nodes sharing one would unpack a job's
         # working_dir into the same folder, pulling it from under the job's driver.
-        (Path(self.temp_root) / name).mkdir()
+        (Path(self.temp_root) / name).mkdir(exist_ok=True)  # exists: a failed start's retry
         command = [
             *wrap, RAY, "start", "--block", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
             f"--temp-dir={self.temp_root}/{name}",
@@ -141,11 +141,21 @@ class RayCluster:
         self._wait_for_nodes(1)
 
     def add_worker(self, cpus: int, gpus: int, resources: dict[str, float] | None = None,
-                   wrap: tuple[str, ...] = ()) -> None:
-        """One more worker node (custom `resources` as `ray start --resources`), once joined."""
+                   wrap: tuple[str, ...] = (), tries: int = 3) -> None:
+        """One more worker node (custom `resources` as `ray start --resources`), once joined.
+        A node whose `ray start` fails is started again (`tries` in all): on a machine loaded
+        far beyond its cores its raylet can give up on its agent (a fixed 15 s, ray#65983)."""
         extra = [f"--resources={json.dumps(resources)}"] if resources else []
-        self._start(f"--address={self.address}", *extra, cpus=cpus, gpus=gpus, wrap=wrap)
-        self._wait_for_nodes(len(self.nodes))
+        for attempt in range(1, tries + 1):
+            self._start(f"--address={self.address}", *extra, cpus=cpus, gpus=gpus, wrap=wrap)
+            try:
+                self._wait_for_nodes(len(self.nodes))
+                return
+            except RuntimeError:
+                if attempt == tries or self.nodes[-1].poll() is None:
+                    raise
+                failed = self.nodes.pop()  # its `ray start` exited: what it left goes too
+                _kill(_session_pids(failed.pid))
 
     def start_typed(self, workers: list[tuple[str, int]]) -> None:
         """A head with 1 CPU and no GPU, and one worker per (GPU type, declared MiB per GPU):
