@@ -133,21 +133,26 @@ class RayCluster:
     def start_head(self, cpus: int, gpus: int, dashboard: bool = True) -> None:
         """The head node alone, with the dashboard's job server on 127.0.0.1 (`dashboard`; its
         dozen processes starting beside the node's agent slow the node's start)."""
-        self._start(
+        self._start_until_joined(
             "--head", f"--port={self.port}",
             f"--include-dashboard={str(dashboard).lower()}", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}", cpus=cpus, gpus=gpus,
         )  # fmt: skip
-        self._wait_for_nodes(1)
 
     def add_worker(self, cpus: int, gpus: int, resources: dict[str, float] | None = None,
-                   wrap: tuple[str, ...] = (), tries: int = 3) -> None:
-        """One more worker node (custom `resources` as `ray start --resources`), once joined.
-        A node whose `ray start` fails is started again (`tries` in all): on a machine loaded
-        far beyond its cores its raylet can give up on its agent (a fixed 15 s, ray#65983)."""
+                   wrap: tuple[str, ...] = ()) -> None:
+        """One more worker node (custom `resources` as `ray start --resources`), once joined."""
         extra = [f"--resources={json.dumps(resources)}"] if resources else []
+        self._start_until_joined(f"--address={self.address}", *extra, cpus=cpus, gpus=gpus,
+                                 wrap=wrap)
+
+    def _start_until_joined(self, *args: str, cpus: int, gpus: int, wrap: tuple[str, ...] = (),
+                            tries: int = 3) -> None:
+        """_start, then wait until the node is in the cluster. A node whose `ray start` fails is
+        started again (`tries` in all): on a machine loaded far beyond its cores its raylet can
+        give up on its agent (a fixed 15 s, ray-project/ray#65983)."""
         for attempt in range(1, tries + 1):
-            self._start(f"--address={self.address}", *extra, cpus=cpus, gpus=gpus, wrap=wrap)
+            self._start(*args, cpus=cpus, gpus=gpus, wrap=wrap)
             try:
                 self._wait_for_nodes(len(self.nodes))
                 return
