@@ -12,6 +12,9 @@ Joining (`--address`, RAY_ADDRESS, or the cluster `ray start` left on this machi
 Under a Ray job (`ray job submit`) the working directory is Ray's temporary copy of
 --working-dir, deleted when the job ends: a relative results root is refused there
 (`results_root_for`).
+An autoscaling cluster (`ray up`) may not have the nodes a trial needs yet: the node types its
+autoscaler can add are read from its cluster config (`autoscaler_config_path`, `read_node_types`)
+and count as GPUs to plan for and as nodes that can hold a trial (`check_request`).
 """
 
 from __future__ import annotations
@@ -277,27 +280,207 @@ class GpuType:
 
 @dataclass(frozen=True)
 class ClusterInfo:
-    """What the sweep may ask for: the nodes, their CPUs, the GPUs of each type."""
+    """What the sweep may ask for: the nodes, their CPUs, the GPUs of each type. With an
+    autoscaler, `addable` are the node types it can start and `gpu_types` also holds the GPU
+    types only they have (nodes 0: planned for and placed on, though no such node runs yet)."""
 
     nodes: int
     cpus: float
     node_cpus: float  # the most CPUs on one node
     gpu_types: tuple[GpuType, ...] = ()
+    autoscaler: Autoscaler | None = None  # a joined cluster's, when it has one
+
+    @property
+    def addable(self) -> tuple[NodeType, ...]:
+        """The node types the autoscaler can start (none without one)."""
+        return self.autoscaler.node_types if self.autoscaler else ()
 
     @property
     def node_gpus(self) -> float:
-        """The most GPUs on one node (what one trial can ask for at most)."""
-        return max((t.per_node for t in self.gpu_types), default=0.0)
+        """The most GPUs on one running node (what one trial can ask for at most, now)."""
+        return max((t.per_node for t in self.gpu_types if t.nodes), default=0.0)
+
+    @property
+    def max_cpus(self) -> float:
+        """The CPUs of the cluster once the autoscaler added every node it may (the running
+        workers count against its limits too, so this is an upper bound)."""
+        return self.cpus + sum(t.cpus * t.max_workers for t in self.addable)
 
     def line(self) -> str:
-        """`cluster: 2 nodes, 4 x H100 80 GiB, 8 x L4 24 GiB` (the run's and plan's first line)."""
+        """`cluster: 2 nodes, 4 x H100 80 GiB, 8 x L4 24 GiB` (the run's and plan's first line);
+        with an autoscaler, the node types it can add follow."""
         parts = [f"{self.nodes} node{'s' * (self.nodes != 1)}", f"{self.cpus:g} CPUs"]
-        for t in self.gpu_types:
+        running = [t for t in self.gpu_types if t.nodes]
+        for t in running:
             memory = "memory unknown" if t.memory_bytes is None else _gib_text(t.memory_bytes)
             parts.append(f"{t.count:g} x {t.name} {memory}")
-        if not self.gpu_types:
+        if not running:
             parts.append("no GPU")
-        return "cluster: " + ", ".join(parts)
+        text = "cluster: " + ", ".join(parts)
+        if self.autoscaler is not None:
+            text += (f"; the autoscaler ({self.autoscaler.config}) can add "
+                     + (", ".join(t.text() for t in self.addable) or "no node"))
+        return text
+
+
+# --- an autoscaling cluster (`ray up`): the node types it can add ----------------------------
+# Written by `ray up` on the head node (and into its container, Ray's BOOTSTRAP_MOUNTS): the
+# cluster file with Ray's defaults filled in, which the head's autoscaler runs from
+# (`ray start --head --autoscaling-config=~/ray_bootstrap_config.yaml`). Ray Tune looks for the
+# same file to tell an autoscaling cluster (ray/tune/execution/cluster_info.py).
+RAY_BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
+# Names the cluster file explicitly: a driver that joins from elsewhere (`--address` from a
+# laptop: point it at docker/cluster.yaml), or a head whose file is somewhere else.
+AUTOSCALER_CONFIG_ENV = "SERSWEEP_AUTOSCALER_CONFIG"
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A worker node type an autoscaler can start (`available_node_types.<name>` of its file).
+    `resources` None: the file declares none (Ray infers them from the instance type on some
+    clouds); such a type is not counted as holding anything."""
+
+    name: str
+    resources: tuple[tuple[str, float], ...] | None
+    max_workers: int
+
+    def _get(self, key: str) -> float:
+        return dict(self.resources or ()).get(key, 0.0)
+
+    @property
+    def cpus(self) -> float:
+        return self._get("CPU")
+
+    @property
+    def gpus(self) -> float:
+        return self._get("GPU")
+
+    @property
+    def gpu_type(self) -> str:
+        """Ray's accelerator type declared for its GPUs, else UNNAMED_GPU."""
+        names = sorted(k.removeprefix(ACCELERATOR_PREFIX) for k, _ in self.resources or ()
+                       if k.startswith(ACCELERATOR_PREFIX))
+        return names[0] if names else UNNAMED_GPU
+
+    @property
+    def gpu_memory_bytes(self) -> int | None:
+        """The GPU memory declared with GPU_MEMORY_RESOURCE (MiB), else None (unknown)."""
+        mib = self._get(GPU_MEMORY_RESOURCE)
+        return int(mib * 2**20) if mib else None
+
+    def holds(self, cpus: float, gpus: float) -> bool:
+        """Whether one node of this type holds one trial asking for `cpus` and `gpus`."""
+        return self.resources is not None and self.cpus >= cpus and self.gpus >= gpus
+
+    def text(self) -> str:
+        """`up to 8 x gpu.a10g (4 CPUs, 1 x A10G 24 GiB)`."""
+        if self.resources is None:
+            return f"up to {self.max_workers} x {self.name} (resources not declared)"
+        what = f"{self.cpus:g} CPUs"
+        if self.gpus:
+            memory = self.gpu_memory_bytes
+            memory_text = "" if memory is None else f" {_gib_text(memory)}"
+            what += f", {self.gpus:g} x {self.gpu_type}{memory_text}"
+        return f"up to {self.max_workers} x {self.name} ({what})"
+
+
+@dataclass(frozen=True)
+class Autoscaler:
+    """The autoscaler of a joined cluster: its cluster file and the node types it can start."""
+
+    config: str
+    node_types: tuple[NodeType, ...]
+
+
+def find_autoscaler() -> Autoscaler | None:
+    """The autoscaler of the cluster file autoscaler_config_path() finds (ClusterError, one
+    line, for a file that is not one), else None. Call it only when joining a cluster: a
+    private Ray never scales."""
+    path = autoscaler_config_path()
+    return None if path is None else Autoscaler(str(path), read_node_types(path))
+
+
+def autoscaler_config_path() -> Path | None:
+    """The autoscaler's cluster file: the one AUTOSCALER_CONFIG_ENV names (ClusterError when it
+    is not a file), else RAY_BOOTSTRAP_CONFIG when `ray up` wrote it here, else None."""
+    named = os.environ.get(AUTOSCALER_CONFIG_ENV, "").strip()
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ClusterError(f"{AUTOSCALER_CONFIG_ENV}={named}: expected a Ray cluster file "
+                               "(e.g. docker/cluster.yaml), but there is no such file")
+        return path
+    default = RAY_BOOTSTRAP_CONFIG.expanduser()
+    return default if default.is_file() else None
+
+
+def read_node_types(path: Path) -> tuple[NodeType, ...]:
+    """The worker node types the autoscaler of the cluster file `path` can start: those of
+    `available_node_types` whose max_workers (Ray's default: the global max_workers; 0 for the
+    head's type) and the global max_workers are above 0. ClusterError (one line) when the file
+    is not a Ray cluster file."""
+    import yaml
+
+    def bad(what: str) -> ClusterError:
+        return ClusterError(f"autoscaler cluster file {path}: {what}")
+
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise bad(f"cannot read it as YAML ({type(exc).__name__})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("available_node_types"), dict):
+        raise bad("expected a mapping with available_node_types (a Ray cluster file)")
+    global_max = config.get("max_workers")
+    if global_max is not None and (not isinstance(global_max, int) or global_max < 0):
+        raise bad(f"max_workers: expected a whole number >= 0, got {global_max!r}")
+    types = []
+    for name, node_type in config["available_node_types"].items():
+        if not isinstance(node_type, dict):
+            raise bad(f"available_node_types.{name}: expected a mapping")
+        default_max = 0 if name == config.get("head_node_type") else global_max
+        most = node_type.get("max_workers", default_max)
+        if most is not None and (not isinstance(most, int) or most < 0):
+            raise bad(f"available_node_types.{name}.max_workers: expected a whole number >= 0, "
+                      f"got {most!r}")
+        if global_max is not None:
+            most = global_max if most is None else min(most, global_max)
+        if most == 0:
+            continue  # the autoscaler never starts one
+        declared = node_type.get("resources")
+        if declared is not None and not (
+                isinstance(declared, dict) and all(
+                    isinstance(v, int | float) and not isinstance(v, bool)
+                    for v in declared.values())):
+            raise bad(f"available_node_types.{name}.resources: expected a mapping of resource "
+                      f"names to numbers, got {declared!r}")
+        resources = None if declared is None else tuple(
+            sorted((str(k), float(v)) for k, v in declared.items()))
+        # no max_workers anywhere: Ray's defaults are above 0 (2 on the clouds); count one
+        types.append(NodeType(str(name), resources, 1 if most is None else int(most)))
+    return tuple(types)
+
+
+def with_autoscaler(info: ClusterInfo, autoscaler: Autoscaler) -> ClusterInfo:
+    """`info` with the node types `autoscaler` can add: their GPU types that no running node
+    has join gpu_types (nodes 0) so that trials are planned for and placed on them."""
+    import dataclasses
+
+    running = {t.name for t in info.gpu_types}
+    added: dict[str, GpuType] = {}
+    for node_type in autoscaler.node_types:
+        if not node_type.gpus or node_type.gpu_type in running:
+            continue
+        count = node_type.gpus * node_type.max_workers
+        before = added.get(node_type.gpu_type)
+        memory = node_type.gpu_memory_bytes
+        if before is not None:
+            known = [m for m in (before.memory_bytes, memory) if m is not None]
+            memory = min(known) if known else None
+            count += before.count
+        added[node_type.gpu_type] = GpuType(node_type.gpu_type, memory, count, 0, max(
+            node_type.gpus, before.per_node if before else 0.0))
+    return dataclasses.replace(info, gpu_types=info.gpu_types + tuple(added.values()),
+                               autoscaler=autoscaler)
 
 
 def _gib_text(n: int) -> str:
@@ -364,15 +547,20 @@ def cluster_from_nodes(nodes: list[dict[str, Any]],
 _DISCOVERED: dict[str, ClusterInfo] = {}  # per Ray cluster (GCS address): asked once per run
 
 
-def discover_cluster(probe_timeout: float = PROBE_TIMEOUT_S) -> ClusterInfo:
+def discover_cluster(probe_timeout: float = PROBE_TIMEOUT_S,
+                     autoscaler: Autoscaler | None = None) -> ClusterInfo:
     """The cluster Ray is connected to (ray_init first): nodes, CPUs, GPUs per type with their
-    memory, asked of the GPU nodes themselves; a CPU-only head or driver is fine. Cached."""
+    memory, asked of the GPU nodes themselves; a CPU-only head or driver is fine; with
+    `autoscaler` (find_autoscaler(), for a joined cluster) also the node types it can add.
+    Cached."""
     import ray
 
-    key = ray.get_runtime_context().gcs_address
+    key = f"{ray.get_runtime_context().gcs_address} {autoscaler}"
     if key not in _DISCOVERED:
-        _DISCOVERED[key] = cluster_from_nodes(
-            ray.nodes(), lambda node_id: _probe_node(node_id, probe_timeout))
+        info = cluster_from_nodes(ray.nodes(), lambda node_id: _probe_node(node_id, probe_timeout))
+        if autoscaler is not None:
+            info = with_autoscaler(info, autoscaler)
+        _DISCOVERED[key] = info
     return _DISCOVERED[key]
 
 
@@ -437,27 +625,53 @@ class ResourceRequestError(SersweepError):
     """A per-trial request that no node of the cluster can meet (it would wait forever)."""
 
 
-def check_request(info: ClusterInfo, cpus_per_trial: float, gpus_per_trial: float | str) -> None:
+def check_request(info: ClusterInfo, cpus_per_trial: float,
+                  gpus_per_trial: float | str) -> str | None:
     """ResourceRequestError (exit 2, one line: asked, has, the flag) when no node can hold one
-    trial: Tune would keep it pending forever."""
-    if cpus_per_trial > info.node_cpus:
+    trial: Tune would keep it pending forever. A request that only a node type of the
+    autoscaler can hold is accepted: the line to print (the cluster scales for it), else None."""
+    gpus = 0.0 if gpus_per_trial == "auto" or not gpus_per_trial else float(gpus_per_trial)
+    if cpus_per_trial <= info.node_cpus and gpus <= info.node_gpus:
+        coming = [t.name for t in info.gpu_types if not t.nodes]
+        if gpus_per_trial and coming and info.autoscaler is not None:
+            return (f"cluster: trials planned for {', '.join(coming)} wait until the autoscaler "
+                    f"({info.autoscaler.config}) has started a node with that GPU")
+        return None
+    # "auto" asks for at most one GPU, planned for a type that is there (or none at all)
+    holders = [t for t in info.addable if t.holds(cpus_per_trial, gpus)]
+    if holders:
+        return (f"cluster: no node running now holds one trial ({cpus_per_trial:g} CPUs, "
+                f"{gpus:g} GPUs); the autoscaler can add {', '.join(t.name for t in holders)} "
+                f"({info.autoscaler.config}): trials wait until it has started one")
+    scaling = ""
+    if info.addable:
+        scaling = ", nor does a node type the autoscaler can add"
+        if any(t.resources is None for t in info.addable):
+            scaling += " (those without resources in its file are not counted)"
+    elif info.autoscaler is not None:
+        scaling = ", and the autoscaler can add no node"
+    if cpus_per_trial > info.node_cpus and cpus_per_trial > max(
+            (t.cpus for t in info.addable), default=0.0):
+        largest = max([info.node_cpus, *(t.cpus for t in info.addable)])
         raise ResourceRequestError(
             f"resources.cpus_per_trial asks for {cpus_per_trial:g} CPUs per trial, but the "
-            f"largest node has {info.node_cpus:g} ({info.line()}): pass --set "
-            f"resources.cpus_per_trial={max(1, int(info.node_cpus))}")
-    if gpus_per_trial == "auto" or not gpus_per_trial:
-        return
-    gpus = float(gpus_per_trial)
-    if not info.gpu_types:
+            f"largest node has {largest:g}{scaling} ({info.line()}): pass --set "
+            f"resources.cpus_per_trial={max(1, int(largest))}")
+    most = max([info.node_gpus, *(t.gpus for t in info.addable if t.resources is not None)])
+    if not most:
         raise ResourceRequestError(
             f"resources.gpus_per_trial asks for {gpus:g} GPU per trial, but this cluster has no "
-            f"GPU ({info.line()}): pass --set resources.gpus_per_trial=0 to train on the CPU "
-            "(or `auto`: GPUs where there are some)")
-    if gpus > info.node_gpus:
+            f"GPU{scaling} ({info.line()}): pass --set resources.gpus_per_trial=0 to train on "
+            "the CPU (or `auto`: GPUs where there are some)")
+    if gpus > most:
         raise ResourceRequestError(
             f"resources.gpus_per_trial asks for {gpus:g} GPUs per trial, but the largest node "
-            f"has {info.node_gpus:g} ({info.line()}): pass --set "
-            f"resources.gpus_per_trial={info.node_gpus:g}")
+            f"has {most:g}{scaling} ({info.line()}): pass --set "
+            f"resources.gpus_per_trial={most:g}")
+    raise ResourceRequestError(  # enough CPUs on one node, enough GPUs on another
+        f"resources asks for {cpus_per_trial:g} CPUs and {gpus:g} GPUs per trial, but no node "
+        f"has both{scaling} ({info.line()}): lower resources.cpus_per_trial or "
+        "resources.gpus_per_trial with --set")
 
 
 def tune_storage_path(results_root: str, sweep: str) -> str:

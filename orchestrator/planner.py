@@ -385,7 +385,14 @@ def run(args: argparse.Namespace) -> int:
     quiet_logs(verbose=False)  # torch's profiler (the LSTM estimate) prints USDT / ERROR lines
     import os
 
-    from orchestrator.cluster import discover_cluster, fixed_gpu_info, local_gpu_info, ray_init
+    from orchestrator.cluster import (
+        discover_cluster,
+        find_autoscaler,
+        fixed_gpu_info,
+        joins_a_cluster,
+        local_gpu_info,
+        ray_init,
+    )
     from orchestrator.sweepfile import load_spec_from_args, parse_size
 
     gpu_memory = parse_size(args.gpu_memory, "--gpu-memory") if args.gpu_memory else None
@@ -400,8 +407,9 @@ def run(args: argparse.Namespace) -> int:
     if gpu_memory is not None:
         cluster = fixed_gpu_info(gpu_memory)
     elif args.address or os.environ.get("RAY_ADDRESS"):
+        autoscaler = find_autoscaler() if joins_a_cluster(args.address) else None
         ray_init(args.address, verbose=False)
-        cluster = discover_cluster()
+        cluster = discover_cluster(autoscaler=autoscaler)
     else:
         cluster = local_gpu_info()
     rows = plan_configs(

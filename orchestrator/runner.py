@@ -35,6 +35,7 @@ from orchestrator.cluster import (
     check_cache_on_nodes,
     check_request,
     discover_cluster,
+    find_autoscaler,
     joins_a_cluster,
     local_gpu_info,
     ray_init,
@@ -158,7 +159,10 @@ def run_sweep(
     if (line := collapse_warning(spec.train)) is not None:  # the spec's, defaults filled in
         print(line)
     # Everything that can reject the input runs before the first write (exit 2, nothing written).
-    if not joins_a_cluster(address):  # a private Ray gets this machine: refused in seconds
+    autoscaler = None  # a joined cluster's autoscaler file (a private Ray has none)
+    if joins_a_cluster(address):
+        autoscaler = find_autoscaler()
+    else:  # a private Ray gets this machine: refused in seconds
         check_request(local_gpu_info(), spec.resources.cpus_per_trial,
                       spec.resources.gpus_per_trial)
     # one PreparedData per searched data.* choice (and the sweep file's own data section)
@@ -181,9 +185,13 @@ def run_sweep(
     with ray_lines(address):
         ray_init(address, verbose)
     quiet_logs(verbose)  # ray.init set the `ray` logger's level again
-    cluster = discover_cluster()  # the GPUs of the nodes that have them (#22)
+    # the GPUs of the nodes that have them (#22), and of those the autoscaler can add
+    cluster = discover_cluster(autoscaler=autoscaler)
     print(cluster.line())
-    check_request(cluster, spec.resources.cpus_per_trial, spec.resources.gpus_per_trial)
+    scaling = check_request(cluster, spec.resources.cpus_per_trial,
+                            spec.resources.gpus_per_trial)
+    if scaling:
+        print(scaling)
     check_cache_on_nodes(base_data.get("cache_dir"))  # several nodes: each reads the cache
     if fence is not None:
         fence.check()
@@ -206,7 +214,7 @@ def run_sweep(
                                   len(d.folds), budget, targets) for key, d in datasets.items()}
     planner = PlannerByData(planners) if len(planners) > 1 else planners[prepared_key(base_data)]
     max_concurrent = spec.search.max_concurrent or max(
-        1, int(cluster.cpus // spec.resources.cpus_per_trial)
+        1, int(cluster.max_cpus // spec.resources.cpus_per_trial)  # nodes it may add too
     )
 
     base["runtime"] = {

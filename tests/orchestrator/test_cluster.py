@@ -112,16 +112,18 @@ class RayCluster:
         self.nodes: list[subprocess.Popen] = []
         _ensure_token()
 
-    def _start(self, *args: str, cpus: int = 2, gpus: int = 2) -> None:
+    def _start(self, *args: str, cpus: int = 2, gpus: int = 2,
+               wrap: tuple[str, ...] = ()) -> None:
+        """One `ray start --block` node; `wrap`: a command line it runs under (its args follow)."""
         ports = iter(_free_ports(47))
         workers = ",".join(str(next(ports)) for _ in range(40))
         name = f"node{len(self.nodes)}"
-        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115
+        log = open(self.log_dir / f"{name}.log", "a")  # noqa: SIM115
         # A temp dir per node, as on separate machines: nodes sharing one would unpack a job's
         # working_dir into the same folder, pulling it from under the job's driver.
-        (Path(self.temp_root) / name).mkdir()
+        (Path(self.temp_root) / name).mkdir(exist_ok=True)  # exists: a failed start's retry
         command = [
-            RAY, "start", "--block", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
+            *wrap, RAY, "start", "--block", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
             f"--temp-dir={self.temp_root}/{name}",
             "--node-ip-address=127.0.0.1", "--object-store-memory=200000000",
             f"--node-manager-port={next(ports)}", f"--object-manager-port={next(ports)}",
@@ -139,31 +141,50 @@ class RayCluster:
         )
 
     def start(self) -> None:
-        self._start(
+        self.start_head(cpus=2, gpus=2)
+        self.add_worker(cpus=2, gpus=2)
+
+    def start_head(self, cpus: int, gpus: int, dashboard: bool = True) -> None:
+        """The head node alone, with the dashboard's job server on 127.0.0.1 (`dashboard`; its
+        dozen processes starting beside the node's agent slow the node's start)."""
+        self._start_until_joined(
             "--head", f"--port={self.port}",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={self.dashboard_port}",
+            f"--include-dashboard={str(dashboard).lower()}", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}", cpus=cpus, gpus=gpus,
         )  # fmt: skip
-        self._wait_for_nodes(1)
-        self._start(f"--address={self.address}")
-        self._wait_for_nodes(2)
+
+    def add_worker(self, cpus: int, gpus: int, resources: dict[str, float] | None = None,
+                   wrap: tuple[str, ...] = ()) -> None:
+        """One more worker node (custom `resources` as `ray start --resources`), once joined."""
+        extra = [f"--resources={json.dumps(resources)}"] if resources else []
+        self._start_until_joined(f"--address={self.address}", *extra, cpus=cpus, gpus=gpus,
+                                 wrap=wrap)
+
+    def _start_until_joined(self, *args: str, cpus: int, gpus: int, wrap: tuple[str, ...] = (),
+                            tries: int = 3) -> None:
+        """_start, then wait until the node is in the cluster. A node whose `ray start` fails is
+        started again (`tries` in all): on a machine loaded far beyond its cores its raylet can
+        give up on its agent (a fixed 15 s, ray-project/ray#65983)."""
+        for attempt in range(1, tries + 1):
+            self._start(*args, cpus=cpus, gpus=gpus, wrap=wrap)
+            try:
+                self._wait_for_nodes(len(self.nodes))
+                return
+            except RuntimeError:
+                if attempt == tries or self.nodes[-1].poll() is None:
+                    raise
+                failed = self.nodes.pop()  # its `ray start` exited: what it left goes too
+                _kill(_session_pids(failed.pid))
 
     def start_typed(self, workers: list[tuple[str, int]]) -> None:
         """A head with 1 CPU and no GPU, and one worker per (GPU type, declared MiB per GPU):
         2 CPUs and 1 GPU each (#22: the layout of docker/cluster.yaml, scaled down)."""
         from orchestrator.cluster import ACCELERATOR_PREFIX, GPU_MEMORY_RESOURCE
 
-        self._start(
-            "--head", f"--port={self.port}",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={self.dashboard_port}", cpus=1, gpus=0,
-        )  # fmt: skip
-        self._wait_for_nodes(1)
-        for count, (gpu_type, mib) in enumerate(workers, start=2):
+        self.start_head(cpus=1, gpus=0)
+        for gpu_type, mib in workers:
             declared = {f"{ACCELERATOR_PREFIX}{gpu_type}": 1, GPU_MEMORY_RESOURCE: mib}
-            self._start(f"--address={self.address}", f"--resources={json.dumps(declared)}",
-                        cpus=2, gpus=1)
-            self._wait_for_nodes(count)
+            self.add_worker(cpus=2, gpus=1, resources=declared)
 
     def status(self) -> str:
         try:
