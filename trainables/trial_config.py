@@ -137,6 +137,13 @@ DataSection = section_type("data", DATA)
 TrainSection = section_type("train", TRAIN)
 
 
+def _captured(key: str) -> bool:
+    """Whether a top-level key of a Tune trial's config is one of the sampled values the searcher
+    keeps beside the sections (`train.lr`, and `optuna:train.lr` for the store: orchestrator/
+    search.py TrialSpace), not a section: read from the sections, never from these."""
+    return "." in key or ":" in key
+
+
 @dataclass(frozen=True)
 class TrialConfig(Mapping[str, Any]):
     """One trial's config (see the module docstring); `from_dict` builds it. It reads as the
@@ -152,7 +159,7 @@ class TrialConfig(Mapping[str, Any]):
     def from_dict(cls, config: Mapping[str, Any]) -> TrialConfig:
         """Build the typed config from a plain one ({"data", "model", "train", ...}; absent
         sections take their defaults): the one place a trial's config is filled with defaults."""
-        unknown = [key for key in config if key not in TRIAL_KEYS]
+        unknown = [key for key in config if key not in TRIAL_KEYS and not _captured(key)]
         if unknown:
             raise ConfigError(unknown[0], f"a trial config has no section {unknown[0]!r}; "
                                           f"valid: {', '.join(TRIAL_KEYS)}")

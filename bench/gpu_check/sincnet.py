@@ -44,7 +44,9 @@ def part2_sincnet(run: Run) -> PartResult:
     rows = []
     for framing in ("naive", "per_frame", "shared"):
         cfg = {**base, "framing": framing}
-        for precision in ("fp32", "bf16"):
+        # bf16 autocast is what a CUDA trial runs (train.amp: auto); on a CPU the trainer runs
+        # fp32, and oneDNN has no bf16 LSTM on CPUs without AVX-512 BF16 / AMX
+        for precision in ("fp32", "bf16") if run.cuda else ("fp32",):
             amp_dtype = torch.bfloat16 if precision == "bf16" else None
             # fp32 only: a bf16 trace of this model takes several times longer (part 1 has
             # bf16 estimates), and this part's budget goes to the GPU steps. Dry-run: naive only

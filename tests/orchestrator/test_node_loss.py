@@ -34,13 +34,9 @@ def cluster(tmp_path: Path) -> Iterator[RayCluster]:
     temp_root = tempfile.mkdtemp(prefix="rn", dir="/tmp")  # Ray's socket paths must stay short
     cluster = RayCluster(temp_root, tmp_path)
     try:
-        # the head keeps 0 CPUs (a later --num-cpus wins over RayCluster's 2): trials need 1 CPU,
-        # so every trial runs on a worker node
-        cluster._start("--head", f"--port={cluster.port}", "--num-cpus=0",
-                       "--include-dashboard=false")  # fmt: skip
-        cluster._wait_for_nodes(1)
-        cluster._start(f"--address={cluster.address}")
-        cluster._wait_for_nodes(2)
+        # the head has 0 CPUs: trials need 1 CPU, so every trial runs on a worker node
+        cluster.start_head(cpus=0, gpus=0, dashboard=False)
+        cluster.add_worker(cpus=2, gpus=0)
         yield cluster
     finally:
         survivors = cluster.stop()
@@ -89,7 +85,7 @@ def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another_node(
         worker.wait(timeout=60)
         killed_at = len(_reports(sweep_dir))
         assert killed_at < EPOCHS, "the trial ended before its node was lost"
-        cluster._start(f"--address={cluster.address}")  # the replacement node
+        cluster._start(f"--address={cluster.address}", gpus=0)  # the replacement node
 
         rc = driver.wait(timeout=600)
         output = log.read_text()

@@ -82,6 +82,14 @@ def test_an_unknown_key_raises_naming_it(given: dict, key: str) -> None:
     assert raised.value.key == key and repr(key.rpartition(".")[2]) in str(raised.value)
 
 
+def test_the_searchers_captured_values_beside_the_sections_are_not_sections() -> None:
+    """A Tune trial's config holds the sampled values flat beside the sections (`train.lr`, and
+    `optuna:train.lr` for the store: orchestrator/search.py TrialSpace); the sections decide."""
+    config = TrialConfig.from_dict({"train": {"lr": 0.002}, "train.lr": 0.002,
+                                    "optuna:train.lr": 0.002})
+    assert config.train.lr == 0.002 and set(config) == {"data", "model", "train", "runtime"}
+
+
 def test_an_undeclared_attribute_raises_naming_it() -> None:
     with pytest.raises(AttributeError, match="train has no key 'batch'; valid: epochs, "):
         _ = TrialConfig.from_dict({}).train.batch
