@@ -3,7 +3,10 @@ refusal and the memory budget, which need no Ray, on their own path without it."
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +40,22 @@ def _sweep(results: Path, cache_dir: str, *extra: str) -> int:
     return cli.main(args)
 
 
-def test_sweep_records_every_trial_and_prints_a_leaderboard(
-    ray_local, tmp_path: Path, cache_dir: str, capsys: pytest.CaptureFixture
-) -> None:
-    assert _sweep(tmp_path, cache_dir) == cli.EXIT_OK
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def recorded(ray_local, tmp_path_factory: pytest.TempPathFactory, cache_dir: str
+             ) -> tuple[Path, str]:
+    """(results folder, printed output) of the tiny sweep run once through the CLI (3 trials):
+    the records test reads it, the resume test continues a copy of it."""
+    results = tmp_path_factory.mktemp("recorded")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert _sweep(results, cache_dir) == cli.EXIT_OK
+    return results, out.getvalue()
+
+
+def test_sweep_records_every_trial_and_prints_a_leaderboard(recorded: tuple[Path, str]) -> None:
+    results, out = recorded
     assert "rank" in out and "objective" in out  # the leaderboard
-    sweep_dir = tmp_path / "tiny"
+    sweep_dir = results / "tiny"
     trials = pd.read_parquet(sweep_dir / "trials")
     assert len(trials) == 3 and trials.trial_id.is_unique
     assert set(trials.status) == {"completed"}
@@ -72,21 +84,22 @@ def test_sweep_records_every_trial_and_prints_a_leaderboard(
 
 
 def test_rerun_continues_without_rerunning_or_duplicating(
-    ray_local, tmp_path: Path, cache_dir: str
+    recorded: tuple[Path, str], tmp_path: Path, cache_dir: str
 ) -> None:
-    assert _sweep(tmp_path, cache_dir, "--trials", "2") == cli.EXIT_OK
+    shutil.copytree(recorded[0], tmp_path, dirs_exist_ok=True)  # the 3 recorded trials
     first = pd.read_parquet(tmp_path / "tiny" / "trials").set_index("trial_id")
-    assert _sweep(tmp_path, cache_dir, "--trials", "4", "--resume") == cli.EXIT_OK
+    assert len(first) == 3
+    assert _sweep(tmp_path, cache_dir, "--trials", "5", "--resume") == cli.EXIT_OK
     after = pd.read_parquet(tmp_path / "tiny" / "trials").set_index("trial_id")
-    assert len(after) == 4 and after.index.is_unique
+    assert len(after) == 5 and after.index.is_unique
     kept = after.loc[first.index]
     pd.testing.assert_series_equal(kept["objective"], first["objective"])
     # the two new trials are new configurations, not re-runs of the recorded ones
     new = after.drop(first.index)
     assert not set(new["optuna_params_json"]) & set(first["optuna_params_json"])
     # nothing left to do: a third run trains nothing and changes nothing
-    assert _sweep(tmp_path, cache_dir, "--trials", "4") == cli.EXIT_OK
-    assert len(pd.read_parquet(tmp_path / "tiny" / "trials")) == 4
+    assert _sweep(tmp_path, cache_dir, "--trials", "5") == cli.EXIT_OK
+    assert len(pd.read_parquet(tmp_path / "tiny" / "trials")) == 5
 
 
 def _files(root: Path) -> dict[str, bytes]:

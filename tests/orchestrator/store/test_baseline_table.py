@@ -55,9 +55,12 @@ def test_the_sweeps_baseline_goes_through_the_store(small: dict, tmp_path: Path)
     """`write_sweep_baseline` (a sweep's start, `sweep.py baseline`) writes the file the
     store's reader gives back as run_baseline computed it."""
     tiny = Path(__file__).parents[1] / "tiny_sweep.yaml"
-    spec = load_spec(tiny, overrides=[f"data.cache_dir={small['cfg']['cache_dir']}"])
+    # the fixture's corpus and cache: openSMILE's functionals are read from the cache there
+    spec = load_spec(tiny, overrides=[f"data.cache_dir={small['cfg']['cache_dir']}",
+                                      f"data.synthetic_utterances={SMALL_SYNTHETIC}"])
     path, frame = write_sweep_baseline(spec, str(tmp_path / "sweep"), progress=None)
     assert path == str(tmp_path / "sweep" / BASELINE_FILE)
+    assert frame.attrs["functionals_cache"] == "hit"  # the tiny sweep's front end is not its key
     pd.testing.assert_frame_equal(read_baseline(path).drop(columns="fit_seconds"),
                                   frame[[f.name for f in BASELINE_SCHEMA]]
                                   .drop(columns="fit_seconds"))

@@ -148,9 +148,11 @@ def test_callback_records_every_outcome_through_a_real_tuner(tmp_path: Path, ray
     store = ResultStore(str(tmp_path / "results"), "tiny")
     callback = StoreCallback(store, ["train.kind", "model.layers", "train.lr"], "val_uar", "max",
                              extra={"teacher_sweep": "teach", "teacher_trial": "t0"})
+    # one trial per outcome (each trial is a Ray actor: seconds on 2 shared cores); model.layers
+    # is fixed, a recorded parameter all the same, and sets the first member's val_uar
     space = {"train": {"kind": tune.grid_search(["done", "pruned", "crash", "no_fit", "collapse"]),
                        "lr": 1e-3},
-             "model": {"layers": tune.grid_search([1, 2])}}
+             "model": {"layers": 2}}
     tuner = tune.Tuner(
         _tiny_trainable, param_space=space,
         run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), callbacks=[callback],
@@ -158,7 +160,7 @@ def test_callback_records_every_outcome_through_a_real_tuner(tmp_path: Path, ray
     )
     tuner.fit()
     trials = pd.read_parquet(tmp_path / "results" / "tiny" / "trials")
-    assert len(trials) == 10 and trials["trial_id"].is_unique
+    assert len(trials) == 5 and trials["trial_id"].is_unique
     by_kind = trials.groupby("param.train.kind")["status"].agg(set).to_dict()
     assert by_kind == {"done": {"completed"}, "pruned": {"pruned"}, "crash": {"failed"},
                        "no_fit": {"does_not_fit"}, "collapse": {"collapsed"}}
@@ -174,9 +176,10 @@ def test_callback_records_every_outcome_through_a_real_tuner(tmp_path: Path, ray
     assert (per_trial.loc[done, "n"] == 6).all() and (per_trial.loc[done, "e"] == 3).all()
     members = duckdb.sql(
         f"select * from '{tmp_path}/results/tiny/members/*.parquet'").df()
-    assert len(members) == 2 * 8  # 8 trials reported; the no_fit ones never did
-    layer2 = trials[(trials["param.model.layers"] == 2) & (trials["status"] == "completed")]
-    assert layer2["val_uar_mean"].iloc[0] == pytest.approx(np.mean([0.6, 0.5]))
+    assert len(members) == 2 * 4  # 4 trials reported; the no_fit one never did
+    assert set(trials["param.model.layers"]) == {2}
+    completed = trials[trials["status"] == "completed"]
+    assert completed["val_uar_mean"].iloc[0] == pytest.approx(np.mean([0.6, 0.5]))
 
 
 def test_distillation_and_multi_corpus_member_fields_are_stored_as_json(tmp_path: Path) -> None:
