@@ -15,6 +15,7 @@ from orchestrator.runner import data_variants
 from orchestrator.sweepfile import SpecError, load_spec
 from trainables.data import PreparedData, prepared_key
 from trainables.trainable import _prepare
+from trainables.trial_config import TrialConfig
 
 TINY = Path(__file__).parent / "tiny_sweep.yaml"
 
@@ -62,5 +63,7 @@ def test_a_trial_trains_on_the_data_of_its_own_choice(tmp_path: Path) -> None:
     train, speaker = data_variants(spec)
     datasets = {prepared_key(train): _data(1.0), prepared_key(speaker): _data(2.0)}
     config = {**spec.base_config(), "data": speaker}
-    assert float(_prepare(datasets, config).features[0, 0, 0]) == 2.0
-    assert float(_prepare(datasets, {**config, "data": train}).features[0, 0, 0]) == 1.0
+    trial = TrialConfig.from_dict(config)  # what the trial passes down
+    assert float(_prepare(datasets, trial).features[0, 0, 0]) == 2.0
+    trial = TrialConfig.from_dict({**config, "data": train})
+    assert float(_prepare(datasets, trial).features[0, 0, 0]) == 1.0
