@@ -39,8 +39,7 @@ DEMO = "search_spaces/transformer.yaml"
 def first_epoch_seconds(code: Path, cache: Path, results: Path, timeout: float) -> float:
     """Launch the demo sweep from `code`; seconds to its first `epoch` line. Then wait for the
     baseline's cache entry (at most `timeout`) and stop the run with SIGINT."""
-    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONUNBUFFERED": "1",
-           "RAY_DISABLE_USAGE_STATS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "sweep.py", DEMO, "--results", str(results),
            "--set", f"data.cache_dir={cache}"]
     start = time.monotonic()

@@ -46,6 +46,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestrator import trackers  # noqa: E402
+from orchestrator.cluster import usage_stats_off  # noqa: E402
 from orchestrator.runner import build_tuner  # noqa: E402
 from orchestrator.store import ResultStore, StoreCallback  # noqa: E402
 from trainables import names  # noqa: E402
@@ -197,7 +198,7 @@ def main() -> None:
     # as orchestrator.cluster.ray_init sets them for every sweep
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    usage_stats_off()
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     n, work = args.trials, EPOCHS * args.epoch_seconds
     rows = []

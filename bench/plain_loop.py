@@ -61,15 +61,50 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
 
 
-def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(CPU-seconds of the whole process tree, wall seconds, stdout) of `command`. A process is
-    counted at its last sample (<= 0.2 s before it exits); reparented daemons are followed by
-    the pids seen below the root once."""
+def _title(pid: int) -> str:
+    """The process' command line as it names itself now (Ray workers retitle themselves:
+    `ray::IDLE`, `ray::ImplicitFunc.train`)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace").strip()
+    except OSError:
+        return ""
+
+
+# Which part of a sersweep run a process is, from its command line (first match wins).
+ROLES = (
+    ("trial worker", ("ray::ImplicitFunc", "ray::_Inner", "ray::train_trial")),
+    ("Ray worker, never ran a task", ("ray::IDLE", "default_worker.py")),
+    ("Ray GCS server", ("gcs_server",)),
+    ("Ray raylet", ("raylet/raylet",)),
+    ("Ray API server (dashboard.py)", ("dashboard/dashboard.py",)),
+    ("Ray dashboard agent", ("DashboardAgent", "dashboard/agent.py")),
+    ("Ray runtime-env agent", ("RuntimeEnvAgent", "runtime_env/agent")),
+    ("Ray log monitor", ("log_monitor.py",)),
+    ("Ray autoscaler monitor", ("monitor.py",)),
+)
+
+
+def role(title: str) -> str:
+    """The ROLES name of a process title; `other` when none matches."""
+    for name, needles in ROLES:
+        if any(needle in title for needle in needles):
+            return name
+    return "other"
+
+
+def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, float, str,
+                                                                  dict[str, float]]:
+    """(CPU-seconds of the whole process tree, wall seconds, stdout, CPU-seconds by role) of
+    `command`; the root process is the role `driver`, the others by `role` of the last title
+    that was not `ray::IDLE` (a trial worker goes back to IDLE when its actor ends). A process
+    is counted at its last sample (<= 0.2 s before it exits); reparented daemons are followed
+    by the pids seen below the root once."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, text=True)
-        tree, cpu = {proc.pid}, {}
+        tree, cpu, titles = {proc.pid}, {}, {}
         while proc.poll() is None:
             stats = {}
             for entry in Path("/proc").iterdir():
@@ -83,13 +118,20 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, float,
             for pid in tree:
                 if pid in stats:
                     cpu[pid] = stats[pid][1]
+                    title = _title(pid)
+                    if title and (pid not in titles or "ray::IDLE" not in title):
+                        titles[pid] = title
             time.sleep(0.2)
         wall = time.perf_counter() - start
         out.seek(0)
         text = out.read()
     if proc.returncode != 0:
         sys.exit(f"{' '.join(command)} exited {proc.returncode}:\n{text[-3000:]}")
-    return sum(cpu.values()), wall, text
+    roles: dict[str, float] = {}
+    for pid, seconds in cpu.items():
+        name = "driver" if pid == proc.pid else role(titles.get(pid, ""))
+        roles[name] = roles.get(name, 0.0) + seconds
+    return sum(cpu.values()), wall, text, roles
 
 
 def main() -> None:
@@ -101,7 +143,7 @@ def main() -> None:
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the warm-up sweep (the data cache is warm already)")
     args = parser.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_DISABLE_USAGE_STATS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     with tempfile.TemporaryDirectory() as tmp:
         sweep = [sys.executable, "sweep.py", args.space, "--trials", "1",
                  "--epochs", str(args.epochs), "--set", f"data.use_folds={args.folds}",
@@ -110,12 +152,12 @@ def main() -> None:
         sweep += ["--address", args.address] if args.address else []
         if not args.no_warmup:
             run_measured([*sweep, "--results", f"{tmp}/warm"], env)  # warm caches
-        cpu_a, wall_a, _ = run_measured([*sweep, "--results", f"{tmp}/a"], env)
+        cpu_a, wall_a, _, roles_a = run_measured([*sweep, "--results", f"{tmp}/a"], env)
         print(f"(a) {cpu_a:.1f} CPU-s, {wall_a:.1f} s", flush=True)
         import pandas as pd
 
         (config_text,) = pd.read_parquet(f"{tmp}/a/plain_loop/trials").config_json
-        cpu_b, wall_b, text = run_measured([sys.executable, "-c", PLAIN, config_text],
+        cpu_b, wall_b, text, _ = run_measured([sys.executable, "-c", PLAIN, config_text],
                                            {**env, "OMP_NUM_THREADS": "1"})
     plain = json.loads(text.strip().splitlines()[-1])
     config = json.loads(config_text)
@@ -125,6 +167,8 @@ def main() -> None:
     print(f"{'arm':<40} {'CPU s':>7} {'wall s':>7}")
     print(f"{'(a) sersweep, one trial (whole command)':<40} {cpu_a:>7.1f} {wall_a:>7.1f}")
     print(f"{'(b) bare PyTorch loop (LockstepTrainer)':<40} {cpu_b:>7.1f} {wall_b:>7.1f}")
+    for name, seconds in sorted(roles_a.items(), key=lambda item: -item[1]):
+        print(f"    {name:<36} {seconds:>7.1f}")
     ratio = cpu_a / cpu_b
     print(f"CPU ratio a/b {ratio:.2f} (goal <= 1.15: {'met' if ratio <= 1.15 else 'missed'}); "
           f"wall ratio {wall_a / wall_b:.2f}")

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
+from orchestrator.cluster import usage_stats_off
 from trainables.errors import SersweepError
 
 SUBCOMMANDS = ("plan", "results", "report", "baseline", "confirm")
@@ -87,7 +88,7 @@ def build_parser(name: str, prog: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    usage_stats_off()
     name = argv[0] if argv and argv[0] in SUBCOMMANDS else "run"
     rest = argv[1:] if name != "run" else argv
     try:

@@ -38,6 +38,11 @@ CONNECT_TIMEOUT_S = 3.0  # the TCP pre-check of a cluster address
 # Where Ray 2.60 reads the cluster token from (ray/_private/authentication).
 TOKEN_ENV, TOKEN_PATH_ENV, AUTH_MODE_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"
 DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+# What Ray (2.60: ray/_common/usage) reads to turn its usage statistics off: "0". sersweep sets
+# it unless the user exported it (usage_stats_off); RAY_DISABLE_USAGE_STATS, set before issue 25,
+# is read by nothing, so the statistics were on and every Tuner.fit() imported mlflow to count
+# its callbacks for them (orchestrator/trackers.py: skip_unsent_usage_count).
+USAGE_STATS_ENV = "RAY_USAGE_STATS_ENABLED"
 # Set in the driver of a `ray job submit` job by Ray's job supervisor.
 RAY_JOB_ENV = ("RAY_JOB_CONFIG_JSON_ENV_VAR", "RAY_JOB_ID")
 TOKEN_HELP = (f"the driver presents the token from {TOKEN_ENV}, the file named by "
@@ -47,6 +52,12 @@ TOKEN_HELP = (f"the driver presents the token from {TOKEN_ENV}, the file named b
 
 class ClusterError(SersweepError):
     """The Ray cluster named by --address / RAY_ADDRESS / `ray start` cannot be joined."""
+
+
+def usage_stats_off() -> None:
+    """Ray's usage statistics off for this driver and the Ray it starts, unless the user set
+    USAGE_STATS_ENV: a sweep sends nothing to Ray's servers, and Tune counts nothing for them."""
+    os.environ.setdefault(USAGE_STATS_ENV, "0")
 
 
 def token_available() -> bool:
@@ -124,7 +135,7 @@ def ray_init(address: str | None, verbose: bool) -> None:
         check_reachable(address)  # before importing Ray: seconds, not Ray's minute of retries
     import ray
 
-    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    usage_stats_off()
     # One checkpoint kept per trial forces an experiment snapshot per epoch; it is cheap here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not verbose:  # our console view instead of Tune's status tables

@@ -354,9 +354,10 @@ def build_tuner(
     started within a second get distinct experiment folders."""
     from ray import tune
 
-    from orchestrator.trackers import checkpointing, quiet_tune_files
+    from orchestrator.trackers import checkpointing, quiet_tune_files, skip_unsent_usage_count
 
     quiet_tune_files()  # Tune's own loggers off unless asked, its state snapshot every 300 s
+    skip_unsent_usage_count()  # usage statistics off: no mlflow import to count callbacks
     checkpoint_config, latest_only = checkpointing()  # each trial keeps its latest checkpoint
     return tune.Tuner(
         trainable,

@@ -36,6 +36,14 @@ period is Tune's "auto" (about every 10 s) so TensorBoard follows the sweep live
 loggers asked for (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0) the checkpointing is Tune's as before
 (num_to_keep=1: a snapshot, and so a copy, after every trial checkpoint), for tools that read
 result.json while a trial runs.
+
+Ray's usage statistics off, nothing counted for them (issue 25.3): every Tuner.fit() counts the
+user's callbacks for Ray's usage statistics (ray/air/_internal/usage.py, `tag_callbacks`) by
+importing Tune's MLflow, W&B, Comet and Aim integrations, and so mlflow itself where it is
+installed: about 2 CPU-s of the driver, the biggest single item of its own work in a short sweep,
+also when the statistics are off (RAY_USAGE_STATS_ENABLED=0, what orchestrator/cluster.py sets
+unless the user exported otherwise), when the count is never sent. `skip_unsent_usage_count`
+skips the count then; with the statistics on, Tune counts as before.
 """
 
 from __future__ import annotations
@@ -54,6 +62,21 @@ def quiet_tune_files() -> None:
     300 s (both read when a Tuner is fit; a value the user exported wins)."""
     for key, value in TUNE_FILES_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def skip_unsent_usage_count() -> None:
+    """With Ray's usage statistics off, Tune's count of the callbacks for them is skipped (it
+    imports mlflow; see the module docstring)."""
+    from ray._common.usage.usage_lib import usage_stats_enabled
+    from ray.air._internal import usage
+
+    if not usage_stats_enabled():
+        usage.tag_callbacks = _no_usage_count
+
+
+def _no_usage_count(callbacks: Any) -> bool:
+    """`ray.air._internal.usage.tag_callbacks` when nothing is sent: records nothing."""
+    return False
 
 
 def checkpointing() -> tuple[Any, Any]:

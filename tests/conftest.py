@@ -24,7 +24,7 @@ def ray_local():
     """A real local Ray instance, shared by the tests of one session, shut down at the end."""
     import ray
 
-    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # off (orchestrator/cluster.py)
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray

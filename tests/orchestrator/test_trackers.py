@@ -4,11 +4,16 @@ a real MLflow SQLite store, real TensorBoard event files); Tune's own files only
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from orchestrator import cli
+from orchestrator.cluster import USAGE_STATS_ENV
 from orchestrator.sweepfile import SpecError, load_spec
 from orchestrator.trackers import MLFLOW_DB, trial_params
 
@@ -83,3 +88,34 @@ def test_wandb_offline_logs_each_trial(ray_local, tmp_path: Path,
                      "--set", f"data.cache_dir={tmp_path / 'c'}",
                      "--set", "search.loggers=[wandb]"]) == cli.EXIT_OK
     assert list((tmp_path / "wandb").rglob("offline-run-*"))
+
+
+COUNT_CALLBACKS = """
+import json, sys
+from ray import tune
+from ray.air._internal import usage  # what Tune's run() calls before every experiment
+from orchestrator.cluster import usage_stats_off
+from orchestrator.runner import build_tuner
+usage_stats_off()  # as `sweep.py` (cli.main) and ray_init do
+build_tuner(lambda config: None, param_space={}, search_alg=None, scheduler=None, num_samples=1,
+            storage_path=sys.argv[1], max_failures=0, callbacks=[tune.Callback()])
+usage.tag_callbacks([tune.Callback()])
+print(json.dumps("mlflow" in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(("exported", "imports_mlflow"), [(None, False), ("1", True)])
+def test_usage_count_of_callbacks_imports_mlflow_only_with_usage_stats_on(
+        tmp_path: Path, exported: str | None, imports_mlflow: bool) -> None:
+    """Issue 25.3: by default a sweep turns Ray's usage statistics off (RAY_USAGE_STATS_ENABLED=0;
+    the RAY_DISABLE_USAGE_STATS it set before is read by nothing) and its Tuner does not import
+    mlflow (about 2 CPU-s of the driver) to count its callbacks for them; with the statistics
+    exported on, Tune counts them as before."""
+    if importlib.util.find_spec("mlflow") is None:
+        pytest.skip("mlflow not installed: nothing to import")
+    env = {key: value for key, value in os.environ.items() if key != USAGE_STATS_ENV}
+    env.update({USAGE_STATS_ENV: exported} if exported else {},
+               PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    out = subprocess.run([sys.executable, "-c", COUNT_CALLBACKS, str(tmp_path)], env=env,
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) is imports_mlflow
