@@ -32,9 +32,8 @@ from orchestrator.query.confirmed import (
     confirmation_rows,
     confirmations,
 )
+from orchestrator.query.paired import MIN_TEST_SETS  # below it no verdict: confirm is skipped
 from orchestrator.store import ResultStore, schema
-
-MIN_TEST_SETS = 3  # below, search.confirm is skipped (issue 21: no verdict below 3 test sets)
 
 
 def finalists(trials: pd.DataFrame, top: int, mode: str) -> pd.DataFrame:
