@@ -96,7 +96,7 @@ def part4_packing(run: Run) -> PartResult:
         try:
             if started_ray:  # a private Ray (never a cluster found on this machine), started
                 # once, outside the timed sweeps; run_sweep then uses it
-                os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
                 ray.init(include_dashboard=False, log_to_driver=False)
             for i, (label, gpus, concurrent) in enumerate(arms):
                 path = Path(tmp) / f"pack{i}.yaml"

@@ -40,7 +40,7 @@ RAY = str(Path(sys.executable).with_name("ray"))
 # machine); every client of the test cluster (ray status, sweep.py, ray job submit) presents it.
 # TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0: Tune's JSON logger writes result.json (read below; off by
 # default in a sweep, orchestrator/trackers.py)
-ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_DISABLE_USAGE_STATS": "1",
+ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0"}
 DEFAULT_ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # what a plain `ray start` writes
 pytestmark = pytest.mark.slow

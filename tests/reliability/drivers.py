@@ -114,7 +114,7 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
 def driver_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
-    env.update(RAY_DISABLE_USAGE_STATS="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    env.update(RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
     return env
 
 

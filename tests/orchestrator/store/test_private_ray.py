@@ -43,7 +43,7 @@ def test_the_private_ray_binds_metrics_to_loopback_and_keeps_its_token_private(
     tmp_path: Path,
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO), RAY_DISABLE_USAGE_STATS="1")
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0")
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, text=True,
                          capture_output=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
