@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.dotted import get_dotted
-from trainables.config import member_count
 from trainables.trial_config import TrialConfig
 
 # trainables.memory (torch) is imported where it is used: the CLI imports this module to build
@@ -178,17 +177,16 @@ class TrialPlanner:
         With GPU targets: the chosen type too (runtime.gpu_type / gpu_resource /
         gpu_memory_bytes / memory_budget); a config that fits none gets the largest budget,
         so its trial is recorded does_not_fit without waiting for a GPU."""
-        from trainables.memory import estimate_trial_memory
+        from trainables.memory import estimate_for_shape
 
         trial = TrialConfig.from_dict(config)  # once per sampled config
         train = trial.train
         if not self.targets and self.budget_bytes is None:
             return {}  # nothing to decide: the trial estimates itself (trainable._plan)
         targets = self.targets or (Target("cpu", None, None, self.budget_bytes),)
-        est = estimate_trial_memory(  # on a GPU: in the precision the step runs in
-            trial, n_features=self.n_features, n_classes=self.n_classes,
-            input_shape=self.input_shape, n_members=member_count(self.n_folds, train),
-            on_gpu=bool(self.targets))
+        est = estimate_for_shape(  # on a GPU: in the precision the step runs in
+            trial, input_shape=self.input_shape, n_features=self.n_features,
+            n_classes=self.n_classes, n_folds=self.n_folds, on_gpu=bool(self.targets))
         fixed = train.micro_batch
         choice = choose_target(est, int(train.batch_size), fixed, targets)
         if choice.target is None:  # fits nowhere: the peak at 1, as `plan` shows it
@@ -272,7 +270,7 @@ def plan_configs(
     of `gpu_total_bytes`. Without a GPU and without resources.memory_budget there is no budget:
     the logical batch is planned as is."""
     from orchestrator.cluster import fixed_gpu_info
-    from trainables.memory import estimate_trial_memory
+    from trainables.memory import estimate_for_shape
 
     if cluster is None and gpu_total_bytes:
         cluster = fixed_gpu_info(gpu_total_bytes)
@@ -285,11 +283,9 @@ def plan_configs(
     rows = []
     for config in configs:
         trial = TrialConfig.from_dict(config)  # once per config
-        est = estimate_trial_memory(
-            trial, n_features=n_features, n_classes=n_classes, input_shape=data_shape,
-            n_members=member_count(n_folds, trial.train),
-            on_gpu=targets[0].memory_bytes is not None,
-        )
+        est = estimate_for_shape(trial, input_shape=data_shape, n_features=n_features,
+                                 n_classes=n_classes, n_folds=n_folds,
+                                 on_gpu=targets[0].memory_bytes is not None)
         logical = int(trial.train.batch_size)
         choice = choose_target(est, logical, trial.train.micro_batch, targets)
         target = choice.target

@@ -38,6 +38,7 @@ from trainables.memory.plan import (
     MemoryPlan,
     choose_micro_batch,
     estimate_as_run,
+    estimate_for_shape,
     plan_for_shape,
     plan_micro_batch,
 )
@@ -57,7 +58,8 @@ from trainables.memory.trace import (
 __all__ = [
     "PROBED_OPS", "TARGETS", "TRACE_BATCHES", "TRACE_DEVICE", "LiveBytes", "MemoryEstimate",
     "MemoryPlan", "Trace", "build_meta", "calibrate", "choose_micro_batch", "conv_workspace_bytes",
-    "estimate_as_run", "estimate_module_memory", "estimate_step_memory", "estimate_trial_memory",
+    "estimate_as_run", "estimate_for_shape", "estimate_module_memory", "estimate_step_memory",
+    "estimate_trial_memory",
     "fit_traces", "is_oom", "kernel_memory", "make_inputs", "make_optimizer",
     "measure_in_process", "measure_step_peak", "measure_step_peaks", "plan_for_shape",
     "plan_micro_batch", "retry_on_oom", "rnn_reserve_bytes", "rnn_workspace_bytes", "run_steps",

@@ -78,10 +78,8 @@ def plan_for_shape(
     DoesNotFitError when even a micro-batch of 1 does not fit."""
     trial = as_trial_config(config)
     n_members = member_count(n_folds, trial.train)
-    est = estimate_trial_memory(
-        trial, n_features=n_features, n_classes=n_classes,
-        input_shape=tuple(input_shape), n_members=n_members,
-    )
+    est = estimate_for_shape(trial, input_shape=input_shape, n_features=n_features,
+                             n_classes=n_classes, n_folds=n_folds)
     logical = int(trial.train.batch_size)
     micro, accumulation = choose_micro_batch(est, int(budget_bytes), logical)
     if micro == 0:
@@ -100,10 +98,18 @@ def estimate_as_run(config: TrialConfig | Mapping[str, Any], data: PreparedData)
     """The estimated peak bytes of a trial at the micro-batch it runs without a plan (the sweep
     file's train.micro_batch, else the logical batch): what `sweep.py plan` prints for a config
     without a budget (orchestrator/planner.py: choose_target)."""
-    config = as_trial_config(config)
-    train = config.train
-    est = estimate_trial_memory(
-        config, n_features=data.n_features, n_classes=data.n_classes,
-        input_shape=tuple(data.features.shape[1:]),
-        n_members=member_count(len(data.folds), train))
-    return int(est.peak(int(train.micro_batch or train.batch_size)))
+    trial = as_trial_config(config)
+    est = estimate_for_shape(trial, input_shape=tuple(data.features.shape[1:]),
+                             n_features=data.n_features, n_classes=data.n_classes,
+                             n_folds=len(data.folds))
+    return int(est.peak(int(trial.train.micro_batch or trial.train.batch_size)))
+
+
+def estimate_for_shape(trial: TrialConfig, *, input_shape: tuple[int, ...], n_features: int,
+                       n_classes: int, n_folds: int, on_gpu: bool = False) -> MemoryEstimate:
+    """estimate_trial_memory for a trial on data of this shape, with its members counted from
+    the folds and its seeds (config.member_count): the one estimate the driver's plan, `plan`,
+    the trial's own re-plan and its stored estimate all use."""
+    return estimate_trial_memory(
+        trial, n_features=n_features, n_classes=n_classes, input_shape=tuple(input_shape),
+        n_members=member_count(n_folds, trial.train), on_gpu=on_gpu)
