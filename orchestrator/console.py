@@ -12,17 +12,19 @@ them; `pruned` when the scheduler stopped the trial at that epoch, `collapsed k/
 status is store/schema.py's trial_status, so the console shows what the store records.
 
 The ETA ("~": an estimate) places the trials left on the run's slots (`concurrency`: trials at
-once) and adds their times: an epoch of one trial takes the median seconds between two epochs of
-one trial (the last RECENT_GAPS), a trial not started the hand-off after the trial it replaces
+once) and adds their times: an epoch of a running trial takes the median of its own epochs
+(configurations differ several-fold), of any other the median seconds between two epochs of one
+trial (the last RECENT_GAPS); a trial not started takes the hand-off after the trial it replaces
 (from its end to the next start: the driver plans, Ray starts a worker) and its set-up (from its
-start to its first epoch, less an epoch), then its expected epochs. So Ray's start and a trial's
-set-up are never taken for training speed, and the last trials, when slots stand idle, are not sped
-up by them. Before a trial has two epochs: `ETA ~?`. The epochs left learn from pruning: a trial
-not started yet is expected to run the scheduler's expectation (ASHA: `asha_expected_epochs`,
-weighed as PRIOR_TRIALS trials, since the first trials fill empty rungs and are promoted more than
-the later ones) averaged with the epochs of the trials finished so far (recorded ones of a resumed
-sweep included); a running trial before the first rung the same, past it the mean epochs of the
-finished trials that ran past its epoch.
+start to its first epoch, less an epoch, measured on trials started in a freed slot: the first
+trials also start Ray's workers, which the later ones reuse), then its expected epochs. So Ray's
+start and a trial's set-up are never taken for training speed, and the last trials, when slots
+stand idle, are not sped up by them. Before a trial has two epochs: `ETA ~?`. The epochs left
+learn from pruning: a trial not started yet is expected to run the scheduler's expectation
+(ASHA: `asha_expected_epochs`, weighed as PRIOR_TRIALS trials, since the first trials fill empty
+rungs and are promoted more than the later ones) averaged with the epochs of the trials finished
+so far (recorded ones of a resumed sweep included); a running trial before the first rung the
+same, past it the mean epochs of the finished trials that ran past its epoch.
 bench/eta.py measures it against the real remaining time (docs/design.md, Performance).
 "best" counts the trials recorded before a resume too (`seed`), so the status line, the epoch
 lines and the closing line agree with the leaderboard.
@@ -58,7 +60,7 @@ from orchestrator.store.rows import reported_error, trial_error
 from trainables import names
 
 PRIOR_TRIALS = 2  # the scheduler's expected epochs per trial weighs as much as 2 trials
-RECENT_GAPS = 8  # the ETA's epoch and start-up times: medians of the last 8 measured
+RECENT_GAPS = 16  # the ETA's epoch and start-up times: medians of the last 16 measured
 WAIT_NOTICE_S = 30.0  # trials pending with none running this long, unplaced: say so
 WAIT_RECHECK_S = 5.0  # while they wait, Ray's placement groups are read at most this often
 
@@ -97,7 +99,12 @@ class ConsoleCallback(Callback):
         self.started_at: dict[str, float] = {}  # trial id -> when it started
         self.reported_at: dict[str, float] = {}  # trial id -> when it last reported an epoch
         self.epoch_gaps: list[float] = []  # seconds between two epochs of one trial
-        self.first_waits: list[float] = []  # seconds from a trial's start to its first epoch
+        self.own_gaps: dict[str, list[float]] = {}  # the same, per running trial
+        # seconds from a trial's start to its first epoch, for trials started in a slot another
+        # trial freed: the first trials also start Ray's workers (torch imports, data loads),
+        # which the trials after them, on reused workers, do not pay again
+        self.first_waits: list[float] = []
+        self._warm: set[str] = set()  # trials started in a freed slot
         self.handoffs: list[float] = []  # seconds from a trial's end to the next one's start
         self._freed: list[float] = []  # when a trial ended and no trial has started since
         self.most_running = 0
@@ -214,6 +221,7 @@ class ConsoleCallback(Callback):
         self.started_at[trial.trial_id] = time.monotonic()
         if self._freed:  # the slot a trial ended in, taken again (the driver plans, Ray starts)
             self.handoffs.append(self.started_at[trial.trial_id] - self._freed.pop(0))
+            self._warm.add(trial.trial_id)
         self.most_running = max(self.most_running, len(self.running))
         number = self.already + self.trials_started
         self._say(f"start  #{number}/{self.total} {trial.trial_id}  "
@@ -232,7 +240,8 @@ class ConsoleCallback(Callback):
         now = time.monotonic()
         if trial.trial_id in self.reported_at:
             self.epoch_gaps.append(now - self.reported_at[trial.trial_id])
-        elif trial.trial_id in self.started_at:
+            self.own_gaps.setdefault(trial.trial_id, []).append(self.epoch_gaps[-1])
+        elif trial.trial_id in self._warm:
             self.first_waits.append(now - self.started_at[trial.trial_id])
         self.reported_at[trial.trial_id] = now
         n = len(schema.report_json(result, names.MEMBER_ROWS_JSON, []))
@@ -272,6 +281,7 @@ class ConsoleCallback(Callback):
     def _finish(self, trial: Any, status: str, reason: str | None,
                 traceback_text: str | None) -> None:
         self.running.pop(trial.trial_id, None)
+        self.own_gaps.pop(trial.trial_id, None)
         if self.already + self.trials_started < self.total:
             self._freed.append(time.monotonic())
         self.finished += 1
@@ -351,7 +361,10 @@ class ConsoleCallback(Callback):
         handoff = statistics.median(self.handoffs[-RECENT_GAPS:]) if self.handoffs else 0.0
         slots = []
         for trial_id, (done, of) in list(self.running.items()):
-            work = (self._expected_total(done, of) - done) * epoch + (0.0 if done else setup)
+            # a trial's epochs take what its own took (configurations differ several-fold)
+            own = self.own_gaps.get(trial_id)
+            rate = statistics.median(own) if own else epoch
+            work = (self._expected_total(done, of) - done) * rate + (0.0 if done else setup)
             since = self.reported_at.get(trial_id) or self.started_at.get(trial_id) or now
             slots.append(max(0.0, work - (now - since)))
         width = max(self.concurrency or self.most_running, len(slots), 1)

@@ -77,16 +77,50 @@ def test_eta_counts_start_up_once_per_trial_never_as_epoch_time(
     a = _trial("aaaa0001", 1e-3)
     assert console.eta_seconds() is None  # no epoch yet: no rate
     console.on_trial_start(0, [], a)
-    clock[0] = 160.0  # 60 s from its start to its first epoch: set-up (data, model) + 1 epoch
+    clock[0] = 160.0  # 60 s from its start to its first epoch: Ray's worker, data, 1 epoch
     console.on_trial_result(0, [], a, _epoch(1, 0.4, 0.0, 1))
     assert console.eta_seconds() is None  # one epoch: no rate yet
     clock[0] = 170.0
     console.on_trial_result(0, [], a, _epoch(2, 0.4, 0.0, 1))  # an epoch takes 10 s
-    # a: 2 epochs left = 20 s; then 2 trials, one after the other (one slot), each 50 s of
-    # set-up + 4 epochs x 10 s (no scheduler: all epochs expected)
-    assert console.eta_seconds() == pytest.approx(20.0 + 2 * (50.0 + 40.0))
+    # a: 2 epochs left = 20 s; then 2 trials, one after the other (one slot), each 4 epochs x
+    # 10 s (no scheduler: all epochs expected). The 50 s of set-up were the first trial's, which
+    # started Ray's worker: the later trials reuse it, and no trial has shown a set-up of its own
+    assert console.eta_seconds() == pytest.approx(20.0 + 2 * 40.0)
     clock[0] = 175.0  # half an epoch later, 5 s less
-    assert console.eta_seconds() == pytest.approx(195.0)
+    assert console.eta_seconds() == pytest.approx(95.0)
+    clock[0] = 190.0
+    for epoch in (3, 4):
+        console.on_trial_result(0, [], a, _epoch(epoch, 0.4, 0.0, 1, done=epoch == 4))
+    console.on_trial_complete(0, [], a)
+    b = _trial("bbbb0002", 1e-3)
+    clock[0] = 192.0  # 2 s of hand-off (the driver plans, Ray places)
+    console.on_trial_start(0, [], b)
+    clock[0] = 207.0  # 15 s to its first epoch on a reused worker: 5 s of set-up
+    console.on_trial_result(0, [], b, _epoch(1, 0.4, 0.0, 1))
+    # b: 3 epochs left; the last trial: hand-off 2 s + set-up 5 s + 4 epochs
+    assert console.eta_seconds() == pytest.approx(30.0 + 2.0 + 5.0 + 40.0)
+
+
+def test_eta_of_a_running_trial_uses_its_own_epoch_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Configurations differ several-fold in speed (the demo: 15 to 41 s an epoch): a running
+    trial's epochs left take what its own took, not the median over all trials."""
+    clock = [0.0]
+    monkeypatch.setattr("orchestrator.console.time.monotonic", lambda: clock[0])
+    console = ConsoleCallback(total=3, already=0, epochs=4, stream=io.StringIO(), concurrency=3)
+    fast = [_trial("fast0001", 1e-3), _trial("fast0002", 1e-3)]
+    slow = _trial("slow0003", 1e-3)
+    for trial in (*fast, slow):
+        console.on_trial_start(0, [], trial)
+    for epoch in (1, 2):
+        clock[0] = 10.0 * epoch
+        for trial in fast:
+            console.on_trial_result(0, [], trial, _epoch(epoch, 0.4, 0.0, 1))
+    for epoch, at in ((1, 30.0), (2, 60.0)):  # 30 s an epoch
+        clock[0] = at
+        console.on_trial_result(0, [], slow, _epoch(epoch, 0.4, 0.0, 1))
+    # the fast ones are done by now (2 x 10 s left from t=20); the slow one: 2 x 30 s from t=60
+    assert console.eta_seconds() == pytest.approx(60.0)
 
 
 def _run_trials(console: ConsoleCallback, clock: list[float], stops: tuple[int, ...]) -> None:
