@@ -543,13 +543,13 @@ class ProgressLines:
 
     def __call__(self, message: str) -> None:
         if _BASELINE_REPEAT.match(message) or message == self.last:
-            return  # (the synthetic corpus reported its last chunk twice: 400/400, 400/400)
+            return
         self.last = message
         counter = _COUNTER.match(message)
         if self.open is not None and not (counter and counter["head"] == self.open["head"]):
             self.close()
-        if counter is not None and int(counter["done"]) < int(counter["total"]):
-            self.open = counter
+        if counter is not None:  # open while short of its total; at its total, said
+            self.open = counter if int(counter["done"]) < int(counter["total"]) else None
         self.say(f"{self.prefix}{message}")
 
     def close(self) -> None:

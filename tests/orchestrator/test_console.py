@@ -262,7 +262,8 @@ def test_progress_lines_end_counters_at_the_total_and_print_each_fact_once() -> 
     said: list[str] = []
     progress = ProgressLines("data: ", say=said.append)
     for message in ("synthetic: generating 800 utterances",
-                    "synthetic: generated 800/800 utterances",
+                    "synthetic: generated 700/800 utterances",
+                    "synthetic: generated 800/800 utterances",  # reached: not said again
                     "synthetic: generated 800/800 utterances",  # #24: seen twice on the demo
                     "features logmel: 256/800 utterances", "features logmel: 512/800 utterances",
                     "cached /tmp/x.pt",
@@ -271,6 +272,7 @@ def test_progress_lines_end_counters_at_the_total_and_print_each_fact_once() -> 
         progress(message)
     progress.close()
     assert said == ["data: synthetic: generating 800 utterances",
+                    "data: synthetic: generated 700/800 utterances",
                     "data: synthetic: generated 800/800 utterances",
                     "data: features logmel: 256/800 utterances",
                     "data: features logmel: 512/800 utterances",
