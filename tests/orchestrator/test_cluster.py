@@ -32,6 +32,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.reliability.drivers import session_pids
+
 REPO = Path(__file__).resolve().parents[2]
 SPEC = Path(__file__).with_name("tiny_cluster.yaml")  # 4 trials x 3 members x 2 epochs
 TRIALS, MEMBERS, EPOCHS = 4, 3, 2
@@ -53,18 +55,6 @@ def _free_ports(count: int) -> list[int]:
         for sock in socks:
             sock.bind(("127.0.0.1", 0))
         return [sock.getsockname()[1] for sock in socks]
-
-
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    pids.append(int(entry.name))
-            except OSError:  # gone meanwhile
-                pass
-    return pids
 
 
 def _pids_mentioning(text: str) -> list[int]:
@@ -174,7 +164,7 @@ class RayCluster:
                 if attempt == tries or self.nodes[-1].poll() is None:
                     raise
                 failed = self.nodes.pop()  # its `ray start` exited: what it left goes too
-                _kill(_session_pids(failed.pid))
+                _kill(session_pids(failed.pid))
 
     def start_typed(self, workers: list[tuple[str, int]]) -> None:
         """A head with 1 CPU and no GPU, and one worker per (GPU type, declared MiB per GPU):
@@ -214,7 +204,7 @@ class RayCluster:
         still alive 30 s later (an empty list: nothing of the cluster survived)."""
         sessions = [node.pid for node in self.nodes]
         for sid in sessions:
-            _kill(_session_pids(sid))
+            _kill(session_pids(sid))
         for node in self.nodes:  # reap `ray start` itself (a zombie keeps its session)
             try:
                 node.wait(timeout=30)
@@ -223,7 +213,7 @@ class RayCluster:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             alive = sorted(
-                {pid for sid in sessions for pid in _session_pids(sid)}
+                {pid for sid in sessions for pid in session_pids(sid)}
                 | set(_pids_mentioning(self.temp_root))
             )
             if not alive:

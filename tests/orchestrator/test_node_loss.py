@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.orchestrator.test_cluster import ENV, REPO, RayCluster, _kill, _session_pids
+from tests.orchestrator.test_cluster import ENV, REPO, RayCluster, _kill
+from tests.reliability.drivers import session_pids
 
 SPEC = Path(__file__).with_name("tiny_node_loss.yaml")  # 1 trial x 1 member x 5 epochs
 EPOCHS, MEMBERS = 5, 1
@@ -81,7 +82,7 @@ def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another_node(
         lost_node = json.loads(_reports(sweep_dir)[0]["runtime_json"])["node_id"]
 
         worker = cluster.nodes[1]
-        _kill(_session_pids(worker.pid))  # the node: raylet, object store, the trial's worker
+        _kill(session_pids(worker.pid))  # the node: raylet, object store, the trial's worker
         worker.wait(timeout=60)
         killed_at = len(_reports(sweep_dir))
         assert killed_at < EPOCHS, "the trial ended before its node was lost"
@@ -91,7 +92,7 @@ def test_a_trial_on_a_lost_node_resumes_from_its_checkpoint_on_another_node(
         output = log.read_text()
         assert rc == 0, output[-4000:]
     finally:
-        _kill(_session_pids(driver.pid))
+        _kill(session_pids(driver.pid))
         driver.wait(timeout=60)
 
     trials = pd.read_parquet(sweep_dir / "trials")
