@@ -13,8 +13,9 @@ status is store/schema.py's trial_status, so the console shows what the store re
 
 The ETA ("~": an estimate) places the trials left on the run's slots (`concurrency`: trials at
 once) and adds their times: an epoch of a running trial takes the median of its own epochs
-(configurations differ several-fold), of any other the median seconds between two epochs of one
-trial (the last RECENT_GAPS); a trial not started takes the hand-off after the trial it replaces
+(configurations differ several-fold), of any other the mean seconds between two epochs of one
+trial (the last RECENT_GAPS: the time left is a sum over configurations not sampled yet, so their
+expected epoch time, which the slow ones raise above the median); a trial not started takes the hand-off after the trial it replaces
 (from its end to the next start: the driver plans, Ray starts a worker) and its set-up (from its
 start to its first epoch, less an epoch, measured on trials started in a freed slot: the first
 trials also start Ray's workers, which the later ones reuse), then its expected epochs. So Ray's
@@ -60,7 +61,7 @@ from orchestrator.store.rows import reported_error, trial_error
 from trainables import names
 
 PRIOR_TRIALS = 2  # the scheduler's expected epochs per trial weighs as much as 2 trials
-RECENT_GAPS = 16  # the ETA's epoch and start-up times: medians of the last 16 measured
+RECENT_GAPS = 16  # the ETA's epoch and start-up times: from the last 16 measured
 WAIT_NOTICE_S = 30.0  # trials pending with none running this long, unplaced: say so
 WAIT_RECHECK_S = 5.0  # while they wait, Ray's placement groups are read at most this often
 
@@ -353,7 +354,7 @@ class ConsoleCallback(Callback):
         now = time.monotonic()
         if not self.epoch_gaps:
             return None
-        epoch = statistics.median(self.epoch_gaps[-RECENT_GAPS:])
+        epoch = statistics.mean(self.epoch_gaps[-RECENT_GAPS:])
         # after a trial starts: its set-up, the part of its first epoch's wait beyond an epoch;
         # before it starts: the hand-off from the trial that ended (planning, Ray's start)
         setup = max(0.0, statistics.median(self.first_waits[-RECENT_GAPS:]) - epoch) \
