@@ -15,10 +15,11 @@ The ETA ("~": an estimate) places the trials left on the run's slots (`concurren
 once) and adds their times: an epoch of a running trial takes the median of its own epochs
 (configurations differ several-fold), of any other the mean seconds between two epochs of one
 trial (the last RECENT_GAPS: the time left is a sum over configurations not sampled yet, so their
-expected epoch time, which the slow ones raise above the median); a trial not started takes the hand-off after the trial it replaces
-(from its end to the next start: the driver plans, Ray starts a worker) and its set-up (from its
-start to its first epoch, less an epoch, measured on trials started in a freed slot: the first
-trials also start Ray's workers, which the later ones reuse), then its expected epochs. So Ray's
+expected epoch time, which the slow ones raise above the median); a trial not started takes the
+hand-off after the trial it replaces (from its end to the next start: the driver plans, Ray
+starts a worker) and its set-up (from its start to its first epoch, less an epoch, measured on
+trials started in a freed slot: the first trials also start Ray's workers, which the later ones
+reuse), then its expected epochs. So Ray's
 start and a trial's set-up are never taken for training speed, and the last trials, when slots
 stand idle, are not sped up by them. Before a trial has two epochs: `ETA ~?`. The epochs left
 learn from pruning: a trial not started yet is expected to run the scheduler's expectation
