@@ -20,8 +20,9 @@ hand-off after the trial it replaces (from its end to the next start: the driver
 starts a worker) and its set-up (from its start to its first epoch, less an epoch, measured on
 trials started in a freed slot: the first trials also start Ray's workers, which the later ones
 reuse), then its expected epochs. So Ray's start and a trial's set-up are never taken for
-training speed, and the last trials, when slots stand idle, are not sped up by them. Before a trial has two epochs: `ETA ~?`. The epochs left
-learn from pruning: a trial not started yet is expected to run the scheduler's expectation
+training speed, and the last trials, when slots stand idle, are not sped up by them. Before a
+trial has two epochs: `ETA ~?`. The epochs left learn from pruning: a trial not started yet is
+expected to run the scheduler's expectation
 (ASHA: `asha_expected_epochs`, weighed as PRIOR_TRIALS trials, since the first trials fill empty
 rungs and are promoted more than the later ones) averaged with the epochs of the trials finished
 so far (recorded ones of a resumed sweep included); a running trial before the first rung the
