@@ -127,12 +127,14 @@ def _is_auth_failure(exc: BaseException) -> bool:
 def ray_init(address: str | None, verbose: bool) -> None:
     """Join the cluster named by --address or RAY_ADDRESS, or the one `ray start` left on this
     machine (the head node under `ray submit`); else start a private local Ray."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and address not in ("auto", "local"):
+        # before importing Ray: seconds, not Ray's minute of retries; and before joining a Ray
+        # this process started already, which would leave an unreachable address unsaid
+        check_reachable(address)
     ray_module = sys.modules.get("ray")
     if ray_module is not None and ray_module.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address and address not in ("auto", "local"):
-        check_reachable(address)  # before importing Ray: seconds, not Ray's minute of retries
     import ray
 
     usage_stats_off()

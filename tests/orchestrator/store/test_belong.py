@@ -128,3 +128,11 @@ def test_an_unreachable_address_writes_nothing(
     assert err and "127.0.0.1:9" in err[-1]
     written = [p for p in results.rglob("*") if p.is_file()] if results.exists() else []
     assert written == []  # no spec.yaml, baseline, journal, sweep_id or lease
+
+
+def test_an_unreachable_address_is_refused_when_this_process_runs_ray_already(
+    ray_local, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A caller that started Ray itself (a bench, a notebook) and names another cluster is told
+    that the address is unreachable; the running Ray is not used in its place."""
+    test_an_unreachable_address_writes_nothing(tmp_path, capsys)
