@@ -18,10 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) sweep.py search_spaces/transformer.yaml
 
-## Lint and run the default (fast) test suite: under 10 minutes on 2 cores.
+## Lint and run the default (fast) test suite: under 10 minutes on 2 cores. Two pytest-xdist
+## workers (each test a unit, `worksteal`); the slow tests run one at a time (clusters, kills).
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 ## The tests marked slow (kill-and-resume, multi-node, long training).
 test-slow: $(STAMP)
