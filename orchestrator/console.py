@@ -22,11 +22,11 @@ trials started in a freed slot: the first trials also start Ray's workers, which
 reuse), then its expected epochs. So Ray's start and a trial's set-up are never taken for
 training speed, and the last trials, when slots stand idle, are not sped up by them. Before a
 trial has two epochs: `ETA ~?`. The epochs left learn from pruning: a trial not started yet is
-expected to run the scheduler's expectation
-(ASHA: `asha_expected_epochs`, weighed as PRIOR_TRIALS trials, since the first trials fill empty
-rungs and are promoted more than the later ones) averaged with the epochs of the trials finished
-so far (recorded ones of a resumed sweep included); a running trial before the first rung the
-same, past it the mean epochs of the finished trials that ran past its epoch.
+expected to run the scheduler's expectation (ASHA: `asha_expected_epochs`, weighed as
+PRIOR_TRIALS trials, since the first trials fill empty rungs and are promoted more than the later
+ones) averaged with the epochs of the trials finished so far (recorded ones of a resumed sweep
+included); a running trial before the first rung the same, past it the mean epochs of the
+finished trials that ran past its epoch.
 bench/eta.py measures it against the real remaining time (docs/design.md, Performance).
 "best" counts the trials recorded before a resume too (`seed`), so the status line, the epoch
 lines and the closing line agree with the leaderboard.
