@@ -1,6 +1,8 @@
 """bench/racing.py --replay on a recorded sweep (a real store, Parquet): the former rule races
 out, after 2 test sets, a trial whose first 2 differences are nearly equal though it is the
-best over all 5; the pooled rule, with the sweep's spread, keeps it."""
+best over all 5; the pooled rule, with the sweep's spread, keeps it; the oracle bound races out
+what is not a new best; a pruned trial counts the first test sets only (racing runs ASHA on the
+first stage)."""
 
 from __future__ import annotations
 
@@ -24,15 +26,24 @@ def test_replay_shows_what_each_rule_would_have_raced_out(
     trials = {"inc": incumbent,
               "uneven": [v + d for v, d in zip(incumbent, [-0.2, 0.05, -0.15, 0.1, -0.3])],
               "lucky": [v + d for v, d in zip(incumbent, [-0.031, -0.033, 0.05, 0.1, 0.12])]}
+    trials["cut"] = [0.3] * 5  # pruned by ASHA after 1 epoch
     for k, (trial_id, values) in enumerate(trials.items()):
+        pruned = trial_id == "cut"
         store.write_trial(
-            {"trial_id": trial_id, "status": "completed", "stage": "search",
-             "objective": sum(values) / 5, "member_epochs": 10, "metric": "val_uar",
+            {"trial_id": trial_id, "status": "pruned" if pruned else "completed",
+             "stage": "search", "objective": sum(values) / 5,
+             "member_epochs": 5 if pruned else 10, "metric": "val_uar",
              "started_at": pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(minutes=k)},
             [], [{"member": i, "fold": f, "seed": 0, "val_uar": v}
                  for i, (f, v) in enumerate(zip(FOLDS, values))])
-    replay(str(tmp_path / "s"))
-    pooled, former = capsys.readouterr().out.splitlines()
-    assert pooled == "pooled, alpha/looks: member-epochs 30 of 30 (1.00x); raced out: none"
-    assert former.startswith("former: own spread: member-epochs 24 of 30 (0.80x); raced out: "
-                             "lucky after 2 (0.641 vs 0.600)"), former
+    spent = replay(str(tmp_path / "s"), alphas=(0.05, 0.5))
+    pooled, loose, former, oracle = capsys.readouterr().out.splitlines()
+    assert pooled == ("pooled, alpha 0.05 over the looks: member-epochs 32 of 35 (0.91x); "
+                      "raced out: none")
+    assert loose.startswith("pooled, alpha 0.5 over the looks: member-epochs 28 of 35 (0.80x); "
+                            "raced out: uneven after 3 (0.500 vs 0.600)"), loose
+    assert former.startswith("former: own spread, alpha 0.05 every look: member-epochs 26 of 35 "
+                             "(0.74x); raced out: lucky after 2 (0.641 vs 0.600)"), former
+    assert oracle == ("oracle: only new bests train every test set: member-epochs 26 of 35 "
+                      "(0.74x); raced out: uneven after 2 (0.500 vs 0.600)")
+    assert spent["recorded"] == 35
