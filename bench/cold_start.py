@@ -13,7 +13,7 @@ wall time of each is from launch to the first line starting with `epoch`. `--cod
 same pair for another checkout (e.g. `git archive <commit> | tar -x -C DIR`), measured in the
 same round, for a before/after comparison on the same load.
 
-    python bench/cold_start.py [--rounds 1] [--code DIR] [--timeout 900]
+    python bench/cold_start.py [--rounds 1] [--code DIR] [--timeout 900] [--timeline]
 
 Prints per round and arm: cold s, warm s, ratio, and the load average before and after.
 """
@@ -36,9 +36,11 @@ HERE = Path(__file__).resolve().parents[1]
 DEMO = "search_spaces/transformer.yaml"
 
 
-def first_epoch_seconds(code: Path, cache: Path, results: Path, timeout: float) -> float:
+def first_epoch_seconds(code: Path, cache: Path, results: Path, timeout: float,
+                        timeline: list[str] | None = None) -> float:
     """Launch the demo sweep from `code`; seconds to its first `epoch` line. Then wait for the
-    baseline's cache entry (at most `timeout`) and stop the run with SIGINT."""
+    baseline's cache entry (at most `timeout`) and stop the run with SIGINT. `timeline` gets
+    each output line up to the first `epoch` line, stamped with its second."""
     env = {**os.environ, "PYTHONPATH": str(code), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "sweep.py", DEMO, "--results", str(results),
            "--set", f"data.cache_dir={cache}"]
@@ -52,6 +54,8 @@ def first_epoch_seconds(code: Path, cache: Path, results: Path, timeout: float) 
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
+            if timeline is not None and not seen.is_set():
+                timeline.append(f"{time.monotonic() - start:6.1f} s  {line.rstrip()[:100]}")
             if line.lstrip().startswith("epoch") and not seen.is_set():
                 lines.append(f"[{time.monotonic() - start:.1f} s]\n")
                 seen.set()
@@ -88,6 +92,8 @@ def main() -> int:
     parser.add_argument("--code", type=Path, action="append", default=[],
                         help="another checkout to measure in the same rounds (repeatable)")
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--timeline", action="store_true",
+                        help="print each run's output up to its first epoch line, timed")
     args = parser.parse_args()
     arms = {"this": HERE, **{str(c): c.resolve() for c in args.code}}
     ratios: dict[str, list[float]] = {name: [] for name in arms}
@@ -96,13 +102,17 @@ def main() -> int:
     for r in range(1, args.rounds + 1):
         for name, code in arms.items():
             scratch = Path(tempfile.mkdtemp(prefix="cold_start_"))
+            lines: dict[str, list[str]] = {"cold": [], "warm": []}
             try:
                 cold = first_epoch_seconds(code, scratch / "cache", scratch / "cold",
-                                           args.timeout)
+                                           args.timeout, lines["cold"])
                 warm = first_epoch_seconds(code, scratch / "cache", scratch / "warm",
-                                           args.timeout)
+                                           args.timeout, lines["warm"])
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
+            if args.timeline:
+                for run, stamped in lines.items():
+                    print(f"--- round {r}, {name}, {run}:", *stamped, sep="\n", flush=True)
             ratios[name].append(cold / warm)
             print(f"{r:>5}  {name[-40:]:<40} {cold:8.1f} {warm:8.1f} {cold / warm:10.2f}  "
                   f"{load()}", flush=True)

@@ -85,22 +85,22 @@ def _cache_folder(cfg: dict[str, Any]) -> Path | None:
 
 
 _SMILE: list[Any] = []  # per process: the functionals' openSMILE instance, built once
-# The nice increment of the functionals' worker processes: `in_background()` sets it for the
-# calls of one thread (a ContextVar: a new thread starts with the default, 0).
-_NICE: ContextVar[int] = ContextVar("egemaps_nice", default=0)
-BACKGROUND_NICE = 10  # beside the trials: openSMILE gets the CPU the trials leave idle
+# Whether the functionals' worker processes run in the background (parallel.parallel_map: below
+# the trials): `in_background()` sets it for the calls of one thread (a ContextVar: a new thread
+# starts with the default, False).
+_BACKGROUND: ContextVar[bool] = ContextVar("egemaps_background", default=False)
 PART = 16  # utterances per task of the process pool
 
 
 @contextmanager
 def in_background() -> Iterator[None]:
-    """Within this block, this thread's baseline extraction runs at BACKGROUND_NICE (the sweep
-    computes it beside its first trials: orchestrator/baseline_run.py)."""
-    token = _NICE.set(BACKGROUND_NICE)
+    """Within this block, this thread's baseline extraction runs in the background, below the
+    trials (the sweep computes it beside its first trials: orchestrator/baseline_run.py)."""
+    token = _BACKGROUND.set(True)
     try:
         yield
     finally:
-        _NICE.reset(token)
+        _BACKGROUND.reset(token)
 
 
 def _functionals_part(waves: list[np.ndarray]) -> np.ndarray:
@@ -135,7 +135,7 @@ def compute_functionals(waves: list[np.ndarray], progress: Progress | None = Non
             progress(f"baseline: eGeMAPS functionals {k * PART}/{len(waves)} utterances")
 
     out = parallel_map(_functionals_part, [list(p) for p in parts], workers=workers,
-                       nice=_NICE.get(), done=done)
+                       background=_BACKGROUND.get(), done=done)
     return np.concatenate(out) if out else np.full((0, N_FUNCTIONALS), np.nan)
 
 

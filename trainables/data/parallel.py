@@ -10,8 +10,8 @@ with everything it imported (a spawned or forkserver worker imports torch again,
 each, and re-runs an unguarded `__main__`). They only compute (numpy, scipy, openSMILE; torch on
 one thread, `_worker_start`) and hand back numpy arrays; none touches what the parent's other
 threads hold (Ray's sockets, the console), so forking beside the Tune driver's threads is safe
-for them. `nice` lowers the workers' priority, so work done beside the trials takes only the CPU
-they leave idle.
+for them. `background=True` puts the workers below the trials (`_worker_start`), so work done
+beside them takes only the CPU they leave idle.
 """
 
 from __future__ import annotations
@@ -30,20 +30,29 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _worker_start(increment: int) -> None:
+def _worker_start(background: bool) -> None:
     """Each worker: torch on one thread (the parent's OpenMP pool does not survive the fork: a
     torch op on several threads would wait forever for it; what torch's DataLoader workers do
-    too), then the priority lowered by `increment`."""
+    too); in the `background`, the lowest priority there is: nice 19 and, where the OS has it
+    (Linux), SCHED_IDLE (runs only on CPU nothing else wants). Ray starts its workers, the
+    trials, at nice 15 (RAY_worker_niceness), so a smaller increment (the former 10) put the
+    background above the trials and slowed a cold first run's first epochs."""
     import sys
 
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
-    if increment > 0:
-        os.nice(increment)
+    if background:
+        os.nice(19 - os.nice(0))
+        if hasattr(os, "SCHED_IDLE"):
+            try:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            except OSError:  # a sandbox that forbids it: nice 19 is what is left
+                pass
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, workers: int | None = None,
-                 nice: int = 0, done: Callable[[int], None] | None = None) -> list[R]:
+                 background: bool = False, done: Callable[[int], None] | None = None
+                 ) -> list[R]:
     """`[fn(x) for x in items]` over `workers` processes (default: one per core; 1 or a single
     item: in this process). `fn` must be a module-level function (pickled by name); `done(k)` is
     called in this process after the k-th result (in order) arrived, e.g. for progress lines."""
@@ -58,7 +67,7 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, workers: int | Non
     context: Any = multiprocessing.get_context("fork")
     results: list[R] = []
     with ProcessPoolExecutor(n, mp_context=context, initializer=_worker_start,
-                             initargs=(nice,)) as pool:
+                             initargs=(background,)) as pool:
         for k, result in enumerate(pool.map(fn, items), 1):
             results.append(result)
             if done is not None:

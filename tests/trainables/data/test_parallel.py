@@ -51,15 +51,27 @@ def test_functionals_identical_on_two_workers(corpus: list) -> None:
     assert np.array_equal(serial, pooled, equal_nan=True)
 
 
-def test_background_workers_run_niced() -> None:
-    mine = os.nice(0)
-    assert parallel_map(os.nice, [0, 0], workers=2) == [mine, mine]
-    assert parallel_map(os.nice, [0, 0], workers=2, nice=5) == [min(mine + 5, 19)] * 2
-    with in_background():  # the baseline beside the trials: its extraction niced
-        from trainables.egemaps_baseline import _NICE, BACKGROUND_NICE
+def _priority(_: object = None) -> tuple[bool, int]:
+    """(runs SCHED_IDLE, nice) of the calling process: the larger, the less CPU it gets beside
+    others that want it."""
+    idle = hasattr(os, "SCHED_IDLE") and os.sched_getscheduler(0) == os.SCHED_IDLE
+    return idle, os.nice(0)
 
-        assert _NICE.get() == BACKGROUND_NICE
-    assert _NICE.get() == 0
+
+def test_background_workers_run_below_the_trials(ray_local) -> None:
+    """The baseline beside the first trials takes only the CPU they leave idle: its workers
+    run below a Ray worker (a trial; Ray starts them at nice 15), not at nice 10 above it."""
+    trial = ray_local.get(ray_local.remote(lambda: _priority())
+                          .options(num_cpus=0).remote())
+    assert parallel_map(_priority, [0, 0], workers=2) == [_priority()] * 2
+    background = parallel_map(_priority, [0, 0], workers=2, background=True)
+    assert all(worker > trial for worker in background), (background, trial)
+    assert background[0][1] == 19
+    from trainables.egemaps_baseline import _BACKGROUND
+
+    with in_background():  # the baseline beside the trials: its extraction in the background
+        assert _BACKGROUND.get()
+    assert not _BACKGROUND.get()
 
 
 def test_a_worker_error_reaches_the_caller() -> None:
