@@ -33,21 +33,36 @@ def default_workers() -> int:
 def _worker_start(background: bool) -> None:
     """Each worker: torch on one thread (the parent's OpenMP pool does not survive the fork: a
     torch op on several threads would wait forever for it; what torch's DataLoader workers do
-    too); in the `background`, the lowest priority there is: nice 19 and, where the OS has it
-    (Linux), SCHED_IDLE (runs only on CPU nothing else wants). Ray starts its workers, the
-    trials, at nice 15 (RAY_worker_niceness), so a smaller increment (the former 10) put the
-    background above the trials and slowed a cold first run's first epochs."""
+    too); in the `background`, the lowest priority it can take (_to_background)."""
     import sys
 
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     if background:
-        os.nice(19 - os.nice(0))
-        if hasattr(os, "SCHED_IDLE"):
-            try:
-                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            except OSError:  # a sandbox that forbids it: nice 19 is what is left
-                pass
+        _to_background()
+
+
+def _to_background() -> None:
+    """Nice 19; SCHED_IDLE where the OS has it (Linux: runs only on CPU nothing else wants); and
+    a session of its own whose autogroup is at nice 19. Ray starts the trials at nice 15
+    (RAY_worker_niceness), so the former nice 10 put the baseline above them; and Linux shares
+    the CPU fairly between sessions (CONFIG_SCHED_AUTOGROUP) before nice or SCHED_IDLE count
+    inside one, while Ray's raylet runs the trials in a session of its own: in the driver's
+    session the background still took half the CPU from them (bench/cold_start.py)."""
+    os.nice(19 - os.nice(0))
+    if hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:  # a sandbox that forbids it: nice 19 is what is left
+            pass
+    autogroup = "/proc/self/autogroup"
+    if os.path.exists(autogroup):
+        try:
+            os.setsid()  # a forked worker is no group leader: this succeeds
+            with open(autogroup, "w") as handle:
+                handle.write("19")
+        except OSError:  # no autogroup scheduling here: nothing to leave
+            pass
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, workers: int | None = None,

@@ -51,22 +51,30 @@ def test_functionals_identical_on_two_workers(corpus: list) -> None:
     assert np.array_equal(serial, pooled, equal_nan=True)
 
 
-def _priority(_: object = None) -> tuple[bool, int]:
-    """(runs SCHED_IDLE, nice) of the calling process: the larger, the less CPU it gets beside
-    others that want it."""
+def _priority(_: object = None) -> tuple[int, bool, int]:
+    """(nice of its session's autogroup, runs SCHED_IDLE, nice) of the calling process: the
+    larger, the less CPU it gets beside others that want it (Linux shares the CPU between
+    autogroups first; without autogroups, 0)."""
+    group = 0
+    if os.path.exists("/proc/self/autogroup"):
+        group = int(open("/proc/self/autogroup").read().split("nice")[1])
     idle = hasattr(os, "SCHED_IDLE") and os.sched_getscheduler(0) == os.SCHED_IDLE
-    return idle, os.nice(0)
+    return group, idle, os.nice(0)
 
 
 def test_background_workers_run_below_the_trials(ray_local) -> None:
     """The baseline beside the first trials takes only the CPU they leave idle: its workers
-    run below a Ray worker (a trial; Ray starts them at nice 15), not at nice 10 above it."""
+    run below a Ray worker (a trial: Ray starts them at nice 15, in the raylet's session), not
+    at nice 10 above it, nor in the driver's session, which Linux's autogroups give as much CPU
+    as the trials' session."""
     trial = ray_local.get(ray_local.remote(lambda: _priority())
                           .options(num_cpus=0).remote())
     assert parallel_map(_priority, [0, 0], workers=2) == [_priority()] * 2
     background = parallel_map(_priority, [0, 0], workers=2, background=True)
     assert all(worker > trial for worker in background), (background, trial)
-    assert background[0][1] == 19
+    assert background[0][2] == 19
+    if os.path.exists("/proc/self/autogroup") and trial[0] == 0:
+        assert background[0][0] == 19
     from trainables.egemaps_baseline import _BACKGROUND
 
     with in_background():  # the baseline beside the trials: its extraction in the background
