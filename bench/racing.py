@@ -160,12 +160,13 @@ def _replay_rule(trials: pd.DataFrame, members: pd.DataFrame, metric: str, mode:
         mine = members[members[schema.TRIAL_ID] == row.trial_id].sort_values("member")
         folds = list(dict.fromkeys(mine["fold"]))
         epochs = int(row.member_epochs) // max(1, len(mine))
-        stop = len(folds) if row.status == schema.COMPLETED else min(first, len(folds))
+        head = min(first, len(folds))  # the first stage's test sets
+        stop = len(folds) if row.status == schema.COMPLETED else head
         candidates = [d for d in done if math.isfinite(d[1])]
         if candidates and row.status == schema.COMPLETED:
             best_id, best, theirs = max(candidates, key=lambda d: sign * d[1])
             if pooled is None:
-                stop = len(folds) if sign * row.objective > sign * best else first
+                stop = len(folds) if sign * row.objective > sign * best else head
             else:
                 pool = racing.pool(racing.test_set_differences(rows, theirs, metric)
                                    for trial_id, _, rows in done if trial_id != best_id)
@@ -232,8 +233,8 @@ def main() -> None:
     rows, pairs = [], []
     for seed in args.sweep_seeds:
         got = {}
-        for k, (arm, racing_set) in enumerate(arms.items()):
-            tag = "plain" if arm == plain else f"race{k}"
+        for index, (arm, racing_set) in enumerate(arms.items()):
+            tag = "plain" if arm == plain else f"race{index}"
             got[arm] = run_arm(args.space, [*common, f"search.seed={seed}", racing_set], root,
                                f"bench-{tag}-{seed}")
             rows.append({"sweep seed": seed, "arm": arm, **{k: v for k, v in got[arm].items()
@@ -258,6 +259,7 @@ def main() -> None:
     if pairs:
         print("confirmed winners' test UAR, paired over test sets (b - a):")
         print(pd.DataFrame(pairs).to_string(index=False, float_format=lambda v: f"{v:+.4f}"))
+
 
 if __name__ == "__main__":
     main()

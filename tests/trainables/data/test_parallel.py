@@ -4,6 +4,7 @@ eGeMAPS functionals give on 2 worker processes exactly what they give in one pro
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,9 +56,8 @@ def _priority(_: object = None) -> tuple[int, bool, int]:
     """(nice of its session's autogroup, runs SCHED_IDLE, nice) of the calling process: the
     larger, the less CPU it gets beside others that want it (Linux shares the CPU between
     autogroups first; without autogroups, 0)."""
-    group = 0
-    if os.path.exists("/proc/self/autogroup"):
-        group = int(open("/proc/self/autogroup").read().split("nice")[1])
+    autogroup = Path("/proc/self/autogroup")
+    group = int(autogroup.read_text().split("nice")[1]) if autogroup.exists() else 0
     idle = hasattr(os, "SCHED_IDLE") and os.sched_getscheduler(0) == os.SCHED_IDLE
     return group, idle, os.nice(0)
 
@@ -127,7 +127,6 @@ def test_workers_do_not_hang_after_the_parent_used_torch_threads() -> None:
     pool (it happened in `make demo`): the workers run torch on one thread."""
     import subprocess
     import sys
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[3]
     done = subprocess.run([sys.executable, "-c", HANG], cwd=root, capture_output=True,
