@@ -137,6 +137,7 @@ class BaselineRun:
         self.frame: pd.DataFrame | None = None
         self.path = ""
         self.error: BaseException | None = None
+        self._stop = threading.Event()  # set by wait(interrupted=True)
         self._thread = threading.Thread(target=self._run, args=(spec, sweep_dir, data),
                                         name="sersweep-baseline", daemon=True)
         self._thread.start()
@@ -147,21 +148,29 @@ class BaselineRun:
         from trainables.egemaps_baseline import in_background
 
         try:
-            with in_background():
+            with in_background(self._stop):
                 self.path, self.frame = write_sweep_baseline(spec, sweep_dir, data, None)
         except BaseException as exc:  # noqa: BLE001 - handed to wait(), in the driver's thread
             self.error = exc
 
-    def wait(self) -> None:
+    def wait(self, interrupted: bool = False) -> None:
         """Join the thread (at the sweep's end, before the leaderboard reads baseline.parquet);
         a SersweepError is one line (the reference never fails the sweep), anything else is
-        raised here."""
+        raised here. `interrupted` (Ctrl-C / SIGTERM stopped the sweep): its extraction stops
+        within a second or so, nothing is written (the workers run in a session of their own,
+        out of the terminal's reach: trainables/data/parallel.py)."""
+        from concurrent.futures import CancelledError
+
         from trainables.errors import SersweepError
 
-        if self._thread.is_alive():
+        if interrupted:
+            self._stop.set()
+        elif self._thread.is_alive():
             print("baseline: finishing the eGeMAPS reference ...")
         self._thread.join()
-        if isinstance(self.error, SersweepError):
+        if isinstance(self.error, CancelledError):
+            print("baseline: stopped with the sweep; `sweep.py baseline` computes it")
+        elif isinstance(self.error, SersweepError):
             print(f"baseline: not computed ({self.error}); `sweep.py baseline` retries it")
         elif self.error is not None:
             raise self.error

@@ -7,7 +7,7 @@
     retry  1ade187a  RayActorError: The actor died unexpectedly ...; from its last checkpoint
            running 1 | completed 1 pruned 0 failed 1 | best 0.417 (4fd5b1ae) | 2m05s | ETA ~1m20s
 
-Epoch lines come from `on_trial_result` (mean ± sample std over the members that reported, n of
+Epoch lines come from `on_trial_result` (mean ± sample std over the members with a result, n of
 them; `pruned` when the scheduler stopped the trial at that epoch, `collapsed k/m`). A trial's
 status is store/schema.py's trial_status, so the console shows what the store records.
 
@@ -246,7 +246,11 @@ class ConsoleCallback(Callback):
         elif trial.trial_id in self._warm:
             self.first_waits.append(now - self.started_at[trial.trial_id])
         self.reported_at[trial.trial_id] = now
-        n = len(schema.report_json(result, names.MEMBER_ROWS_JSON, []))
+        # n: the members the mean and spread are over (trainables/train.py's _report: all with a
+        # result, a collapsed one carried forward), not only those trained this epoch (a racing
+        # stage trains its new test sets' members alone)
+        n = len(schema.report_json(result, names.MEMBER_RESULTS_JSON, None)
+                or schema.report_json(result, names.MEMBER_ROWS_JSON, []))
         value = _number(result.get(names.mean_key(self.metric)))
         spread = _number(result.get(names.std_key(self.metric)))
         shown = "-" if value is None else f"{value:.3f}"

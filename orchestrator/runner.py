@@ -318,7 +318,7 @@ def run_sweep(
             confirm_console.close()
     console.close()
     if baseline is not None:  # written before the leaderboard reads it
-        baseline.wait()
+        baseline.wait(interrupted=stop.signum is not None)
     if lock is not None and not lock.valid():  # fenced out: launched and wrote nothing since
         lock.check()
     if store_cb.write_error is not None:  # disk full / read-only: the run stopped (exit 2)

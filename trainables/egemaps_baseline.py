@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -85,18 +86,19 @@ def _cache_folder(cfg: dict[str, Any]) -> Path | None:
 
 
 _SMILE: list[Any] = []  # per process: the functionals' openSMILE instance, built once
-# Whether the functionals' worker processes run in the background (parallel.parallel_map: below
-# the trials): `in_background()` sets it for the calls of one thread (a ContextVar: a new thread
-# starts with the default, False).
-_BACKGROUND: ContextVar[bool] = ContextVar("egemaps_background", default=False)
+# The stop of this thread's background extraction, None in the foreground (parallel.parallel_map:
+# background workers run below the trials): `in_background(stop)` sets it for the calls of one
+# thread (a ContextVar: a new thread starts with the default, None).
+_BACKGROUND: ContextVar[threading.Event | None] = ContextVar("egemaps_background", default=None)
 PART = 16  # utterances per task of the process pool
 
 
 @contextmanager
-def in_background() -> Iterator[None]:
+def in_background(stop: threading.Event | None = None) -> Iterator[None]:
     """Within this block, this thread's baseline extraction runs in the background, below the
-    trials (the sweep computes it beside its first trials: orchestrator/baseline_run.py)."""
-    token = _BACKGROUND.set(True)
+    trials (the sweep computes it beside its first trials: orchestrator/baseline_run.py); once
+    `stop` is set, it ends with CancelledError within one PART of utterances per worker."""
+    token = _BACKGROUND.set(stop if stop is not None else threading.Event())
     try:
         yield
     finally:
@@ -134,8 +136,9 @@ def compute_functionals(waves: list[np.ndarray], progress: Progress | None = Non
         if progress and k % step == 0 and k < len(parts):
             progress(f"baseline: eGeMAPS functionals {k * PART}/{len(waves)} utterances")
 
+    stop = _BACKGROUND.get()  # None: in the foreground
     out = parallel_map(_functionals_part, [list(p) for p in parts], workers=workers,
-                       background=_BACKGROUND.get(), done=done)
+                       background=stop is not None, done=done, stop=stop)
     return np.concatenate(out) if out else np.full((0, N_FUNCTIONALS), np.nan)
 
 

@@ -39,6 +39,23 @@ def test_started_in_the_background_written_on_wait(
     pd.testing.assert_frame_equal(read_baseline(beside), read_baseline(tmp_path / "front"))
 
 
+def test_an_interrupted_sweep_stops_its_baseline_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Ctrl-C does not reach the baseline's workers (a session of their own, below the trials):
+    the interrupted sweep stops them, rather than waiting for the whole extraction."""
+    spec = load_spec(TINY, overrides=[f"data.cache_dir={tmp_path / 'cache'}",
+                                      "search.baseline=true"])
+    data = prepare_data(spec.base_config()["data"])
+    run = start_sweep_baseline(spec, str(tmp_path / "beside"), data)
+    capsys.readouterr()
+    run.wait(interrupted=True)
+    assert capsys.readouterr().out == ("baseline: stopped with the sweep; `sweep.py baseline` "
+                                       "computes it\n")
+    assert not (tmp_path / "beside" / "baseline.parquet").exists()
+    _, frame = write_sweep_baseline(spec, str(tmp_path / "front"), data, None)
+    assert frame.attrs["functionals_cache"] == "miss"  # nothing half-computed was kept
+
+
 @pytest.mark.slow
 def test_a_cold_sweep_starts_trials_before_the_baseline_ends(
     ray_local, tmp_path: Path, capsys: pytest.CaptureFixture

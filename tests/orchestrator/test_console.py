@@ -12,7 +12,10 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator.console import ConsoleCallback, ProgressLines, pinned_lines
+from tests.trainables.test_train import CPU, make_config, tiny_data
+from tests.trainables.test_train import tiny_model as tiny_model  # autouse: registers "tiny"
 from trainables import names
+from trainables.train import LockstepTrainer
 
 
 def _trial(trial_id: str, lr: float) -> SimpleNamespace:
@@ -408,3 +411,24 @@ def test_a_resumed_sweep_shows_the_recorded_best_from_its_first_line(
     assert closing.split()[4] in set(tied), (closing, list(tied))
     assert sum(line.startswith("ray: starting") for line in out) == 1
     assert sum(line.startswith("ray: ready in") for line in out) == 1
+
+
+def test_a_racing_stage_epoch_counts_every_member_behind_its_mean() -> None:
+    """A racing stage trains only its new test sets' members, but the epoch's mean and spread
+    are over every member with a result (trainables/train.py): n counts those, so a spread is
+    never shown beside n=1 (a real trainer's reports)."""
+    trainer = LockstepTrainer(make_config(epochs=1, seeds=[0]), tiny_data(), CPU)
+    trainer.start_stage(0, [0])
+    first = trainer.run_epoch()
+    trainer.start_stage(1, [1])
+    second = trainer.run_epoch()
+    out = io.StringIO()
+    console = ConsoleCallback(total=1, already=0, epochs=1, stream=out)
+    trial = _trial("aaaa0001", 1e-2)
+    console.on_trial_start(0, [], trial)
+    console.on_trial_result(0, [], trial, first)
+    console.on_trial_result(0, [], trial, second)
+    console.close()
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("epoch")]
+    assert "(n=1)" in lines[0] and "±" not in lines[0]
+    assert f"± {second[names.std_key(names.VAL_UAR)]:.3f} (n=2)" in lines[1]

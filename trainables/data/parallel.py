@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -66,27 +67,40 @@ def _to_background() -> None:
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, workers: int | None = None,
-                 background: bool = False, done: Callable[[int], None] | None = None
-                 ) -> list[R]:
+                 background: bool = False, done: Callable[[int], None] | None = None,
+                 stop: threading.Event | None = None) -> list[R]:
     """`[fn(x) for x in items]` over `workers` processes (default: one per core; 1 or a single
     item: in this process). `fn` must be a module-level function (pickled by name); `done(k)` is
-    called in this process after the k-th result (in order) arrived, e.g. for progress lines."""
+    called in this process after the k-th result (in order) arrived, e.g. for progress lines.
+    Once another thread sets `stop`, the items not started are dropped and CancelledError is
+    raised at the next result: background workers leave the terminal's session, so Ctrl-C
+    does not reach them (an interrupted sweep's baseline, orchestrator/baseline_run.py)."""
     n = min(default_workers() if workers is None else int(workers), len(items))
+
+    def arrived(k: int) -> None:
+        if done is not None and k:
+            done(k)
+        if stop is not None and stop.is_set():
+            raise CancelledError(f"stopped with {k} of {len(items)} items done")
+
+    arrived(0)
     if n <= 1:
         out = []
         for k, item in enumerate(items, 1):
             out.append(fn(item))
-            if done is not None:
-                done(k)
+            arrived(k)
         return out
     context: Any = multiprocessing.get_context("fork")
     results: list[R] = []
     with ProcessPoolExecutor(n, mp_context=context, initializer=_worker_start,
                              initargs=(background,)) as pool:
-        for k, result in enumerate(pool.map(fn, items), 1):
-            results.append(result)
-            if done is not None:
-                done(k)
+        try:
+            for k, result in enumerate(pool.map(fn, items), 1):
+                results.append(result)
+                arrived(k)
+        except BaseException:  # stopped, a worker's error, Ctrl-C: the items not started are
+            pool.shutdown(wait=True, cancel_futures=True)  # dropped, the running ones finish
+            raise
     return results
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
+from concurrent.futures import CancelledError
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +89,33 @@ def test_background_workers_run_below_the_trials(ray_local) -> None:
     from trainables.egemaps_baseline import _BACKGROUND
 
     with in_background():  # the baseline beside the trials: its extraction in the background
-        assert _BACKGROUND.get()
-    assert not _BACKGROUND.get()
+        assert _BACKGROUND.get() is not None
+    assert _BACKGROUND.get() is None
+
+
+def _mark(path: str) -> str:
+    Path(path).touch()
+    time.sleep(0.1)
+    return path
+
+
+def test_a_set_stop_drops_the_items_not_started(tmp_path: Path) -> None:
+    """Background workers are out of Ctrl-C's reach (a session of their own): an interrupted
+    sweep stops its baseline through `stop`, which drops what has not started."""
+    items = [str(tmp_path / f"{i}") for i in range(40)]
+    stop, arrived = threading.Event(), []
+
+    def done(k: int) -> None:
+        arrived.append(k)
+        if k == 2:
+            stop.set()
+
+    with pytest.raises(CancelledError, match="stopped with 2 of 40 items done"):
+        parallel_map(_mark, items, workers=2, background=True, done=done, stop=stop)
+    assert arrived == [1, 2]
+    assert len(list(tmp_path.iterdir())) < 10  # 2 workers: what ran, and was queued, beside
+    with pytest.raises(CancelledError, match="0 of 3"):  # set before: nothing runs
+        parallel_map(int, ["1", "x", "2"], workers=1, stop=stop)
 
 
 def test_a_worker_error_reaches_the_caller() -> None:
