@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, ProcessPoolExecutor
@@ -31,16 +32,33 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def _worker_start(background: bool) -> None:
-    """Each worker: torch on one thread (the parent's OpenMP pool does not survive the fork: a
-    torch op on several threads would wait forever for it; what torch's DataLoader workers do
-    too); in the `background`, the lowest priority it can take (_to_background)."""
+def _worker_start(background: bool, parent: int) -> None:
+    """Each worker: dies with its `parent` (_die_with); torch on one thread (the parent's OpenMP
+    pool does not survive the fork: a torch op on several threads would wait forever for it;
+    what torch's DataLoader workers do too); in the `background`, the lowest priority it can
+    take (_to_background)."""
     import sys
 
+    _die_with(parent)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     if background:
         _to_background()
+
+
+def _die_with(parent: int) -> None:
+    """Linux: SIGKILL for this worker when the thread that forked it ends (prctl
+    PR_SET_PDEATHSIG; parallel_map's caller, alive until the pool is done). Without it, a
+    driver killed with SIGKILL left its workers blocked on the pool's queue for good: a
+    background worker is in a session of its own, where no terminal's signal reaches it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: no such call
+        return
+    if os.getppid() != parent:  # the parent died before the call above
+        os._exit(1)
 
 
 def _to_background() -> None:
@@ -93,7 +111,7 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, workers: int | Non
     context: Any = multiprocessing.get_context("fork")
     results: list[R] = []
     with ProcessPoolExecutor(n, mp_context=context, initializer=_worker_start,
-                             initargs=(background,)) as pool:
+                             initargs=(background, os.getpid())) as pool:
         try:
             for k, result in enumerate(pool.map(fn, items), 1):
                 results.append(result)

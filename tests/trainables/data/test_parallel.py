@@ -168,3 +168,46 @@ def test_workers_do_not_hang_after_the_parent_used_torch_threads() -> None:
     done = subprocess.run([sys.executable, "-c", HANG], cwd=root, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
     assert done.returncode == 0 and "featurized" in done.stdout, done.stderr[-2000:]
+
+
+ORPHAN = """
+import os, time
+from trainables.data.parallel import parallel_map
+
+def _wait(_):
+    os.write(1, f"{os.getpid()}\\n".encode())  # one write: the two workers' lines never mix
+    time.sleep(120)
+
+parallel_map(_wait, [0, 1], workers=2, background=True)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux: prctl and /proc")
+def test_workers_die_with_a_killed_parent() -> None:
+    """A driver killed with SIGKILL leaves no worker behind (a background one is in a session
+    of its own: no terminal's signal reaches it)."""
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN], cwd=root, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    workers = [int(parent.stdout.readline()) for _ in range(2)]
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+
+    def alive(pid: int) -> bool:
+        stat = Path(f"/proc/{pid}/stat")
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    deadline = time.monotonic() + 30
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in workers if alive(pid)]
+    for pid in left:  # the old behaviour: clean up before failing
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"workers {left} outlived their killed parent"
