@@ -33,7 +33,7 @@ BOOTSTRAP = {
     "available_node_types": {
         "head.cpu": {"resources": {"CPU": 0}, "min_workers": 0, "max_workers": 0},
         "gpu.a10g": {"resources": {"CPU": 4, "GPU": 1, "accelerator_type:A10G": 1,
-                                   "sersweep_gpu_memory_mib": 24576},
+                                   "sersweep_gpu_memory_mib": 22528},
                      "min_workers": 0, "max_workers": 8},
         "gpu.a100x8": {"resources": {"CPU": 96, "GPU": 8, "accelerator_type:A100": 1},
                        "min_workers": 0, "max_workers": 0},
@@ -59,7 +59,7 @@ def test_the_node_types_the_autoscaler_can_start_are_read_with_rays_defaults(
     # the head's type and a type with max_workers 0 are never started by the autoscaler
     assert [(t.name, t.cpus, t.gpus, t.gpu_type, t.max_workers) for t in types] == [
         ("gpu.a10g", 4.0, 1.0, "A10G", 8)]
-    assert types[0].gpu_memory_bytes == 24 * 2**30
+    assert types[0].gpu_memory_bytes == 22 * 2**30
     # Ray's defaults (autoscaler/_private/util.py fill_node_type_min_max_workers): a worker type
     # without max_workers gets the global one, the head's type 0; the global one caps each type
     user_file = {"max_workers": 3, "head_node_type": "head",
@@ -70,6 +70,15 @@ def test_the_node_types_the_autoscaler_can_start_are_read_with_rays_defaults(
     types = read_node_types(_write(tmp_path, user_file, "cluster.yaml"))
     assert [(t.name, t.max_workers, t.gpu_type) for t in types] == [("cpu", 3, "GPU"),
                                                                    ("gpu", 3, "GPU")]
+
+
+def test_the_shipped_cluster_file_declares_the_memory_of_every_gpu_type() -> None:
+    """docker/cluster.yaml starts with no worker: a GPU type without a declared memory gets no
+    budget and a whole GPU per trial until a node of it runs, for the whole sweep."""
+    shipped = Path(__file__).resolve().parents[2] / "docker" / "cluster.yaml"
+    types = read_node_types(shipped)
+    assert types and all(t.gpus for t in types)
+    assert {t.gpu_type: t.gpu_memory_bytes for t in types} == {"A10G": 22 * 2**30}
 
 
 def test_a_gpu_request_the_autoscaler_can_meet_is_accepted_with_a_line_saying_so(
@@ -85,9 +94,9 @@ def test_a_gpu_request_the_autoscaler_can_meet_is_accepted_with_a_line_saying_so
     # the A10G type is planned for and placed on, though no such node runs yet
     (gpu,) = info.gpu_types
     assert (gpu.name, gpu.memory_bytes, gpu.nodes, gpu.resource) == (
-        "A10G", 24 * 2**30, 0, "accelerator_type:A10G")
+        "A10G", 22 * 2**30, 0, "accelerator_type:A10G")
     assert info.line().startswith("cluster: 1 node, 0 CPUs, no GPU; the autoscaler (")
-    assert info.line().endswith("can add up to 8 x gpu.a10g (4 CPUs, 1 x A10G 24 GiB)")
+    assert info.line().endswith("can add up to 8 x gpu.a10g (4 CPUs, 1 x A10G 22 GiB)")
     assert info.max_cpus == 32  # what max_concurrent counts: the nodes it may add too
     # a running CPU node holds the trial, but the GPU type it is planned for is still to come
     with_cpus = dataclasses.replace(info, cpus=8.0, node_cpus=8.0)
