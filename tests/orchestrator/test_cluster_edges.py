@@ -127,10 +127,10 @@ def test_the_shipped_cluster_file_named_explicitly_plans_its_gpu_type_and_bounds
         cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
-    # its A10G type counts (its memory is not declared there: planned without a budget, as
-    # for a node that does not answer); the A100 type has max_workers 0: never started
+    # its A10G type counts, with the memory it declares (planned before a node of it runs);
+    # the A100 type has max_workers 0: never started
     assert "cluster: 1 node, 0 CPUs, no GPU; the autoscaler (" in plan.stdout
-    assert "can add up to 8 x gpu.a10g (4 CPUs, 1 x A10G)" in plan.stdout
+    assert "can add up to 8 x gpu.a10g (4 CPUs, 1 x A10G 22 GiB)" in plan.stdout
     assert "gpu.a100x8" not in plan.stdout
     rows = [line.split() for line in plan.stdout.splitlines() if re.match(r"^\d+\s+\d", line)]
     assert len(rows) == 2 and all("4/4" in row for row in rows), plan.stdout
