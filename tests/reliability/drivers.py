@@ -47,6 +47,12 @@ def _stat(pid: str) -> tuple[int, int, str, int] | None:
     return int(fields[2]), int(fields[3]), fields[0], int(fields[1])
 
 
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie has ended; only its parent's wait is missing)."""
+    stat = _stat(str(pid))
+    return stat is not None and stat[2] != "Z"
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()

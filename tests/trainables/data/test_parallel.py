@@ -192,19 +192,14 @@ def test_workers_die_with_a_killed_parent() -> None:
     import subprocess
     import sys
 
+    from tests.reliability.drivers import alive
+
     root = Path(__file__).resolve().parents[3]
     parent = subprocess.Popen([sys.executable, "-c", ORPHAN], cwd=root, stdout=subprocess.PIPE,
                               text=True, env={**os.environ, "PYTHONPATH": str(root)})
     workers = [int(parent.stdout.readline()) for _ in range(2)]
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-
-    def alive(pid: int) -> bool:
-        stat = Path(f"/proc/{pid}/stat")
-        try:
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
-        except (FileNotFoundError, ProcessLookupError):
-            return False
 
     deadline = time.monotonic() + 30
     while any(map(alive, workers)) and time.monotonic() < deadline:
